@@ -1,0 +1,1 @@
+//! Write MCP servers: tool, resource and prompt registries, request processing and per-client sessions.
