@@ -414,7 +414,9 @@ impl Message {
             None => return Err(invalid("missing \"jsonrpc\": \"2.0\"".into())),
         }
         if let Some(raw) = &raw_id {
-            if id.is_none() && !(raw.is_null() && !obj.contains_key("method")) {
+            // A null id is only acceptable on an error response whose request was unreadable.
+            let null_id_allowed = raw.is_null() && !obj.contains_key("method");
+            if id.is_none() && !null_id_allowed {
                 return Err(invalid(format!(
                     "\"id\" must be a string or a number, got {}",
                     kind_of(raw)
