@@ -369,7 +369,8 @@ pub enum ResponseStatusKind {
     Ok,
     /// A retried final answer that had already landed; nothing done.
     Duplicate,
-    /// Legacy only: nobody waits for this answer any more (unknown or late); logged and dropped.
+    /// Nobody waits for this any more (legacy: unknown or late answer; any: an ended client
+    /// session); logged and dropped.
     Ignored,
 }
 
