@@ -113,6 +113,11 @@ impl ErrorCode {
     pub const UNSUPPORTED_PROTOCOL_VERSION: ErrorCode = ErrorCode(-32022);
     /// MCP: the server needs the user to complete a URL elicitation first.
     pub const URL_ELICITATION_REQUIRED: ErrorCode = ErrorCode(-32042);
+    /// The request was cancelled (`notifications/cancelled`, or its session ended) before it
+    /// finished. MCP itself sends no answer to a cancelled request, but a relay (the proxy,
+    /// the reverse client) needs a final answer to close its pending entry; the code is LSP's
+    /// `RequestCancelled`, and the client that cancelled ignores the answer.
+    pub const REQUEST_CANCELLED: ErrorCode = ErrorCode(-32800);
 }
 
 impl fmt::Display for ErrorCode {
@@ -184,6 +189,11 @@ impl ErrorObject {
             ErrorCode::INTERNAL_ERROR,
             format!("Internal error: {detail}"),
         )
+    }
+
+    /// -32800: the request was cancelled before it finished.
+    pub fn request_cancelled() -> Self {
+        Self::new(ErrorCode::REQUEST_CANCELLED, "request cancelled")
     }
 
     /// -32001: the client session is not (or no longer) known.

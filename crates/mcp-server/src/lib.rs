@@ -1,1 +1,73 @@
-//! Write MCP servers: tool, resource and prompt registries, request processing and per-client sessions.
+//! Write MCP servers: tool, resource and prompt registries, request processing and per-client
+//! sessions.
+//!
+//! This is "your normal MCP server code": what a user writes tools against, however the server
+//! is reached. A transport (the reverse client polling the proxy, a direct HTTP endpoint, a test)
+//! hands every incoming JSON-RPC message to [`Server::handle`] with the client session it
+//! belongs to, and passes an [`Outbound`] for what the server sends back while it works
+//! (progress, log messages, sampling, elicitation and roots requests). This crate has no HTTP
+//! dependency and spawns nothing on its own.
+//!
+//! Both spec eras are served: 2025-11-25 and older, where a client session starts with
+//! `initialize` (sessionless traffic shares one session that needs no handshake), and
+//! 2026-07-28, where each request carries its version in `_meta` and needs no session.
+//!
+//! # Layout
+//! - [`server`]: [`Server`], its registration methods and [`Server::handle`], the one entry point.
+//! - [`config`]: [`ServerConfig`], the server's identity and limits.
+//! - [`context`]: [`RequestContext`], what a handler knows and its way back to the client.
+//! - [`outbound`]: [`Outbound`], the transport's handle for server-to-client messages.
+//! - [`registry`]: tools ([`tool_builder`]), resources and templates, prompts, completion.
+//! - [`schema`]: the JSON Schema subset tool arguments are checked against.
+//! - `session`: per-client session state and expiry (internal).
+//! - `pending`: requests sent to clients, waiting for their answers (internal).
+//! - [`error`]: [`Error`] and [`ToolError`].
+//!
+//! # Example
+//! ```
+//! use mcp_protocol::mcp::tools::CallToolResult;
+//! use mcp_protocol::{Message, Request};
+//! use mcp_server::{tool_builder, Outbound, Server, ServerConfig, ToolError};
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let server = Server::new(ServerConfig::new("demo", "1.0.0"));
+//! server.register_tool(
+//!     tool_builder("echo")
+//!         .with_description("Echo back the provided text")
+//!         .with_string_param("text", "Text to echo", true)
+//!         .with_boolean_param("uppercase", "Uppercase it", false),
+//!     |args, _ctx| async move {
+//!         let text = args["text"].as_str().unwrap_or_default();
+//!         let upper = args.get("uppercase").and_then(|v| v.as_bool()) == Some(true);
+//!         Ok::<_, ToolError>(CallToolResult::text(if upper { text.to_uppercase() } else { text.to_owned() }))
+//!     },
+//! );
+//!
+//! // Sessionless traffic (the seed's client) needs no handshake.
+//! let call = Request::new(1, "tools/call", Some(serde_json::json!({
+//!     "name": "echo", "arguments": {"text": "hi", "uppercase": true}
+//! })));
+//! let response = server.handle(None, Message::Request(call), Outbound::none()).await.unwrap();
+//! assert_eq!(response.as_result().unwrap()["content"][0]["text"], "HI");
+//! # });
+//! ```
+
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod outbound;
+mod pending;
+pub mod registry;
+pub mod schema;
+pub mod server;
+mod session;
+
+pub use config::ServerConfig;
+pub use context::RequestContext;
+pub use error::{Error, ToolError};
+pub use outbound::Outbound;
+pub use registry::completion::CompletionResult;
+pub use registry::prompts::{prompt_builder, PromptBuilder, PromptResult};
+pub use registry::resources::ResourceResult;
+pub use registry::tools::{tool_builder, ToolBuilder};
+pub use server::Server;
