@@ -1,1 +1,49 @@
-//! The public MCP reverse proxy: MCP servers connect out to it by long polling; clients talk to it as if it were the server.
+//! The public MCP reverse proxy: MCP servers behind NAT connect **out** to it by long polling;
+//! MCP clients talk to it as if it were the server.
+//!
+//! ```text
+//! MCP client ──POST /message──▶ mcp-proxy ◀──GET /poll, POST /response── reverse client + server
+//! ```
+//!
+//! It speaks the seed's wire protocol (so the seed's C++ reverse client and client work
+//! unmodified) plus the additive extensions of docs/protocol.md, which is the contract.
+//!
+//! # Layout
+//! - [`app`]: [`AppState`], the axum [`router`] and [`serve`] (bound listener + shutdown token).
+//! - `routes`: one file per route: `register` (`POST`/`DELETE /register`), `poll`, `response`,
+//!   `message` (`/message`, `/servers/{name}/message`), `health`.
+//! - [`broker`]: registrations, their queues, pending requests and pools, behind the narrow
+//!   [`Broker`] API so a distributed backend can be added later.
+//! - [`config`]: [`Config`] and its defaults.
+//! - [`cli`]: the `mcp-proxy` command line (clap), which builds a [`Config`].
+//! - [`error`]: [`Error`], the crate's one error type, and how it looks on the wire.
+//!
+//! # Example
+//! Start a proxy in-process on an ephemeral port, then stop it:
+//! ```no_run
+//! use mcp_proxy::{serve, Config};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?;
+//! let shutdown = CancellationToken::new();
+//! let server = tokio::spawn(serve(listener, Config::default(), shutdown.clone()));
+//! println!("proxy at http://{addr}/message");
+//! shutdown.cancel();
+//! server.await.expect("the server task does not panic")?;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod app;
+pub mod broker;
+pub mod cli;
+pub mod config;
+pub mod error;
+mod routes;
+
+pub use app::{router, serve, serve_with_state, AppState};
+pub use broker::Broker;
+pub use config::Config;
+pub use error::{Error, RpcError};

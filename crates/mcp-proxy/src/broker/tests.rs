@@ -1,0 +1,175 @@
+//! Broker unit tests: hand-over, withdrawal, answers, liveness; no HTTP.
+
+use std::time::Duration;
+
+use mcp_protocol::wire::{RegisterRequest, RegistrationCapabilities, ResponseEnvelope};
+
+use super::*;
+
+fn raw(s: &str) -> Box<RawValue> {
+    RawValue::from_string(s.to_owned()).unwrap()
+}
+
+fn config() -> Config {
+    Config {
+        liveness_grace: Duration::from_millis(50),
+        expiry: Duration::from_millis(50),
+        ..Config::default()
+    }
+}
+
+fn request(pool: &str, id: i64) -> Submission {
+    Submission {
+        pool: pool.to_owned(),
+        client_session: None,
+        message: raw(&format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#)),
+        expects_answer: true,
+        streams: false,
+        headers: BTreeMap::new(),
+        stateless_era: false,
+    }
+}
+
+fn request_id_of(item: &PollItem) -> String {
+    match item {
+        PollItem::Request(r) => r.request_id.clone(),
+        other => panic!("expected a request item, got {other:?}"),
+    }
+}
+
+const NOW: Option<Duration> = Some(Duration::ZERO);
+
+#[tokio::test]
+async fn every_queued_request_is_delivered_once() {
+    let b = Broker::new(config());
+    let s = b.register(&RegisterRequest::legacy(1)).unwrap();
+    let waiters: Vec<_> = (0..5)
+        .map(|i| b.submit(request("", i)).unwrap().unwrap())
+        .collect();
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let claimed = b.poll(&s, NOW).await.unwrap().expect("an item");
+        seen.push(request_id_of(&claimed.deliver()));
+    }
+    let expected: Vec<_> = waiters.iter().map(|w| w.request_id().to_owned()).collect();
+    assert_eq!(seen, expected, "in queue order, each once");
+    assert!(b.poll(&s, NOW).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_dropped_claim_is_requeued_a_delivered_one_never() {
+    let b = Broker::new(config());
+    let s = b.register(&RegisterRequest::legacy(1)).unwrap();
+    let w = b.submit(request("", 1)).unwrap().unwrap();
+    let claimed = b.poll(&s, NOW).await.unwrap().unwrap();
+    drop(claimed); // the poll handler was dropped before returning it
+    let claimed = b.poll(&s, NOW).await.unwrap().expect("requeued");
+    assert_eq!(request_id_of(claimed.item()), w.request_id());
+    claimed.deliver();
+    assert!(
+        b.poll(&s, NOW).await.unwrap().is_none(),
+        "never handed out twice"
+    );
+}
+
+#[tokio::test]
+async fn a_gone_client_withdraws_its_queued_request() {
+    let b = Broker::new(config());
+    let s = b.register(&RegisterRequest::legacy(1)).unwrap();
+    let w = b.submit(request("", 1)).unwrap().unwrap();
+    drop(w);
+    assert_eq!(b.stats().pending, 0);
+    assert!(b.poll(&s, NOW).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn answers_reach_their_waiter_and_duplicates_are_recognised() {
+    let b = Broker::new(config());
+    let s = b.register(&RegisterRequest::legacy(1)).unwrap();
+    let mut w = b.submit(request("", 1)).unwrap().unwrap();
+    let rid = request_id_of(&b.poll(&s, NOW).await.unwrap().unwrap().deliver());
+    let fin = || {
+        ResponseEnvelope::final_response(
+            rid.clone(),
+            raw(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#),
+        )
+    };
+    assert_eq!(b.respond(&s, fin()).unwrap(), ResponseStatusKind::Ok);
+    assert_eq!(
+        w.answer().await.unwrap().get(),
+        r#"{"jsonrpc":"2.0","id":1,"result":{}}"#
+    );
+    assert_eq!(b.respond(&s, fin()).unwrap(), ResponseStatusKind::Duplicate);
+    let other = ResponseEnvelope::final_response("r-nope", raw("null"));
+    assert_eq!(b.respond(&s, other).unwrap(), ResponseStatusKind::Ignored);
+}
+
+#[tokio::test]
+async fn a_poll_wakes_on_arrival() {
+    let b = Broker::new(config());
+    let s = b.register(&RegisterRequest::legacy(1)).unwrap();
+    let poller = {
+        let b = b.clone();
+        let s = s.clone();
+        tokio::spawn(async move {
+            b.poll(&s, Some(Duration::from_secs(30)))
+                .await
+                .unwrap()
+                .map(|c| request_id_of(&c.deliver()))
+        })
+    };
+    // Wait until the poll is open, then queue.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.lock().registrations[&s].open_polls == 0 {
+        assert!(Instant::now() < deadline);
+        tokio::task::yield_now().await;
+    }
+    let w = b.submit(request("", 1)).unwrap().unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), poller)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.as_deref(), Some(w.request_id()));
+}
+
+#[tokio::test]
+async fn a_held_poll_registration_without_polls_dies_and_fails_its_requests() {
+    let b = Broker::new(config());
+    let caps = RegistrationCapabilities {
+        held_polls: 1,
+        ..Default::default()
+    };
+    let s = b.register(&RegisterRequest::modern(None, caps)).unwrap();
+    let mut w = b.submit(request("", 1)).unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await; // past the 50 ms grace
+    b.sweep();
+    assert!(matches!(w.answer().await, Err(Error::ServerGone)));
+    assert!(matches!(b.poll(&s, NOW).await, Err(Error::UnknownSession)));
+    assert!(matches!(
+        b.submit(request("", 2)),
+        Err(Error::NoServer { pool: None })
+    ));
+}
+
+#[tokio::test]
+async fn pools_and_sessions_route_and_fail() {
+    let b = Broker::new(config());
+    let a = b
+        .register(&RegisterRequest::modern(
+            Some("files".into()),
+            Default::default(),
+        ))
+        .unwrap();
+    assert!(matches!(
+        b.submit(request("other", 1)),
+        Err(Error::NoServer { pool: Some(p) }) if p == "other"
+    ));
+    let cs = b.open_session("files").unwrap();
+    let mut sub = request("files", 1);
+    sub.client_session = Some(cs.clone());
+    let _w = b.submit(sub).unwrap().unwrap();
+    b.deregister(&a).unwrap();
+    let mut sub = request("files", 2);
+    sub.client_session = Some(cs);
+    assert!(matches!(b.submit(sub), Err(Error::UnknownClientSession)));
+}

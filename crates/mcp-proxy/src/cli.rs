@@ -1,0 +1,179 @@
+//! The `mcp-proxy` command line: every flag is also an environment variable.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::config::{self, Config};
+
+/// The port the seed's proxy was started on in its examples.
+pub const DEFAULT_PORT: u16 = 9000;
+
+/// The public MCP reverse proxy.
+///
+/// MCP servers behind NAT register here and long-poll for work (`/register`, `/poll`,
+/// `/response`); MCP clients post JSON-RPC to `/message` (or `/servers/NAME/message`) as if
+/// the proxy were the server. Compatible with the seed's `proxy_server PORT`.
+///
+/// Durations are in seconds (fractions allowed, e.g. 0.5). Logs go to stderr; set the level
+/// with RUST_LOG (default: info). Session ids are never logged whole.
+#[derive(Debug, Parser)]
+#[command(name = "mcp-proxy", version, about, long_about)]
+pub struct Cli {
+    /// Port to listen on, as in the seed (`mcp-proxy 9000`). 0 picks a free port.
+    #[arg(value_name = "PORT", conflicts_with = "port")]
+    pub port_arg: Option<u16>,
+
+    /// Port to listen on [default: 9000]. 0 picks a free port.
+    #[arg(long, env = "MCP_PROXY_PORT")]
+    pub port: Option<u16>,
+
+    /// Address to listen on: an IP (`127.0.0.1`) or IP:PORT. The default, 0.0.0.0 (all
+    /// interfaces), is what the seed did; use 127.0.0.1 behind a TLS-terminating proxy.
+    #[arg(
+        long,
+        env = "MCP_PROXY_LISTEN",
+        default_value = "0.0.0.0",
+        value_name = "ADDR"
+    )]
+    pub listen: String,
+
+    /// Poll hold when a poll names no timeout; also the longest hold for legacy (seed)
+    /// registrations, whose HTTP read timeout is 35 s.
+    #[arg(long, env = "MCP_PROXY_POLL_TIMEOUT", value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    pub poll_timeout: Duration,
+
+    /// Longest poll hold granted to a modern registration that asks for more.
+    #[arg(long, env = "MCP_PROXY_MAX_POLL_TIMEOUT", value_name = "SECS", default_value = "120", value_parser = parse_secs)]
+    pub max_poll_timeout: Duration,
+
+    /// How long a client waits for the server's answer before it gets 504 "request timeout".
+    #[arg(long, env = "MCP_PROXY_REQUEST_TIMEOUT", value_name = "SECS", default_value = "300", value_parser = parse_secs)]
+    pub request_timeout: Duration,
+
+    /// Idle time (no poll, nothing in flight) after which a registration without held polls
+    /// (every seed registration) expires; its queued requests then fail with 502.
+    #[arg(long, env = "MCP_PROXY_EXPIRY", value_name = "SECS", default_value = "300", value_parser = parse_secs)]
+    pub expiry: Duration,
+
+    /// How long a registration that declared held polls may have none open before it is
+    /// declared dead and its pending requests fail with 502.
+    #[arg(long, env = "MCP_PROXY_LIVENESS_GRACE", value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    pub liveness_grace: Duration,
+
+    /// Largest body accepted on any route, in bytes (413 above it).
+    #[arg(long, visible_alias = "body-limit", env = "MCP_PROXY_MAX_BODY_BYTES", value_name = "BYTES", default_value_t = config::DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+
+    /// After SIGINT/SIGTERM, the longest the proxy waits for open connections to finish.
+    #[arg(long, env = "MCP_PROXY_SHUTDOWN_DRAIN", value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub shutdown_drain: Duration,
+
+    /// Log format on stderr.
+    #[arg(long, env = "MCP_PROXY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// Compact single-line records (no colours), for log collectors.
+    Compact,
+}
+
+/// Parses seconds, fractions allowed (`30`, `0.25`).
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is not a valid duration"))
+}
+
+impl Cli {
+    /// The address to bind, from `--listen` and the port (positional or `--port`).
+    pub fn addr(&self) -> Result<SocketAddr, String> {
+        let port = self.port_arg.or(self.port);
+        if let Ok(addr) = self.listen.parse::<SocketAddr>() {
+            return match port {
+                Some(p) if p != addr.port() => Err(format!(
+                    "--listen {} names port {} but port {p} was also given",
+                    self.listen,
+                    addr.port()
+                )),
+                _ => Ok(addr),
+            };
+        }
+        let ip: IpAddr = self
+            .listen
+            .parse()
+            .map_err(|_| format!("--listen `{}` is not an IP address or IP:PORT", self.listen))?;
+        Ok(SocketAddr::new(ip, port.unwrap_or(DEFAULT_PORT)))
+    }
+
+    /// The proxy configuration these flags describe.
+    pub fn config(&self) -> Config {
+        Config {
+            poll_timeout: self.poll_timeout,
+            max_poll_timeout: self.max_poll_timeout.max(self.poll_timeout),
+            request_timeout: self.request_timeout,
+            expiry: self.expiry,
+            liveness_grace: self.liveness_grace,
+            max_body_bytes: self.max_body_bytes,
+            shutdown_drain: self.shutdown_drain,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn seed_style_port_and_flags() {
+        let cli = Cli::try_parse_from(["mcp-proxy", "9100"]).unwrap();
+        assert_eq!(cli.addr().unwrap(), "0.0.0.0:9100".parse().unwrap());
+        let cli =
+            Cli::try_parse_from(["mcp-proxy", "--port", "0", "--listen", "127.0.0.1"]).unwrap();
+        assert_eq!(cli.addr().unwrap(), "127.0.0.1:0".parse().unwrap());
+        let cli = Cli::try_parse_from(["mcp-proxy", "--listen", "127.0.0.1:7000"]).unwrap();
+        assert_eq!(cli.addr().unwrap().port(), 7000);
+        let cli = Cli::try_parse_from(["mcp-proxy", "--listen", "127.0.0.1:7000", "--port", "1"])
+            .unwrap();
+        assert!(cli.addr().is_err());
+        assert!(Cli::try_parse_from(["mcp-proxy", "1", "--port", "2"]).is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_config_defaults() {
+        let cli = Cli::try_parse_from(["mcp-proxy"]).unwrap();
+        let c = cli.config();
+        let d = Config::default();
+        assert_eq!(cli.addr().unwrap().port(), DEFAULT_PORT);
+        assert_eq!(c.poll_timeout, d.poll_timeout);
+        assert_eq!(c.max_poll_timeout, d.max_poll_timeout);
+        assert_eq!(c.request_timeout, d.request_timeout);
+        assert_eq!(c.expiry, d.expiry);
+        assert_eq!(c.liveness_grace, d.liveness_grace);
+        assert_eq!(c.max_body_bytes, 8 * 1024 * 1024);
+        let cli = Cli::try_parse_from([
+            "mcp-proxy",
+            "--request-timeout",
+            "0.5",
+            "--body-limit",
+            "10",
+        ])
+        .unwrap();
+        assert_eq!(cli.config().request_timeout, Duration::from_millis(500));
+        assert_eq!(cli.config().max_body_bytes, 10);
+    }
+}

@@ -1,0 +1,62 @@
+//! The proxy's settings, with the defaults docs/protocol.md promises.
+
+use std::time::Duration;
+
+/// Default poll hold when the poll names no `timeout` (and the cap for legacy registrations).
+pub const DEFAULT_POLL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default longest poll hold granted to a modern registration.
+pub const DEFAULT_MAX_POLL_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default time a client waits for its answer (real tools can take minutes).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default idle time after which a registration without held polls expires.
+pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(300);
+/// Default grace a held-poll registration has to reopen a poll before it is dead.
+pub const DEFAULT_LIVENESS_GRACE: Duration = Duration::from_secs(5);
+/// Default body limit on every route (axum's own 2 MB breaks real tool results).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// Default deadline for the drain after a shutdown signal.
+pub const DEFAULT_SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+
+/// Everything the proxy can be told; [`Config::default`] is what the CLI starts from.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Poll hold when the poll names no `timeout`; also the most a legacy poll is held,
+    /// because the seed's HTTP read timeout is `poll_timeout_seconds + 5` = 35 s.
+    pub poll_timeout: Duration,
+    /// The longest hold granted to a modern poll that asks for more.
+    pub max_poll_timeout: Duration,
+    /// How long a client waits for its answer before it gets 504.
+    pub request_timeout: Duration,
+    /// Idle time (no poll, nothing in flight) after which a registration without held polls
+    /// expires and its queued requests fail.
+    pub expiry: Duration,
+    /// How long a registration that declared held polls may have none open before it is dead.
+    pub liveness_grace: Duration,
+    /// The largest body accepted on any route (413 above it).
+    pub max_body_bytes: usize,
+    /// After a shutdown signal, the longest the proxy waits for connections to finish.
+    pub shutdown_drain: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            poll_timeout: DEFAULT_POLL_TIMEOUT,
+            max_poll_timeout: DEFAULT_MAX_POLL_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            expiry: DEFAULT_EXPIRY,
+            liveness_grace: DEFAULT_LIVENESS_GRACE,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            shutdown_drain: DEFAULT_SHUTDOWN_DRAIN,
+        }
+    }
+}
+
+impl Config {
+    /// How often the sweeper looks for dead and expired registrations: often enough that a
+    /// death is noticed within a quarter of the shorter of grace and expiry (at most 1 s).
+    pub(crate) fn sweep_interval(&self) -> Duration {
+        (self.liveness_grace.min(self.expiry) / 4)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+}

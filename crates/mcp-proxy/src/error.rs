@@ -1,0 +1,253 @@
+//! The crate's one error type and how each error looks on the wire.
+//!
+//! Client routes (`/message`) answer JSON-RPC error responses; reverse-client routes
+//! (`/register`, `/poll`, `/response`) answer `{"error": code, "message": text}`
+//! ([`WireError`]). Which face an error has follows from its variant. Details that only the
+//! operator needs go to the log, never into a body.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use mcp_protocol::jsonrpc::{
+    ErrorCode, ErrorObject, ParseError, RequestId, Response as RpcResponse,
+};
+use mcp_protocol::wire::{WireError, WireErrorCode};
+use serde_json::json;
+
+/// Everything that can go wrong in the proxy, as the caller should see it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No live registration in the addressed pool (`None`: the default pool).
+    #[error("no MCP server registered")]
+    NoServer {
+        /// The pool's name, when it is not the default pool.
+        pool: Option<String>,
+    },
+    /// The server did not answer within the request timeout.
+    #[error("request timeout")]
+    RequestTimeout,
+    /// The registration left, expired or died while the request was pending.
+    #[error("server gone")]
+    ServerGone,
+    /// The proxy is shutting down; the request was failed rather than left waiting.
+    #[error("proxy shutting down")]
+    ShuttingDown,
+    /// The client session (`Mcp-Session-Id`) is unknown or its registration is gone.
+    #[error("unknown session")]
+    UnknownClientSession,
+    /// The body is not one JSON-RPC request or notification.
+    #[error("invalid message: {0}")]
+    InvalidMessage(#[from] ParseError),
+    /// A JSON-RPC response was posted where only requests and notifications are taken.
+    #[error("a JSON-RPC response is not accepted here")]
+    ResponseNotAccepted,
+    /// The pool name in the path breaks `[A-Za-z0-9._-]{1,64}`.
+    #[error("invalid server name")]
+    InvalidPoolName,
+    /// A client message body over the limit.
+    #[error("message larger than {limit} bytes")]
+    MessageTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The server's final answer is not a JSON-RPC response.
+    #[error("invalid response from server: {0}")]
+    InvalidServerResponse(String),
+    /// Era probe: no member of the pool speaks the requested protocol version.
+    #[error("unsupported protocol version")]
+    UnsupportedProtocolVersion,
+    /// Reverse-client route: the registration's session id is unknown or malformed.
+    #[error("unknown session")]
+    UnknownSession,
+    /// Reverse-client route: no pending request of this registration has that id.
+    #[error("unknown request")]
+    UnknownRequest,
+    /// Reverse-client route: the body is not what the route takes.
+    #[error("invalid body: {0}")]
+    InvalidBody(String),
+    /// Reverse-client route: the query is missing `session_id` or has a bad `timeout`.
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+    /// Reverse-client route: the pool name in `/register` is invalid.
+    #[error("invalid pool name")]
+    InvalidName,
+    /// Reverse-client route: the body is over the limit.
+    #[error("body larger than {limit} bytes")]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+}
+
+impl Error {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::NoServer { .. } | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Error::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Error::ServerGone | Error::InvalidServerResponse(_) => StatusCode::BAD_GATEWAY,
+            Error::UnknownClientSession | Error::UnknownSession | Error::UnknownRequest => {
+                StatusCode::NOT_FOUND
+            }
+            Error::MessageTooLarge { .. } | Error::BodyTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            Error::InvalidMessage(_)
+            | Error::ResponseNotAccepted
+            | Error::InvalidPoolName
+            | Error::UnsupportedProtocolVersion
+            | Error::InvalidBody(_)
+            | Error::InvalidQuery(_)
+            | Error::InvalidName => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The JSON-RPC error object for client routes; `None` for reverse-client errors.
+    pub fn to_error_object(&self) -> Option<ErrorObject> {
+        Some(match self {
+            Error::NoServer { pool: None } => {
+                ErrorObject::new(ErrorCode::NO_SERVER, "no MCP server registered")
+            }
+            Error::NoServer { pool: Some(pool) } => ErrorObject::new(
+                ErrorCode::NO_SERVER,
+                format!("no MCP server named '{pool}'"),
+            )
+            .with_data(json!({ "pool": pool })),
+            Error::RequestTimeout => {
+                ErrorObject::new(ErrorCode::REQUEST_TIMEOUT, "request timeout")
+            }
+            Error::ServerGone => ErrorObject::new(ErrorCode::SERVER_GONE, "server gone"),
+            Error::ShuttingDown => ErrorObject::new(ErrorCode::SERVER_GONE, "proxy shutting down"),
+            Error::UnknownClientSession => ErrorObject::unknown_session(),
+            Error::InvalidMessage(e) => e.to_error_object(),
+            Error::ResponseNotAccepted => ErrorObject::invalid_request(
+                "a JSON-RPC response is not accepted on /message; send a request or notification",
+            ),
+            Error::InvalidPoolName => {
+                ErrorObject::invalid_request("server name must match [A-Za-z0-9._-]{1,64}")
+            }
+            Error::MessageTooLarge { limit } => {
+                ErrorObject::invalid_request(format!("message larger than {limit} bytes"))
+            }
+            Error::InvalidServerResponse(_) => {
+                ErrorObject::new(ErrorCode::INTERNAL_ERROR, "invalid response from server")
+            }
+            Error::UnsupportedProtocolVersion => ErrorObject::new(
+                ErrorCode::UNSUPPORTED_PROTOCOL_VERSION,
+                "unsupported protocol version",
+            ),
+            Error::UnknownSession
+            | Error::UnknownRequest
+            | Error::InvalidBody(_)
+            | Error::InvalidQuery(_)
+            | Error::InvalidName
+            | Error::BodyTooLarge { .. } => return None,
+        })
+    }
+
+    /// The wire error body for reverse-client routes.
+    fn to_wire_error(&self) -> WireError {
+        let (code, message) = match self {
+            Error::UnknownSession => (
+                WireErrorCode::UnknownSession,
+                "unknown session: register again".to_owned(),
+            ),
+            Error::UnknownRequest => (
+                WireErrorCode::UnknownRequest,
+                "no pending request has this request_id: drop it, do not retry".to_owned(),
+            ),
+            Error::InvalidBody(detail) => (WireErrorCode::InvalidBody, detail.clone()),
+            Error::InvalidQuery(detail) => (WireErrorCode::InvalidQuery, detail.clone()),
+            Error::InvalidName => (
+                WireErrorCode::InvalidName,
+                "pool name must match [A-Za-z0-9._-]{1,64}".to_owned(),
+            ),
+            Error::BodyTooLarge { limit } => (
+                WireErrorCode::PayloadTooLarge,
+                format!("body larger than {limit} bytes"),
+            ),
+            other => (WireErrorCode::Other, other.to_string()),
+        };
+        WireError::new(code, message)
+    }
+
+    /// This error as a JSON-RPC answer to the client's request `id`.
+    pub fn with_id(self, id: Option<RequestId>) -> RpcError {
+        RpcError { id, error: self }
+    }
+}
+
+/// An [`Error`] on a client route, answered with the client's own id.
+#[derive(Debug)]
+pub struct RpcError {
+    /// The client's id, when it could be read.
+    pub id: Option<RequestId>,
+    /// What went wrong.
+    pub error: Error,
+}
+
+impl IntoResponse for RpcError {
+    fn into_response(self) -> Response {
+        let status = self.error.status();
+        match &self.error {
+            Error::InvalidServerResponse(detail) => {
+                tracing::warn!(%detail, "server's final answer is not a JSON-RPC response")
+            }
+            e if status.is_server_error() => tracing::info!(error = %e, "message failed"),
+            e => tracing::debug!(error = %e, "message refused"),
+        }
+        match self.error.to_error_object() {
+            Some(obj) => (status, Json(RpcResponse::error(self.id, obj))).into_response(),
+            None => (status, Json(self.error.to_wire_error())).into_response(),
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        if self.to_error_object().is_some() {
+            return self.with_id(None).into_response();
+        }
+        let status = self.status();
+        tracing::debug!(error = %self, status = status.as_u16(), "wire request refused");
+        (status, Json(self.to_wire_error())).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_errors_carry_codes_and_statuses() {
+        let cases = [
+            (Error::NoServer { pool: None }, 503, -32010),
+            (Error::RequestTimeout, 504, -32011),
+            (Error::ServerGone, 502, -32012),
+            (Error::UnknownClientSession, 404, -32001),
+            (Error::MessageTooLarge { limit: 1 }, 413, -32600),
+            (Error::InvalidServerResponse("x".into()), 502, -32603),
+        ];
+        for (e, status, code) in cases {
+            assert_eq!(e.status().as_u16(), status, "{e}");
+            assert_eq!(e.to_error_object().unwrap().code.0, code, "{e}");
+        }
+        let named = Error::NoServer {
+            pool: Some("files".into()),
+        }
+        .to_error_object()
+        .unwrap();
+        assert_eq!(named.message, "no MCP server named 'files'");
+        assert_eq!(named.data, Some(json!({"pool": "files"})));
+    }
+
+    #[test]
+    fn wire_errors_have_wire_bodies() {
+        let body = serde_json::to_value(Error::UnknownRequest.to_wire_error()).unwrap();
+        assert_eq!(body["error"], "unknown_request");
+        let body = serde_json::to_value(Error::BodyTooLarge { limit: 5 }.to_wire_error()).unwrap();
+        assert_eq!(body["error"], "payload_too_large");
+        assert!(Error::UnknownSession.to_error_object().is_none());
+    }
+}

@@ -1,0 +1,42 @@
+//! One file per route; shared extraction helpers here.
+
+pub(crate) mod health;
+pub(crate) mod message;
+pub(crate) mod poll;
+pub(crate) mod register;
+pub(crate) mod response;
+
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::Query;
+use axum::http::StatusCode;
+use bytes::Bytes;
+use serde::Deserialize;
+
+use crate::Error;
+
+/// `?session_id=X`, the query of every reverse-client route but `/register`'s POST.
+#[derive(Debug, Deserialize)]
+pub(crate) struct SessionQuery {
+    /// The registration's session id (never logged whole).
+    pub(crate) session_id: Option<String>,
+}
+
+/// The session id from a reverse-client query, or 400 `invalid_query`.
+pub(crate) fn session_id(
+    query: Result<Query<SessionQuery>, QueryRejection>,
+) -> Result<String, Error> {
+    let Query(q) = query.map_err(|e| Error::InvalidQuery(e.body_text()))?;
+    q.session_id
+        .ok_or_else(|| Error::InvalidQuery("missing session_id".into()))
+}
+
+/// A reverse-client body, or 413 `payload_too_large` / 400 `invalid_body`.
+pub(crate) fn wire_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, Error> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Error::BodyTooLarge { limit }
+        } else {
+            Error::InvalidBody(e.body_text())
+        }
+    })
+}

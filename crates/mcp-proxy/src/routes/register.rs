@@ -1,0 +1,48 @@
+//! `POST /register` (join a pool, get a session id) and `DELETE /register` (leave cleanly).
+
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use bytes::Bytes;
+use mcp_protocol::wire::{
+    RegisterRequest, RegisterResponse, POLL_PATH, RESPONSE_PATH, SERVER_TYPE,
+};
+
+use super::{session_id, wire_body, SessionQuery};
+use crate::{AppState, Error};
+
+/// Registers a server; a body without `capabilities` (the seed's) makes a legacy registration.
+/// An empty body is taken as the seed's.
+pub(crate) async fn register(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<RegisterResponse>, Error> {
+    let body = wire_body(body, state.config().max_body_bytes)?;
+    let req: RegisterRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RegisterRequest::legacy(0)
+    } else {
+        serde_json::from_slice(&body).map_err(|e| Error::InvalidBody(e.to_string()))?
+    };
+    if req.kind != SERVER_TYPE {
+        return Err(Error::InvalidBody(format!(
+            "\"type\" must be \"{SERVER_TYPE}\""
+        )));
+    }
+    let session_id = state.broker.register(&req)?;
+    Ok(Json(RegisterResponse {
+        session_id,
+        poll_endpoint: POLL_PATH.to_owned(),
+        response_endpoint: RESPONSE_PATH.to_owned(),
+    }))
+}
+
+/// Deregisters: pending requests fail at once (502), held polls end with 404. 204.
+pub(crate) async fn deregister(
+    State(state): State<AppState>,
+    query: Result<Query<SessionQuery>, QueryRejection>,
+) -> Result<StatusCode, Error> {
+    let id = session_id(query)?;
+    state.broker.deregister(&id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
