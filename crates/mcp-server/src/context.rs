@@ -8,9 +8,7 @@ use mcp_protocol::mcp::client_requests::{
 };
 use mcp_protocol::mcp::lifecycle::{ClientCapabilities, Implementation};
 use mcp_protocol::mcp::methods;
-use mcp_protocol::mcp::notifications::{
-    CancelledParams, LoggingLevel, LoggingMessageParams, ProgressParams,
-};
+use mcp_protocol::mcp::notifications::{LoggingLevel, LoggingMessageParams, ProgressParams};
 use mcp_protocol::mcp::JsonObject;
 use mcp_protocol::{Message, Notification, Request, RequestId};
 use serde::de::DeserializeOwned;
@@ -182,14 +180,16 @@ impl RequestContext {
     ///
     /// Fails with [`Error::ClientUnreachable`] when the transport carries nothing,
     /// [`Error::ClientError`] when the client answers with an error, and [`Error::Cancelled`]
-    /// when this request is cancelled first (the client is then told with
-    /// `notifications/cancelled`).
+    /// when this request is cancelled first. Whenever the answer is no longer awaited
+    /// (cancelled, or the handler dropped), the client is told with `notifications/cancelled`.
     pub async fn request(&self, method: &str, params: Value) -> Result<Value, Error> {
         if !self.outbound.is_connected() {
             return Err(Error::ClientUnreachable);
         }
-        let (id, rx, _guard) = self.pending.register(self.session_id());
-        let request = Request::new(id.clone(), method, Some(params));
+        let (id, rx, _guard) = self
+            .pending
+            .register(self.session_id(), self.outbound.clone());
+        let request = Request::new(id, method, Some(params));
         if !self.outbound.send(Message::Request(request)) {
             return Err(Error::ClientUnreachable);
         }
@@ -199,14 +199,8 @@ impl RequestContext {
                 Ok(Err(error)) => Err(Error::ClientError { method: method.to_owned(), error }),
                 Err(_) => Err(Error::Cancelled),
             },
-            () = self.cancel.cancelled() => {
-                let params = CancelledParams {
-                    request_id: Some(id),
-                    reason: Some("the request that asked was cancelled".into()),
-                };
-                self.notify(methods::NOTIFICATION_CANCELLED, &params);
-                Err(Error::Cancelled)
-            }
+            // Dropping the guard tells the client the request is abandoned.
+            () = self.cancel.cancelled() => Err(Error::Cancelled),
         }
     }
 

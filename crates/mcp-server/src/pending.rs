@@ -3,16 +3,21 @@
 //! Each waits on a `oneshot` keyed by the id the server gave the request. The answer arrives as
 //! a [`mcp_protocol::Response`] through [`crate::Server::handle`], which must name the same
 //! client session the request was sent in: one client cannot answer for another. The entry is
-//! removed by a drop guard, so a handler that is cancelled or dropped leaves nothing behind.
+//! removed by a drop guard, so a handler that is cancelled or dropped leaves nothing behind, and
+//! the client is told with `notifications/cancelled` that the request was abandoned.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use mcp_protocol::jsonrpc::Outcome;
-use mcp_protocol::{ErrorObject, RequestId, Response};
+use mcp_protocol::mcp::methods;
+use mcp_protocol::mcp::notifications::CancelledParams;
+use mcp_protocol::{ErrorObject, Message, Notification, RequestId, Response};
 use serde_json::Value;
 use tokio::sync::oneshot;
+
+use crate::outbound::Outbound;
 
 /// The prefix of the ids of server-to-client requests.
 const ID_PREFIX: &str = "mcp-server-";
@@ -41,9 +46,11 @@ impl PendingClientRequests {
     }
 
     /// Reserves a fresh id for a request to `session`'s client; await the returned receiver.
+    /// If the guard drops before the answer came, the client is told on `outbound`.
     pub(crate) fn register(
         self: &Arc<Self>,
         session: Option<&str>,
+        outbound: Outbound,
     ) -> (RequestId, oneshot::Receiver<Answer>, PendingGuard) {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         let id = RequestId::String(format!("{ID_PREFIX}{n}"));
@@ -58,6 +65,7 @@ impl PendingClientRequests {
         let guard = PendingGuard {
             table: Arc::clone(self),
             id: id.clone(),
+            outbound,
         };
         (id, rx, guard)
     }
@@ -90,16 +98,29 @@ impl PendingClientRequests {
     }
 }
 
-/// Removes a pending request's entry when its waiter goes away, answered or not.
+/// Removes a pending request's entry when its waiter goes away, answered or not; when not,
+/// tells the client the request is abandoned.
 #[derive(Debug)]
 pub(crate) struct PendingGuard {
     table: Arc<PendingClientRequests>,
     id: RequestId,
+    outbound: Outbound,
 }
 
 impl Drop for PendingGuard {
     fn drop(&mut self) {
-        self.table.waiters().remove(&self.id);
+        let unanswered = self.table.waiters().remove(&self.id).is_some();
+        if unanswered {
+            let params = CancelledParams {
+                request_id: Some(self.id.clone()),
+                reason: Some("the server no longer needs the answer".into()),
+            };
+            let params = serde_json::to_value(params).ok();
+            self.outbound.send(Message::Notification(Notification::new(
+                methods::NOTIFICATION_CANCELLED,
+                params,
+            )));
+        }
     }
 }
 
@@ -111,7 +132,7 @@ mod tests {
     #[tokio::test]
     async fn answers_reach_their_waiter_only_from_the_same_session() {
         let table = Arc::new(PendingClientRequests::default());
-        let (id, rx, guard) = table.register(Some("a"));
+        let (id, rx, guard) = table.register(Some("a"), Outbound::none());
         assert!(!table.resolve(Some("b"), Response::success(id.clone(), json!(1))));
         assert!(!table.resolve(None, Response::success(id.clone(), json!(1))));
         assert!(table.resolve(Some("a"), Response::success(id.clone(), json!(2))));
@@ -125,10 +146,19 @@ mod tests {
     #[test]
     fn dropped_waiters_leave_nothing_behind() {
         let table = Arc::new(PendingClientRequests::default());
-        let (id1, _rx, guard) = table.register(None);
-        let (id2, _rx2, _g2) = table.register(None);
+        let (tx, mut sent) = tokio::sync::mpsc::unbounded_channel();
+        let (id1, _rx, guard) = table.register(None, Outbound::channel(tx));
+        let (id2, _rx2, _g2) = table.register(None, Outbound::none());
         assert_ne!(id1, id2);
         drop(guard);
         assert_eq!(table.len(), 1);
+        let Ok(Message::Notification(n)) = sent.try_recv() else {
+            panic!("the client is told")
+        };
+        assert_eq!(n.method, "notifications/cancelled");
+        assert_eq!(
+            n.params.unwrap()["requestId"],
+            serde_json::to_value(&id1).unwrap()
+        );
     }
 }
