@@ -1,0 +1,13 @@
+//! Integration tests: the proxy over real HTTP on 127.0.0.1:0, with a hand-written server
+//! that behaves like the seed's reverse client, a modern fake server, and fake clients.
+
+mod proxy {
+    pub(crate) mod common;
+    pub(crate) mod modern;
+    pub(crate) mod seed;
+
+    mod routing;
+    mod seed_compat;
+    mod trouble;
+    mod wire;
+}
