@@ -12,6 +12,25 @@
 //! `initialize` (sessionless traffic shares one session that needs no handshake), and
 //! 2026-07-28, where each request carries its version in `_meta` and needs no session.
 //!
+//! # Behaviour
+//! - **Sessions.** `initialize` under a session id creates (or re-initializes) that client
+//!   session and negotiates the version (the client's when supported, else 2025-11-25). Any
+//!   other request naming a session the server does not hold (never initialized, closed by
+//!   [`Server::close_session`], or idle past [`ServerConfig::session_idle_timeout`]) gets
+//!   -32001 "unknown session", which the proxy maps to HTTP 404 so the client re-initializes.
+//!   Requests before `notifications/initialized` are served (clients race it).
+//! - **Sessionless** (`None`) traffic shares one session that needs no handshake and never
+//!   expires; `notifications/initialized` sent with an id (the seed's client) is answered `{}`.
+//! - **2026-07-28.** A request whose `_meta` names 2026-07-28 is served without a session, its
+//!   result marked `resultType: "complete"`; a later, unknown version gets -32022 with
+//!   `{"supported": [..]}`. `server/discover` is answered in any era without a session.
+//! - **Tools.** Unknown tool or malformed params: -32602. Arguments failing the tool's
+//!   `inputSchema`, a handler's [`ToolError`] and a handler panic: a result with
+//!   `isError: true` (a panic's message stays in the log).
+//! - **Cancellation.** `notifications/cancelled` (or the end of the session) cancels the
+//!   request's token and drops its handler; the request is answered -32800 "request
+//!   cancelled" so a relay can close it (the client that cancelled ignores it).
+//!
 //! # Layout
 //! - [`server`]: [`Server`], its registration methods and [`Server::handle`], the one entry point.
 //! - [`config`]: [`ServerConfig`], the server's identity and limits.

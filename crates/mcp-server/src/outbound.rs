@@ -26,8 +26,16 @@ impl Outbound {
         Outbound { send: None }
     }
 
+    /// Messages are handed to `send` (and counted as delivered).
+    pub fn new(send: impl Fn(Message) + Send + Sync + 'static) -> Self {
+        Outbound::fallible(move |msg| {
+            send(msg);
+            true
+        })
+    }
+
     /// Messages are handed to `send`, which returns whether it could take them.
-    pub fn new(send: impl Fn(Message) -> bool + Send + Sync + 'static) -> Self {
+    pub fn fallible(send: impl Fn(Message) -> bool + Send + Sync + 'static) -> Self {
         Outbound {
             send: Some(Arc::new(send)),
         }
@@ -35,7 +43,7 @@ impl Outbound {
 
     /// Messages are sent on this channel; they fail once its receiver is gone.
     pub fn channel(tx: UnboundedSender<Message>) -> Self {
-        Outbound::new(move |msg| tx.send(msg).is_ok())
+        Outbound::fallible(move |msg| tx.send(msg).is_ok())
     }
 
     /// Whether this transport can carry messages at all.
@@ -87,6 +95,13 @@ mod tests {
         assert!(out.send(n.clone()));
         assert_eq!(rx.try_recv().unwrap(), n);
         drop(rx);
-        assert!(!out.send(n));
+        assert!(!out.send(n.clone()));
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let c = Arc::clone(&count);
+        let out = Outbound::new(move |_| {
+            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+        assert!(out.send(n));
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }

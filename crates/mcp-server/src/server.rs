@@ -706,8 +706,6 @@ impl Server {
     }
 
     fn handle_notification(&self, session_id: Option<&str>, notification: Notification) {
-        let stateless = RequestMeta::protocol_version_of(notification.params.as_ref())
-            .is_some_and(version::is_stateless);
         let session = self.inner.sessions.get(session_id);
         if let Some(s) = &session {
             s.touch();
@@ -718,9 +716,8 @@ impl Server {
                 None => tracing::debug!("notifications/initialized for an unknown session"),
             },
             methods::NOTIFICATION_CANCELLED => {
-                if session.is_none() && !stateless {
-                    return;
-                }
+                // Looked up by (session, request id), so a client can only cancel its own
+                // requests; this also finds stateless requests, which have no session state.
                 let Ok(params) = notification.params_as::<CancelledParams>() else {
                     tracing::debug!("malformed notifications/cancelled ignored");
                     return;
@@ -822,5 +819,22 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
         s.clone()
     } else {
         "a panic without a message".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_shareable<T: Clone + Send + Sync + 'static>(_: &T) {}
+    fn is_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn server_and_handle_future_can_cross_threads() {
+        let server = Server::new(ServerConfig::new("t", "1"));
+        is_shareable(&server);
+        let message = Message::Request(Request::new(1, "ping", None));
+        let future = server.handle(Some("s"), message, Outbound::none());
+        is_send(&future);
     }
 }
