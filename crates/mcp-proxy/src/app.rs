@@ -9,8 +9,8 @@ use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::trace::TraceLayer;
-use tracing::{info, info_span, warn};
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use tracing::{info, info_span, warn, Level};
 
 use crate::broker::Broker;
 use crate::routes;
@@ -52,9 +52,15 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(routes::health::healthz))
         .layer(DefaultBodyLimit::max(body_limit))
         // The span names the path only: session ids travel in the query string.
-        .layer(TraceLayer::new_for_http().make_span_with(
-            |req: &Request| info_span!("http", method = %req.method(), path = %req.uri().path()),
-        ))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    info_span!("http", method = %req.method(), path = %req.uri().path())
+                })
+                // 502/503/504 are answers about servers, not proxy failures; the routes log
+                // them at the right level themselves.
+                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
+        )
         .with_state(state)
 }
 
