@@ -1,4 +1,11 @@
 //! `cargo xtask`: project automation written in Rust, so it runs wherever cargo does.
+//!
+//! # Layout
+//! - `procs`: building the binaries once, spawning them, reading their output, cleaning up.
+//! - `e2e`: the seed's walkthrough and the fault scenarios, as real processes on loopback.
+
+mod e2e;
+mod procs;
 
 use std::process::ExitCode;
 
@@ -6,8 +13,10 @@ const USAGE: &str = "\
 Usage: cargo xtask <TASK>
 
 Tasks:
-  e2e      Build once, start the proxy, a reverse server and the seed's client as real
-           processes on free loopback ports, and check what they print (not yet available)
+  e2e      Build once, then run the proxy, a reverse server and the seed's client as real
+           processes on free loopback ports: the seed's walkthrough, 200 concurrent calls,
+           a reverse server killed mid-call, and a proxy restart. Prints PASS/FAIL per
+           scenario; exits non-zero if any fails.
   help     Print this message
 ";
 
@@ -18,6 +27,7 @@ fn main() -> ExitCode {
             print!("{USAGE}");
             ExitCode::SUCCESS
         }
+        Some("e2e") => e2e::run(),
         Some(other) => {
             eprintln!("error: unknown task `{other}`\n\n{USAGE}");
             ExitCode::from(2)

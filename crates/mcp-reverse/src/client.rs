@@ -1,0 +1,634 @@
+//! [`ReverseClient`]: registers with the proxy, keeps polls open, hands each item to the
+//! server, and posts the answers back.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mcp_protocol::jsonrpc::{ErrorObject, Message, Response};
+use mcp_protocol::wire::{
+    self, PollItem, RegisterRequest, RegisterResponse, RegistrationCapabilities, RequestItem,
+    ResponseEnvelope, WireError,
+};
+use mcp_server::{Outbound, Server};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::{StatusCode, Url};
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+use crate::backoff::Backoff;
+use crate::{Configuration, Error};
+
+/// Extra time the HTTP client waits beyond the proxy's hold, so the proxy always answers a
+/// poll (204) before the client gives up on it.
+const POLL_SLACK: Duration = Duration::from_secs(15);
+/// Deadline of one registration, answer or deregistration round trip.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many times a final answer is posted before it is given up (network or 5xx trouble).
+const FINAL_ATTEMPTS: u32 = 10;
+/// How many times an interim message is posted before it is given up.
+const INTERIM_ATTEMPTS: u32 = 3;
+
+/// Serves one [`Server`] through the proxy: the seed's `mcp::reverse_client`.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), mcp_reverse::Error> {
+/// use mcp_reverse::{Configuration, ReverseClient};
+/// use mcp_server::{Server, ServerConfig};
+///
+/// let server = Server::new(ServerConfig::new("Reverse MCP Server", "1.0.0"));
+/// let reverse = ReverseClient::new(server, Configuration::new("http://localhost:9000"))?;
+/// reverse.run().await // serves until `reverse.shutdown_token()` is cancelled
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct ReverseClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    server: Server,
+    config: Configuration,
+    http: reqwest::Client,
+    register_url: Url,
+    poll_url: Url,
+    response_url: Url,
+    /// Cancelled to stop serving (graceful shutdown).
+    shutdown: CancellationToken,
+    /// What was last logged about the link, so each change is logged once, not every retry.
+    link: Mutex<Link>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Link {
+    Starting,
+    Up,
+    Down,
+}
+
+/// A handle on a reverse client running in the background (the seed's non-blocking start).
+#[derive(Debug)]
+pub struct ReverseHandle {
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), Error>>,
+}
+
+impl ReverseHandle {
+    /// Stops taking requests, finishes those in flight (bounded by the configured grace),
+    /// deregisters, and returns how the client ended.
+    pub async fn shutdown(self) -> Result<(), Error> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits for the client to end (it ends by itself only on a fatal error).
+    pub async fn wait(self) -> Result<(), Error> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Whether the client has ended.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+/// One registration: the proxy's session id for it.
+#[derive(Clone)]
+struct Registration {
+    id: Arc<str>,
+}
+
+impl Registration {
+    /// A short prefix for logs: the id is the registration's only credential.
+    fn short(&self) -> &str {
+        &self.id[..self.id.len().min(8)]
+    }
+}
+
+impl ReverseClient {
+    /// A reverse client for `server` with `config`; checks the configuration, connects nothing.
+    pub fn new(server: Server, config: Configuration) -> Result<ReverseClient, Error> {
+        let invalid = |reason: &str| Error::InvalidUrl {
+            url: config.proxy_url.clone(),
+            reason: reason.to_owned(),
+        };
+        let base = Url::parse(&config.proxy_url).map_err(|e| invalid(&e.to_string()))?;
+        match base.scheme() {
+            "http" => {}
+            "https" => {
+                return Err(invalid(
+                    "https is not supported by this build yet; use http",
+                ))
+            }
+            _ => return Err(invalid("the scheme must be http")),
+        }
+        if let Some(name) = &config.server_name {
+            if !wire::is_valid_pool_name(name) {
+                return Err(Error::InvalidConfig(format!(
+                    "server name {name:?} must match [A-Za-z0-9._-]{{1,64}}"
+                )));
+            }
+        }
+        if config.poll_timeout_seconds == 0 {
+            return Err(Error::InvalidConfig(
+                "poll_timeout_seconds must be at least 1".into(),
+            ));
+        }
+        let join = |path: &str| base.join(path).map_err(|e| invalid(&e.to_string()));
+        let (register_url, poll_url, response_url) = (
+            join(&config.register_endpoint)?,
+            join(&config.poll_endpoint)?,
+            join(&config.response_endpoint)?,
+        );
+
+        let mut headers = HeaderMap::new();
+        if let Some(token) = &config.auth_token {
+            let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                Error::InvalidConfig("the token is not a valid header value".into())
+            })?;
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(config.held_polls as usize * 2 + 8)
+            .build()?;
+        Ok(ReverseClient {
+            inner: Arc::new(Inner {
+                server,
+                config,
+                http,
+                register_url,
+                poll_url,
+                response_url,
+                shutdown: CancellationToken::new(),
+                link: Mutex::new(Link::Starting),
+            }),
+        })
+    }
+
+    /// The token that stops [`ReverseClient::run`] gracefully when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    /// Runs in the background; the handle stops it (the seed's `start(false)`).
+    pub fn spawn(self) -> ReverseHandle {
+        let shutdown = self.shutdown_token();
+        let task = tokio::spawn(async move { self.run().await });
+        ReverseHandle { shutdown, task }
+    }
+
+    /// Serves until [`ReverseClient::shutdown_token`] is cancelled (the seed's `start(true)`):
+    /// registers (again after a proxy restart), keeps the configured number of polls open,
+    /// and runs every request concurrently. Returns `Err` only when the proxy refuses the
+    /// registration for good (a bad name or token); everything else is retried.
+    pub async fn run(&self) -> Result<(), Error> {
+        let inner = &self.inner;
+        let handlers = TaskTracker::new();
+        // Cancelled when the shutdown grace is over: handlers still running are abandoned.
+        let hard_stop = CancellationToken::new();
+        let mut backoff = Backoff::new(Duration::from_secs(inner.config.retry_delay_seconds));
+        loop {
+            let registration = tokio::select! {
+                _ = inner.shutdown.cancelled() => break,
+                r = inner.register(&mut backoff) => match r? {
+                    Some(registration) => registration,
+                    None => break,
+                },
+            };
+            let lost = CancellationToken::new();
+            let stop_polls = CancellationToken::new();
+            let mut polls = tokio::task::JoinSet::new();
+            for _ in 0..inner.config.held_polls.max(1) {
+                polls.spawn(inner.clone().poll_loop(
+                    registration.clone(),
+                    stop_polls.clone(),
+                    lost.clone(),
+                    handlers.clone(),
+                    hard_stop.clone(),
+                ));
+            }
+            let shutting_down = tokio::select! {
+                _ = inner.shutdown.cancelled() => true,
+                _ = lost.cancelled() => false,
+            };
+            stop_polls.cancel();
+            while polls.join_next().await.is_some() {}
+            if shutting_down {
+                info!(
+                    in_flight = handlers.len(),
+                    "shutting down: finishing requests in flight"
+                );
+                handlers.close();
+                if tokio::time::timeout(inner.config.shutdown_grace, handlers.wait())
+                    .await
+                    .is_err()
+                {
+                    warn!(
+                        abandoned = handlers.len(),
+                        "shutdown grace over; abandoning requests still running"
+                    );
+                    hard_stop.cancel();
+                }
+                inner.deregister(&registration).await;
+                return Ok(());
+            }
+            info!(
+                registration = registration.short(),
+                "the proxy no longer knows this registration; registering again"
+            );
+        }
+        // Cancelled before any registration succeeded.
+        Ok(())
+    }
+}
+
+impl Inner {
+    fn link_up(&self) {
+        let mut link = self.link.lock().expect("link lock");
+        if *link == Link::Down {
+            info!(proxy = %self.config.proxy_url, "connection to the proxy restored");
+        }
+        *link = Link::Up;
+    }
+
+    fn link_down(&self, why: &dyn std::fmt::Display) {
+        let mut link = self.link.lock().expect("link lock");
+        if *link != Link::Down {
+            warn!(proxy = %self.config.proxy_url, "cannot reach the proxy ({why}); retrying with backoff");
+        }
+        *link = Link::Down;
+    }
+
+    /// Registers, retrying with backoff until the proxy accepts (or refuses for good);
+    /// `None` when shut down meanwhile.
+    async fn register(&self, backoff: &mut Backoff) -> Result<Option<Registration>, Error> {
+        let body = RegisterRequest::modern(
+            self.config.server_name.clone(),
+            RegistrationCapabilities {
+                client_sessions: true,
+                server_messages: true,
+                held_polls: self.config.held_polls,
+                protocol_versions: mcp_protocol::version::SUPPORTED
+                    .iter()
+                    .map(|v| v.to_string())
+                    .collect(),
+            },
+        );
+        loop {
+            let sent = self
+                .http
+                .post(self.register_url.clone())
+                .timeout(CALL_TIMEOUT)
+                .json(&body)
+                .send()
+                .await;
+            match sent {
+                Ok(resp) if resp.status() == StatusCode::OK => {
+                    match resp.json::<RegisterResponse>().await {
+                        Ok(answer) => {
+                            self.link_up();
+                            backoff.reset();
+                            let registration = Registration {
+                                id: answer.session_id.into(),
+                            };
+                            info!(
+                                proxy = %self.config.proxy_url,
+                                pool = self.config.server_name.as_deref().unwrap_or("(default)"),
+                                registration = registration.short(),
+                                polls = self.config.held_polls,
+                                "registered with the proxy"
+                            );
+                            return Ok(Some(registration));
+                        }
+                        Err(e) => self.link_down(&format!("unreadable registration answer: {e}")),
+                    }
+                }
+                Ok(resp)
+                    if matches!(
+                        resp.status(),
+                        StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+                    ) =>
+                {
+                    let status = resp.status().as_u16();
+                    let message = match resp.json::<WireError>().await {
+                        Ok(e) => e.message.unwrap_or_else(|| format!("{:?}", e.error)),
+                        Err(_) => "no explanation given".to_owned(),
+                    };
+                    error!(status, %message, "the proxy refused the registration");
+                    return Err(Error::Rejected { status, message });
+                }
+                Ok(resp) => {
+                    self.link_down(&format!("registration answered HTTP {}", resp.status()))
+                }
+                Err(e) => self.link_down(&e),
+            }
+            if !self.pause(backoff, &self.shutdown).await {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Sleeps for the next backoff step; `false` if `stop` was cancelled meanwhile.
+    async fn pause(&self, backoff: &mut Backoff, stop: &CancellationToken) -> bool {
+        tokio::select! {
+            _ = stop.cancelled() => false,
+            _ = tokio::time::sleep(backoff.next_delay()) => true,
+        }
+    }
+
+    /// Keeps one poll open until `stop`; hands every item to a handler task.
+    async fn poll_loop(
+        self: Arc<Self>,
+        registration: Registration,
+        stop: CancellationToken,
+        lost: CancellationToken,
+        handlers: TaskTracker,
+        hard_stop: CancellationToken,
+    ) {
+        let mut backoff = Backoff::new(Duration::from_secs(self.config.retry_delay_seconds));
+        let hold = self.config.poll_timeout_seconds;
+        loop {
+            let request = self
+                .http
+                .get(self.poll_url.clone())
+                .query(&[
+                    ("session_id", &*registration.id),
+                    ("timeout", &hold.to_string()),
+                ])
+                .timeout(Duration::from_secs(hold) + POLL_SLACK)
+                .send();
+            // Dropping a poll before its answer arrives is safe: the proxy puts the item back.
+            let sent = tokio::select! {
+                _ = stop.cancelled() => return,
+                sent = request => sent,
+            };
+            let resp = match sent {
+                Ok(resp) => resp,
+                Err(e) => {
+                    self.link_down(&e);
+                    if !self.pause(&mut backoff, &stop).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            match resp.status() {
+                StatusCode::NO_CONTENT => {
+                    self.link_up();
+                    backoff.reset();
+                }
+                StatusCode::OK => {
+                    self.link_up();
+                    backoff.reset();
+                    // The item is ours now (handed over): read it whatever `stop` says.
+                    match resp.bytes().await {
+                        Ok(body) => match serde_json::from_slice::<PollItem>(&body) {
+                            Ok(item) => self.dispatch(&registration, item, &handlers, &hard_stop),
+                            Err(e) => error!("unreadable poll item, dropped: {e}"),
+                        },
+                        Err(e) => warn!("poll item lost while reading it: {e}"),
+                    }
+                }
+                StatusCode::NOT_FOUND => {
+                    lost.cancel();
+                    return;
+                }
+                status => {
+                    self.link_down(&format!("poll answered HTTP {status}"));
+                    if !self.pause(&mut backoff, &stop).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn dispatch(
+        self: &Arc<Self>,
+        registration: &Registration,
+        item: PollItem,
+        handlers: &TaskTracker,
+        hard_stop: &CancellationToken,
+    ) {
+        match item {
+            PollItem::Request(item) => {
+                let inner = self.clone();
+                let registration = registration.clone();
+                let hard_stop = hard_stop.clone();
+                handlers.spawn(async move {
+                    tokio::select! {
+                        _ = hard_stop.cancelled() => {}
+                        _ = inner.serve_request(&registration, item) => {}
+                    }
+                });
+            }
+            PollItem::Reply(reply) => {
+                let message = match Message::parse(reply.message.get().as_bytes()) {
+                    Ok(m @ Message::Response(_)) => m,
+                    _ => {
+                        warn!("a reply item that is not a JSON-RPC response, dropped");
+                        return;
+                    }
+                };
+                let server = self.server.clone();
+                handlers.spawn(async move {
+                    server
+                        .handle(reply.client_session.as_deref(), message, Outbound::none())
+                        .await;
+                });
+            }
+            PollItem::SessionClosed(closed) => {
+                debug!("client session closed by the proxy");
+                self.server.close_session(&closed.client_session);
+            }
+        }
+    }
+
+    /// Runs one request on the server, posting its interim messages in order, then its answer.
+    async fn serve_request(self: &Arc<Self>, registration: &Registration, item: RequestItem) {
+        let RequestItem {
+            request_id,
+            request,
+            client_session,
+            ..
+        } = item;
+        let response = match Message::parse(request.get().as_bytes()) {
+            Ok(message) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let (done_tx, done_rx) = oneshot::channel();
+                let drain = tokio::spawn(self.clone().drain_interim(
+                    registration.clone(),
+                    request_id.clone(),
+                    rx,
+                    done_rx,
+                ));
+                let response = self
+                    .server
+                    .handle(client_session.as_deref(), message, Outbound::channel(tx))
+                    .await;
+                let _ = done_tx.send(());
+                let _ = drain.await;
+                response
+            }
+            // The proxy checks messages before queueing them; answer anyway rather than leave
+            // the client waiting for the timeout.
+            Err(e) => Some(e.to_response()),
+        };
+        self.post_final(registration, &request_id, response).await;
+    }
+
+    /// Posts interim messages for one request, in order, until the request is done and every
+    /// message sent before that is posted.
+    async fn drain_interim(
+        self: Arc<Self>,
+        registration: Registration,
+        request_id: String,
+        mut rx: mpsc::UnboundedReceiver<Message>,
+        mut done: oneshot::Receiver<()>,
+    ) {
+        loop {
+            tokio::select! {
+                biased;
+                message = rx.recv() => match message {
+                    Some(m) => self.post_interim(&registration, &request_id, &m).await,
+                    None => return,
+                },
+                _ = &mut done => {
+                    rx.close();
+                    while let Some(m) = rx.recv().await {
+                        self.post_interim(&registration, &request_id, &m).await;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn post_interim(&self, registration: &Registration, request_id: &str, message: &Message) {
+        let envelope = ResponseEnvelope::Interim {
+            request_id: request_id.to_owned(),
+            message: wire::to_raw(message),
+        };
+        let mut backoff = Backoff::new(Duration::from_secs(self.config.retry_delay_seconds));
+        for _ in 0..INTERIM_ATTEMPTS {
+            match self.post_response(registration, &envelope).await {
+                Ok(StatusCode::OK) => return,
+                Ok(status) if status.is_client_error() => {
+                    debug!(%status, "interim message refused; the request is gone");
+                    return;
+                }
+                Ok(status) => self.link_down(&format!("response post answered HTTP {status}")),
+                Err(e) => self.link_down(&e),
+            }
+            if !self.pause(&mut backoff, &CancellationToken::new()).await {
+                return;
+            }
+        }
+        warn!("an interim message could not be delivered and was dropped");
+    }
+
+    /// Posts the final answer (`null` after a notification), retrying transient trouble: the
+    /// proxy answers a repeat with "duplicate", so retrying never delivers twice.
+    async fn post_final(
+        &self,
+        registration: &Registration,
+        request_id: &str,
+        response: Option<Response>,
+    ) {
+        let raw = |r: &Option<Response>| -> Box<RawValue> {
+            match r {
+                Some(r) => wire::to_raw(r),
+                None => RawValue::from_string("null".into()).expect("null is JSON"),
+            }
+        };
+        let mut envelope = ResponseEnvelope::final_response(request_id, raw(&response));
+        let mut shrunk = false;
+        let mut backoff = Backoff::new(Duration::from_secs(self.config.retry_delay_seconds));
+        for _ in 0..FINAL_ATTEMPTS {
+            match self.post_response(registration, &envelope).await {
+                Ok(StatusCode::OK) => {
+                    self.link_up();
+                    return;
+                }
+                Ok(StatusCode::NOT_FOUND) => {
+                    debug!("answer refused: nobody waits for this request any more");
+                    return;
+                }
+                Ok(StatusCode::PAYLOAD_TOO_LARGE) if !shrunk => {
+                    warn!("the answer is larger than the proxy accepts; sending an error instead");
+                    let id = response.as_ref().and_then(|r| r.id.clone());
+                    let error = Response::error(
+                        id,
+                        ErrorObject::internal_error("response too large for the proxy"),
+                    );
+                    envelope = ResponseEnvelope::final_response(request_id, wire::to_raw(&error));
+                    shrunk = true;
+                    continue;
+                }
+                Ok(status) if status.is_client_error() => {
+                    error!(%status, "the proxy refused an answer; dropped");
+                    return;
+                }
+                Ok(status) => self.link_down(&format!("response post answered HTTP {status}")),
+                Err(e) => self.link_down(&e),
+            }
+            if !self.pause(&mut backoff, &CancellationToken::new()).await {
+                return;
+            }
+        }
+        error!("an answer could not be delivered after {FINAL_ATTEMPTS} attempts; dropped");
+    }
+
+    async fn post_response(
+        &self,
+        registration: &Registration,
+        envelope: &ResponseEnvelope,
+    ) -> Result<StatusCode, reqwest::Error> {
+        let body = serde_json::to_vec(envelope).expect("envelopes serialize");
+        let resp = self
+            .http
+            .post(self.response_url.clone())
+            .query(&[("session_id", &*registration.id)])
+            .header(CONTENT_TYPE, "application/json")
+            .timeout(CALL_TIMEOUT)
+            .body(body)
+            .send()
+            .await?;
+        let status = resp.status();
+        // Drain the body so the connection can be reused.
+        let _ = resp.bytes().await;
+        Ok(status)
+    }
+
+    /// Leaves the pool so the proxy fails what is left at once instead of at its timeout.
+    async fn deregister(&self, registration: &Registration) {
+        let sent = self
+            .http
+            .delete(self.register_url.clone())
+            .query(&[("session_id", &*registration.id)])
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        match sent {
+            Ok(resp) if resp.status().is_success() => {
+                info!(
+                    registration = registration.short(),
+                    "deregistered from the proxy"
+                )
+            }
+            Ok(resp) => debug!(status = %resp.status(), "deregistration not accepted"),
+            Err(e) => debug!("deregistration failed: {e}"),
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! [`Configuration`]: the seed's options with their defaults, plus ours.
+
+use std::time::Duration;
+
+/// How the reverse client reaches the proxy. The first six fields and their defaults are the
+/// seed's `mcp::reverse_client::configuration`.
+#[derive(Clone, Debug)]
+pub struct Configuration {
+    /// The proxy's base URL, e.g. `http://proxy.example.com:9000` (required).
+    pub proxy_url: String,
+    /// Path of registration.
+    pub register_endpoint: String,
+    /// Path of the long poll.
+    pub poll_endpoint: String,
+    /// Path where answers are posted.
+    pub response_endpoint: String,
+    /// How long the proxy may hold each poll, in seconds.
+    pub poll_timeout_seconds: u64,
+    /// The longest pause between retries, in seconds (backoff grows up to it).
+    pub retry_delay_seconds: u64,
+    /// The pool to join; `None` joins the proxy's default pool.
+    pub server_name: Option<String>,
+    /// Sent as `Authorization: Bearer <token>` when set.
+    pub auth_token: Option<String>,
+    /// How many polls to keep open at all times (the proxy's liveness signal).
+    pub held_polls: u32,
+    /// How long a graceful shutdown waits for requests in flight before deregistering.
+    pub shutdown_grace: Duration,
+}
+
+impl Configuration {
+    /// The defaults, for `proxy_url`.
+    pub fn new(proxy_url: impl Into<String>) -> Self {
+        Configuration {
+            proxy_url: proxy_url.into(),
+            register_endpoint: mcp_protocol::wire::REGISTER_PATH.to_owned(),
+            poll_endpoint: mcp_protocol::wire::POLL_PATH.to_owned(),
+            response_endpoint: mcp_protocol::wire::RESPONSE_PATH.to_owned(),
+            poll_timeout_seconds: 30,
+            retry_delay_seconds: 5,
+            server_name: None,
+            auth_token: None,
+            held_polls: 4,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+
+    /// Joins pool `name`.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = Some(name.into());
+        self
+    }
+
+    /// Authenticates with `token`.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.auth_token = Some(token.into());
+        self
+    }
+
+    /// Keeps `n` polls open.
+    pub fn with_held_polls(mut self, n: u32) -> Self {
+        self.held_polls = n;
+        self
+    }
+}

@@ -1,0 +1,29 @@
+//! Why a reverse client stopped.
+
+/// A reason the reverse client cannot go on (transient trouble is retried, never returned).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The proxy URL cannot be used.
+    #[error("invalid proxy URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A setting is out of range.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The proxy refused the registration for a reason retrying cannot fix (bad name, bad token).
+    #[error("the proxy refused the registration (HTTP {status}): {message}")]
+    Rejected {
+        /// The HTTP status.
+        status: u16,
+        /// The proxy's explanation.
+        message: String,
+    },
+}

@@ -1,0 +1,206 @@
+//! Real processes for end-to-end runs: build once, spawn, watch output, always clean up.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The workspace root (xtask lives one level below it).
+pub(crate) fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
+}
+
+/// Where cargo puts debug binaries.
+fn target_debug() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+        .join("debug")
+}
+
+/// Builds every binary and example the scenarios run, once.
+pub(crate) fn build() -> Result<(), String> {
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(workspace_root())
+        .args([
+            "build",
+            "-p",
+            "mcp-proxy",
+            "--bin",
+            "mcp-proxy",
+            "-p",
+            "mcp-reverse",
+            "--example",
+            "reverse_server_example",
+            "-p",
+            "mcp-client",
+            "--example",
+            "proxy_client_example",
+        ])
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("cargo build failed: {status}"))
+    }
+}
+
+/// The path of a built binary (`bin`) or example (`examples/NAME`).
+pub(crate) fn binary(name: &str) -> PathBuf {
+    target_debug().join(name)
+}
+
+/// A running child process whose output lines are collected; killed when dropped.
+pub(crate) struct Proc {
+    name: String,
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    /// Starts `program` with `args`, collecting stdout and stderr lines.
+    pub(crate) fn spawn(name: &str, program: &Path, args: &[&str]) -> Result<Proc, String> {
+        let mut child = Command::new(program)
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().expect("piped stdout");
+        let err = child.stderr.take().expect("piped stderr");
+        for stream in [
+            Box::new(out) as Box<dyn std::io::Read + Send>,
+            Box::new(err),
+        ] {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    lines.lock().expect("lines lock").push(line);
+                }
+            });
+        }
+        Ok(Proc {
+            name: name.to_owned(),
+            child,
+            lines,
+        })
+    }
+
+    /// Every line printed so far.
+    pub(crate) fn output(&self) -> Vec<String> {
+        self.lines.lock().expect("lines lock").clone()
+    }
+
+    /// Waits until a printed line satisfies `find`, returning what it found.
+    pub(crate) fn wait_for_line<T>(
+        &mut self,
+        deadline: Duration,
+        find: impl Fn(&str) -> Option<T>,
+    ) -> Result<T, String> {
+        let start = Instant::now();
+        loop {
+            if let Some(found) = self.output().iter().find_map(|l| find(l)) {
+                return Ok(found);
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "{} exited ({status}) before printing what was expected; it printed:\n{}",
+                    self.name,
+                    self.output().join("\n")
+                ));
+            }
+            if start.elapsed() > deadline {
+                return Err(format!(
+                    "{} did not print what was expected within {deadline:?}; it printed:\n{}",
+                    self.name,
+                    self.output().join("\n")
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the process to exit by itself.
+    pub(crate) fn wait_exit(
+        &mut self,
+        deadline: Duration,
+    ) -> Result<std::process::ExitStatus, String> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
+                // Let the reader threads catch the last lines.
+                std::thread::sleep(Duration::from_millis(50));
+                return Ok(status);
+            }
+            if start.elapsed() > deadline {
+                return Err(format!("{} still running after {deadline:?}", self.name));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGKILL (no goodbye: the process vanishes as if the machine died).
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for a graceful exit (SIGKILL after `deadline`).
+    pub(crate) fn terminate(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        match self.wait_exit(deadline) {
+            Ok(status) => Some(status),
+            Err(_) => {
+                self.kill();
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill();
+        }
+    }
+}
+
+/// Reads `http://HOST:PORT` out of a log line such as `mcp-proxy listening on http://127.0.0.1:40123`.
+pub(crate) fn listening_url(line: &str) -> Option<String> {
+    if !line.contains("listening") {
+        return None;
+    }
+    let start = line.find("http://")?;
+    let rest = &line[start..];
+    let end = rest
+        .find(|c: char| c.is_whitespace() || c == '"' || c == ',')
+        .unwrap_or(rest.len());
+    Some(rest[..end].trim_end_matches('/').to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_url() {
+        assert_eq!(
+            listening_url("INFO mcp-proxy listening on http://127.0.0.1:4242").as_deref(),
+            Some("http://127.0.0.1:4242")
+        );
+        assert_eq!(listening_url("registered"), None);
+    }
+}
