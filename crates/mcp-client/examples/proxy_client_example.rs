@@ -11,7 +11,7 @@ use mcp_client::{text_of, Client};
 use serde_json::json;
 
 fn info(line: &str) {
-    println!("[INFO] {line}");
+    println!("{}", format!("[INFO] {line}").trim_end());
 }
 
 #[tokio::main(flavor = "current_thread")]
