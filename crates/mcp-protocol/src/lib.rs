@@ -10,6 +10,8 @@
 //! - [`version`]: the protocol versions this project knows and the negotiation rule.
 //! - [`mcp`]: the MCP method payloads of both spec eras (2025-11-25 and older with the
 //!   `initialize` handshake; 2026-07-28, stateless with per-request `_meta`).
+//! - [`streamable`]: the HTTP-free rules of the Streamable HTTP transport (headers, Accept,
+//!   Origin checks, SSE framing, resumable event logs), shared by the proxy and mcp-server.
 //! - [`wire`]: the envelopes the proxy and reverse client exchange (`/register`, `/poll`,
 //!   `/response`), the seed's shapes plus our extensions, as docs/protocol.md specifies.
 //!
@@ -30,6 +32,7 @@
 
 pub mod jsonrpc;
 pub mod mcp;
+pub mod streamable;
 pub mod version;
 pub mod wire;
 
