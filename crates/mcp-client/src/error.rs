@@ -30,6 +30,11 @@ pub enum Error {
     /// The server answered with a JSON-RPC error.
     #[error("JSON-RPC error {}: {}", .0.code, .0.message)]
     Rpc(ErrorObject),
+    /// The server answered 404 to a request carrying a session id: it no longer knows the
+    /// session (it expired, or the server behind a proxy went away). Call
+    /// [`Client::initialize`](crate::Client::initialize) again to start a new one.
+    #[error("the server no longer knows this session; initialize again")]
+    SessionExpired,
     /// The answer is not what the protocol says it should be.
     #[error("invalid response: {0}")]
     InvalidResponse(String),

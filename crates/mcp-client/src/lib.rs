@@ -1,15 +1,24 @@
 //! An async MCP client: connect to a URL, `initialize`, list and call tools, ping, read
 //! resources and prompts, send notifications.
 //!
-//! It speaks the seed proxy's `POST /message` transport: one JSON-RPC message per HTTP POST,
-//! answered with HTTP 200 and the JSON-RPC response (202 for a notification). Errors say what
-//! went wrong: the connection ([`Error::Transport`]), the HTTP status ([`Error::Status`]), the
-//! peer's JSON-RPC error ([`Error::Rpc`]), or an answer that makes no sense
+//! It speaks two transports ([`Transport`]), chosen from the URL unless
+//! [`ClientOptions::transport`] says otherwise:
+//! - the seed proxy's `POST /message`: one JSON-RPC message per HTTP POST, answered with HTTP
+//!   200 and the JSON-RPC response (202 for a notification);
+//! - MCP Streamable HTTP (2025-11-25), for URLs ending in `/mcp`: answers come as JSON or as an
+//!   SSE stream (notifications before the response go to [`ClientOptions::on_notification`]),
+//!   the `Mcp-Session-Id` from `initialize` and the negotiated `MCP-Protocol-Version` go on every
+//!   later request, and [`Client::close`] deletes the session.
+//!
+//! Errors say what went wrong: the connection ([`Error::Transport`]), the HTTP status
+//! ([`Error::Status`]), a session the server forgot ([`Error::SessionExpired`]: initialize
+//! again), the peer's JSON-RPC error ([`Error::Rpc`]), or an answer that makes no sense
 //! ([`Error::InvalidResponse`]).
 //!
 //! # Layout
 //! - [`client`]: [`Client`], the MCP operations.
 //! - [`error`]: the [`Error`] type.
+//! - [`sse`]: the Server-Sent Events reader behind Streamable HTTP answers.
 //! - `main.rs`: the `mcp-client` CLI (`mcp-client URL tools`, `mcp-client URL call echo '{...}'`).
 //!
 //! # Example
@@ -22,11 +31,13 @@
 //!     .call_tool("echo", serde_json::json!({"text": "hi"}))
 //!     .await?;
 //! println!("{}", mcp_client::text_of(&result));
+//! client.close().await?;
 //! # Ok(()) }
 //! ```
 
 pub mod client;
 pub mod error;
+pub mod sse;
 
-pub use client::{text_of, Client, ClientOptions};
+pub use client::{text_of, Client, ClientOptions, NotificationHandler, Transport};
 pub use error::Error;

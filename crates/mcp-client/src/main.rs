@@ -3,20 +3,23 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use mcp_client::{text_of, Client, ClientOptions, Error};
+use clap::{Parser, Subcommand, ValueEnum};
+use mcp_client::{text_of, Client, ClientOptions, Error, Transport};
 use serde_json::Value;
 
-/// Talk to an MCP server through the proxy's /message endpoint.
+/// Talk to an MCP server, or the proxy in front of one.
+///
+/// A URL ending in /mcp speaks MCP Streamable HTTP; any other speaks the seed's /message
+/// transport (a bare base URL means its /message route). --transport overrides the choice.
 ///
 /// Examples:
 ///   mcp-client http://localhost:9000 tools
-///   mcp-client http://localhost:9000 call echo '{"text":"hi"}'
+///   mcp-client http://localhost:9000/mcp call echo '{"text":"hi"}'
 ///   mcp-client http://localhost:9000/servers/alpha/message ping
 #[derive(Parser, Debug)]
 #[command(version, verbatim_doc_comment)]
 struct Cli {
-    /// The proxy base URL (its /message route) or a full endpoint URL.
+    /// The proxy base URL (its /message route) or a full endpoint URL (/message or /mcp).
     url: String,
     /// What to do.
     #[command(subcommand)]
@@ -30,6 +33,20 @@ struct Cli {
     /// Print results as JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Which transport to speak; `auto` picks Streamable HTTP for URLs ending in /mcp.
+    #[arg(long, value_enum, default_value_t = TransportArg::Auto)]
+    transport: TransportArg,
+}
+
+/// The `--transport` choices.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum TransportArg {
+    /// From the URL.
+    Auto,
+    /// The seed's POST /message.
+    Message,
+    /// MCP Streamable HTTP.
+    Streamable,
 }
 
 #[derive(Subcommand, Debug)]
@@ -98,11 +115,29 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let options = ClientOptions {
         timeout: Duration::from_secs(cli.timeout),
         token: cli.token.clone(),
+        transport: match cli.transport {
+            TransportArg::Auto => None,
+            TransportArg::Message => Some(Transport::Message),
+            TransportArg::Streamable => Some(Transport::Streamable),
+        },
         ..ClientOptions::default()
     };
     let client = Client::with_options(&cli.url, options)?;
     let info = client.initialize().await.map_err(explain)?;
-    match cli.command {
+    let outcome = command(&cli, &client, info).await;
+    // Ending the session is a courtesy to the server; a failure to do so changes nothing here.
+    if let Err(e) = client.close().await {
+        tracing::debug!("closing the session: {e}");
+    }
+    outcome
+}
+
+async fn command(
+    cli: &Cli,
+    client: &Client,
+    info: mcp_protocol::mcp::lifecycle::InitializeResult,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    match &cli.command {
         Command::Info => {
             if cli.json {
                 print_json(&info);
@@ -128,8 +163,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             }
         }
         Command::Call { name, arguments } => {
-            let args = parse_object(&arguments)?;
-            let result = client.call_tool(&name, args).await.map_err(explain)?;
+            let args = parse_object(arguments)?;
+            let result = client.call_tool(name, args).await.map_err(explain)?;
             if cli.json {
                 print_json(&result);
             } else if result.is_error() {
@@ -156,7 +191,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             }
         }
         Command::Read { uri } => {
-            let result = client.read_resource(&uri).await.map_err(explain)?;
+            let result = client.read_resource(uri).await.map_err(explain)?;
             print_json(&result);
         }
         Command::Prompts => {
@@ -173,8 +208,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             }
         }
         Command::Prompt { name, arguments } => {
-            let args = parse_object(&arguments)?;
-            let result = client.get_prompt(&name, args).await.map_err(explain)?;
+            let args = parse_object(arguments)?;
+            let result = client.get_prompt(name, args).await.map_err(explain)?;
             print_json(&result);
         }
     }

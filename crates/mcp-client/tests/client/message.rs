@@ -1,6 +1,5 @@
-//! The client against scripted HTTP peers on 127.0.0.1:0: how each kind of failure surfaces,
-//! and that pagination is followed. (The client through the real proxy and a real server is
-//! tested in the workspace's `tests` crate and by `cargo xtask e2e`.)
+//! The seed's `/message` transport: how each kind of failure surfaces, and that pagination is
+//! followed.
 
 use std::sync::{Arc, Mutex};
 
