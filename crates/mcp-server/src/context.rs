@@ -131,7 +131,7 @@ impl RequestContext {
         data: impl Into<Value>,
     ) -> bool {
         let wanted = match &self.log_filter {
-            LogFilter::Session(session) => session.log_level().map_or(true, |min| level >= min),
+            LogFilter::Session(session) => session.wants_log(level),
             LogFilter::PerRequest(min) => min.is_some_and(|min| level >= min),
         };
         if !wanted {

@@ -27,6 +27,16 @@
 //! - **Tools.** Unknown tool or malformed params: -32602. Arguments failing the tool's
 //!   `inputSchema`, a handler's [`ToolError`] and a handler panic: a result with
 //!   `isError: true` (a panic's message stays in the log).
+//! - **Messages outside any request.** A transport installs a *session sink* with
+//!   [`Server::set_session_sink`] (`Fn(&str, Message) -> bool`: deliver this message to that
+//!   client session). Through it the server sends `notifications/tools/list_changed` (and the
+//!   resources and prompts ones) to every session whenever something is registered or removed
+//!   (or on [`Server::notify_tools_list_changed`] and friends), `notifications/resources/updated`
+//!   to the sessions that sent `resources/subscribe` for that URI
+//!   ([`Server::notify_resource_updated`]), and server-wide log messages ([`Server::log`]) to the
+//!   sessions whose `logging/setLevel` lets them through. The direct HTTP transport writes them
+//!   to the session's GET stream; the reverse client posts them to the proxy as
+//!   `{"client_session","message"}`. Sessionless traffic has nowhere to receive them.
 //! - **Cancellation.** `notifications/cancelled` (or the end of the session) cancels the
 //!   request's token and drops its handler; the request is answered -32800 "request
 //!   cancelled" so a relay can close it (the client that cancelled ignores it).

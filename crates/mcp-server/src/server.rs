@@ -14,7 +14,9 @@ use mcp_protocol::mcp::lifecycle::{
     ClientCapabilities, Implementation, InitializeResult, ListChangedCapability,
     ResourcesCapability, ServerCapabilities, SetLevelParams,
 };
-use mcp_protocol::mcp::notifications::CancelledParams;
+use mcp_protocol::mcp::notifications::{
+    CancelledParams, LoggingLevel, LoggingMessageParams, ResourceUpdatedParams,
+};
 use mcp_protocol::mcp::prompts::{GetPromptParams, ListPromptsResult, Prompt};
 use mcp_protocol::mcp::resources::{
     ListResourceTemplatesResult, ListResourcesResult, ReadResourceResult, Resource,
@@ -73,7 +75,14 @@ struct Inner {
     in_flight: Mutex<HashMap<InFlightKey, (u64, CancellationToken)>>,
     /// Tells apart two runs of the same request id, so the first to finish removes only itself.
     in_flight_seq: AtomicU64,
+    /// The transport's way to reach a client session outside any request (list changes,
+    /// resource updates, server-wide log messages). `std::sync::RwLock`: read to clone the
+    /// `Arc` out, never held while it runs.
+    session_sink: RwLock<Option<SessionSink>>,
 }
+
+/// A transport's delivery of a message to a client session outside any request.
+type SessionSink = Arc<dyn Fn(&str, Message) -> bool + Send + Sync>;
 
 type InFlightKey = (Option<String>, RequestId);
 
@@ -102,6 +111,7 @@ impl Server {
                 pending: Arc::default(),
                 in_flight: Mutex::new(HashMap::new()),
                 in_flight_seq: AtomicU64::new(0),
+                session_sink: RwLock::new(None),
             }),
         }
     }
@@ -126,12 +136,18 @@ impl Server {
         if self.inner.tools.insert(tool.name.clone(), entry) {
             tracing::debug!(tool = %tool.name, "tool replaced");
         }
+        self.notify_tools_list_changed();
         self
     }
 
-    /// Removes a tool; `false` if there was none by that name.
+    /// Removes a tool; `false` if there was none by that name. Sessions are told the list
+    /// changed.
     pub fn remove_tool(&self, name: &str) -> bool {
-        self.inner.tools.remove(name)
+        let removed = self.inner.tools.remove(name);
+        if removed {
+            self.notify_tools_list_changed();
+        }
+        removed
     }
 
     /// Every registered tool, in registration order.
@@ -155,7 +171,18 @@ impl Server {
             handler: resource_handler(handler),
         };
         self.inner.resources.insert(key, entry);
+        self.notify_resources_list_changed();
         self
+    }
+
+    /// Removes a static resource; `false` if there was none with that URI. Sessions are told
+    /// the list changed.
+    pub fn remove_resource(&self, uri: &str) -> bool {
+        let removed = self.inner.resources.remove(uri);
+        if removed {
+            self.notify_resources_list_changed();
+        }
+        removed
     }
 
     /// Registers a resource template and its handler `|uri, variables, ctx| async move { .. }`,
@@ -176,6 +203,7 @@ impl Server {
             handler: template_handler(handler),
         };
         self.inner.templates.insert(key, entry);
+        self.notify_resources_list_changed();
         self
     }
 
@@ -192,7 +220,18 @@ impl Server {
             handler: prompt_handler(handler),
         };
         self.inner.prompts.insert(key, entry);
+        self.notify_prompts_list_changed();
         self
+    }
+
+    /// Removes a prompt; `false` if there was none by that name. Sessions are told the list
+    /// changed.
+    pub fn remove_prompt(&self, name: &str) -> bool {
+        let removed = self.inner.prompts.remove(name);
+        if removed {
+            self.notify_prompts_list_changed();
+        }
+        removed
     }
 
     /// Sets the `completion/complete` handler (and so offers the `completions` capability).
@@ -220,14 +259,128 @@ impl Server {
     pub fn capabilities(&self) -> ServerCapabilities {
         let inner = &self.inner;
         ServerCapabilities {
-            tools: (inner.tools.len() > 0).then(ListChangedCapability::default),
-            resources: (inner.resources.len() + inner.templates.len() > 0)
-                .then(ResourcesCapability::default),
-            prompts: (inner.prompts.len() > 0).then(ListChangedCapability::default),
+            tools: (inner.tools.len() > 0).then(list_changed),
+            resources: (inner.resources.len() + inner.templates.len() > 0).then(|| {
+                ResourcesCapability {
+                    subscribe: Some(true),
+                    list_changed: Some(true),
+                    ..Default::default()
+                }
+            }),
+            prompts: (inner.prompts.len() > 0).then(list_changed),
             logging: Some(JsonObject::new()),
             completions: self.completion_handler().map(|_| JsonObject::new()),
             ..Default::default()
         }
+    }
+
+    /// Installs the transport's way to reach a client session outside any request: `sink(session,
+    /// message)` delivers `message` to that session's client (over HTTP, its GET stream; through
+    /// the proxy, a `{"client_session","message"}` envelope) and returns whether it could.
+    ///
+    /// The server calls it for list changes, resource updates and [`Server::log`]; a transport
+    /// may also use it for a request's messages when the request's own stream cannot carry
+    /// them. One sink per server: installing another replaces it. Without one, such messages
+    /// are dropped (the notify methods return 0).
+    pub fn set_session_sink(&self, sink: impl Fn(&str, Message) -> bool + Send + Sync + 'static) {
+        *self
+            .inner
+            .session_sink
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(sink));
+    }
+
+    /// Removes the session sink (a transport shutting down).
+    pub fn clear_session_sink(&self) {
+        *self
+            .inner
+            .session_sink
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    fn session_sink(&self) -> Option<SessionSink> {
+        self.inner
+            .session_sink
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Sends a message to one client session through the session sink; `false` when the
+    /// session is unknown, no sink is installed or the sink could not deliver it.
+    pub fn send_to_session(&self, session: &str, message: Message) -> bool {
+        if !self.has_session(session) {
+            return false;
+        }
+        self.session_sink()
+            .is_some_and(|sink| sink(session, message))
+    }
+
+    /// Sends a notification to every session `pick` accepts; returns how many took it.
+    fn broadcast(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        pick: impl Fn(&Session) -> bool,
+    ) -> usize {
+        let Some(sink) = self.session_sink() else {
+            return 0;
+        };
+        let message = Message::Notification(Notification::new(method, params));
+        self.inner
+            .sessions
+            .all()
+            .into_iter()
+            .filter(|(_, s)| pick(s))
+            .filter(|(id, _)| sink(id, message.clone()))
+            .count()
+    }
+
+    /// Tells every client session that the tool list changed
+    /// (`notifications/tools/list_changed`); returns how many sessions were reached.
+    /// [`Server::register_tool`] and [`Server::remove_tool`] call it.
+    pub fn notify_tools_list_changed(&self) -> usize {
+        self.broadcast(methods::NOTIFICATION_TOOLS_LIST_CHANGED, None, |_| true)
+    }
+
+    /// Tells every client session that the resource list changed
+    /// (`notifications/resources/list_changed`); returns how many sessions were reached.
+    pub fn notify_resources_list_changed(&self) -> usize {
+        self.broadcast(methods::NOTIFICATION_RESOURCES_LIST_CHANGED, None, |_| true)
+    }
+
+    /// Tells every client session that the prompt list changed
+    /// (`notifications/prompts/list_changed`); returns how many sessions were reached.
+    pub fn notify_prompts_list_changed(&self) -> usize {
+        self.broadcast(methods::NOTIFICATION_PROMPTS_LIST_CHANGED, None, |_| true)
+    }
+
+    /// Tells the client sessions subscribed to `uri` (`resources/subscribe`) that it changed
+    /// (`notifications/resources/updated`); returns how many sessions were reached.
+    pub fn notify_resource_updated(&self, uri: &str) -> usize {
+        let params = ResourceUpdatedParams {
+            uri: uri.to_owned(),
+            meta: None,
+        };
+        let params = serde_json::to_value(params).ok();
+        self.broadcast(methods::NOTIFICATION_RESOURCES_UPDATED, params, |s| {
+            s.is_subscribed(uri)
+        })
+    }
+
+    /// Sends a log message not tied to a request (`notifications/message`) to every client
+    /// session whose `logging/setLevel` lets it through; returns how many were reached.
+    pub fn log(&self, level: LoggingLevel, logger: Option<&str>, data: impl Into<Value>) -> usize {
+        let params = LoggingMessageParams {
+            level,
+            logger: logger.map(str::to_owned),
+            data: data.into(),
+        };
+        let params = serde_json::to_value(params).ok();
+        self.broadcast(methods::NOTIFICATION_MESSAGE, params, |s| {
+            s.wants_log(level)
+        })
     }
 
     /// How many client sessions the server holds (sessionless traffic is not counted).
@@ -363,6 +516,23 @@ impl Server {
             methods::LOGGING_SET_LEVEL => {
                 let params: SetLevelParams = request.params_as()?;
                 session.set_log_level(params.level);
+                Ok(empty_result())
+            }
+            methods::RESOURCES_SUBSCRIBE | methods::RESOURCES_UNSUBSCRIBE
+                if self.inner.resources.len() + self.inner.templates.len() == 0 =>
+            {
+                // Not offered (no `resources` capability) until a resource exists.
+                Err(ErrorObject::method_not_found(&request.method))
+            }
+            methods::RESOURCES_SUBSCRIBE => {
+                // Any URI may be watched, a templated one or one that does not exist yet.
+                let params: ResourceUriParams = request.params_as()?;
+                session.subscribe(params.uri);
+                Ok(empty_result())
+            }
+            methods::RESOURCES_UNSUBSCRIBE => {
+                let params: ResourceUriParams = request.params_as()?;
+                session.unsubscribe(&params.uri);
                 Ok(empty_result())
             }
             _ => {
@@ -541,6 +711,8 @@ impl Server {
             // Handshake-era methods a stateless request cannot use.
             methods::INITIALIZE
             | methods::LOGGING_SET_LEVEL
+            | methods::RESOURCES_SUBSCRIBE
+            | methods::RESOURCES_UNSUBSCRIBE
             | methods::NOTIFICATION_INITIALIZED
                 if era == Era::Stateless =>
             {
@@ -782,6 +954,14 @@ impl Drop for InFlightGuard {
                 in_flight.remove(&key);
             }
         }
+    }
+}
+
+/// A feature whose list can change, and the server says so.
+fn list_changed() -> ListChangedCapability {
+    ListChangedCapability {
+        list_changed: Some(true),
+        ..Default::default()
     }
 }
 

@@ -8,7 +8,7 @@
 //! The locks here are `std::sync::Mutex`: they guard a few fields, nothing awaits while holding
 //! them, and they are never held across calls into user code.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -43,6 +43,8 @@ struct SessionState {
     last_seen: Instant,
     /// Requests of this session still running: a session is not idle while one runs.
     in_flight: usize,
+    /// Resource URIs the client subscribed to (`resources/subscribe`).
+    subscriptions: HashSet<String>,
 }
 
 /// What `initialize` told the server.
@@ -64,6 +66,7 @@ impl Session {
                 log_level: None,
                 last_seen: Instant::now(),
                 in_flight: 0,
+                subscriptions: HashSet::new(),
             }),
         })
     }
@@ -121,6 +124,26 @@ impl Session {
     /// The lowest log level the client wants; `None` when it never said.
     pub(crate) fn log_level(&self) -> Option<LoggingLevel> {
         self.state().log_level
+    }
+
+    /// Subscribes the client to updates of `uri`.
+    pub(crate) fn subscribe(&self, uri: String) {
+        self.state().subscriptions.insert(uri);
+    }
+
+    /// Ends the client's subscription to `uri`; `false` if there was none.
+    pub(crate) fn unsubscribe(&self, uri: &str) -> bool {
+        self.state().subscriptions.remove(uri)
+    }
+
+    /// Whether the client subscribed to `uri`.
+    pub(crate) fn is_subscribed(&self, uri: &str) -> bool {
+        self.state().subscriptions.contains(uri)
+    }
+
+    /// Whether the client wants a log message of `level` (everything until it sets a level).
+    pub(crate) fn wants_log(&self, level: LoggingLevel) -> bool {
+        self.log_level().map_or(true, |min| level >= min)
     }
 
     /// The client was heard from.
@@ -248,6 +271,17 @@ impl SessionStore {
             !idle
         });
         before - sessions.len()
+    }
+
+    /// Every client session held and not expired, with its id (a snapshot: the lock is released
+    /// before the caller talks to any of them).
+    pub(crate) fn all(&self) -> Vec<(String, Arc<Session>)> {
+        let now = Instant::now();
+        self.sessions()
+            .iter()
+            .filter(|(_, s)| !s.is_idle(now, self.idle_timeout))
+            .map(|(id, s)| (id.clone(), Arc::clone(s)))
+            .collect()
     }
 
     /// How many client sessions are held (the shared sessionless one is not counted).

@@ -28,7 +28,10 @@ async fn initialize_keeps_a_supported_client_version() {
         json!({"name": "test-server", "version": "0.0.1"})
     );
     assert_eq!(result["instructions"], "Use the tools.");
-    assert_eq!(result["capabilities"]["tools"], json!({}));
+    assert_eq!(
+        result["capabilities"]["tools"],
+        json!({"listChanged": true})
+    );
     assert_eq!(result["capabilities"]["logging"], json!({}));
     assert!(result["capabilities"].get("prompts").is_none());
     assert_eq!(server.session_count(), 1);

@@ -4,6 +4,7 @@ mod common;
 mod concurrency;
 mod features;
 mod lifecycle;
+mod notify;
 mod sessions;
 mod stateless;
 mod talkback;

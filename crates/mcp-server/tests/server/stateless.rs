@@ -32,7 +32,10 @@ async fn server_discover_describes_the_server() {
             "2026-07-28"
         ])
     );
-    assert_eq!(result["capabilities"]["tools"], json!({}));
+    assert_eq!(
+        result["capabilities"]["tools"],
+        json!({"listChanged": true})
+    );
     assert_eq!(result["instructions"], "Use the tools.");
     assert_eq!(result["resultType"], "complete");
     assert_eq!(result["ttlMs"], 300_000);
