@@ -192,6 +192,19 @@ pub fn sse_event(id: Option<&str>, data: &str) -> String {
     out
 }
 
+/// The priming event a server may send first on an SSE stream: an event id with empty data,
+/// so the client can resume the stream (`Last-Event-ID`) even if it drops before the first
+/// message. Clients before 2025-11-25 try to parse the empty data and fail: send it only when
+/// [`sends_priming_event`] says so.
+pub fn sse_priming_event(id: &str) -> String {
+    format!("id: {id}\ndata: \n\n")
+}
+
+/// Whether a client speaking `version` understands priming events (2025-11-25 and later).
+pub fn sends_priming_event(version: &str) -> bool {
+    version >= version::V2025_11_25
+}
+
 /// An SSE event id: which stream, and the position in it (`<stream>.<seq>`), so a client's
 /// `Last-Event-ID` says where to resume and on which stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -362,6 +375,15 @@ mod tests {
             sse_event(None, "a\nb"),
             "event: message\ndata: a\ndata: b\n\n"
         );
+    }
+
+    #[test]
+    fn priming() {
+        assert_eq!(sse_priming_event("p1.0"), "id: p1.0\ndata: \n\n");
+        assert!(sends_priming_event("2025-11-25"));
+        assert!(sends_priming_event("2026-07-28"));
+        assert!(!sends_priming_event("2025-06-18"));
+        assert!(!sends_priming_event("2024-11-05"));
     }
 
     #[test]
