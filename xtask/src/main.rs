@@ -3,8 +3,10 @@
 //! # Layout
 //! - `procs`: building the binaries once, spawning them, reading their output, cleaning up.
 //! - `e2e`: the seed's walkthrough and the fault scenarios, as real processes on loopback.
+//! - `interop`: the official Python and TypeScript SDK clients through the proxy.
 
 mod e2e;
+mod interop;
 mod procs;
 
 use std::process::ExitCode;
@@ -17,6 +19,11 @@ Tasks:
            processes on free loopback ports: the seed's walkthrough, 200 concurrent calls,
            a reverse server killed mid-call, and a proxy restart. Prints PASS/FAIL per
            scenario; exits non-zero if any fails.
+  interop  Install the official MCP SDK clients at pinned versions under target/interop
+           (Python `mcp` from PyPI in a venv, `@modelcontextprotocol/sdk` from npm; cached),
+           start the proxy with a reverse server behind it, and run each SDK's client against
+           /mcp: initialize, tools/list, tools/call echo. Needs python3, node >= 18 and, on the
+           first run, network access to PyPI and npm. `interop --help` for options.
   help     Print this message
 ";
 
@@ -28,6 +35,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("e2e") => e2e::run(),
+        Some("interop") => interop::run(&std::env::args().skip(2).collect::<Vec<_>>()),
         Some(other) => {
             eprintln!("error: unknown task `{other}`\n\n{USAGE}");
             ExitCode::from(2)

@@ -1,6 +1,7 @@
 //! Real processes for end-to-end runs: build once, spawn, watch output, always clean up.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -14,12 +15,16 @@ pub(crate) fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Where cargo puts debug binaries.
-fn target_debug() -> PathBuf {
+/// Cargo's target directory.
+pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"))
-        .join("debug")
+}
+
+/// Where cargo puts debug binaries.
+fn target_debug() -> PathBuf {
+    target_dir().join("debug")
 }
 
 /// Builds every binary and example the scenarios run, once.
@@ -175,6 +180,55 @@ impl Drop for Proc {
         if let Ok(None) = self.child.try_wait() {
             self.kill();
         }
+    }
+}
+
+/// Runs `program args` to completion with its output shown (installs, version probes); `Err`
+/// says what failed.
+pub(crate) fn run_shown(program: &Path, args: &[&str], cwd: &Path) -> Result<(), String> {
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} {} failed: {status}",
+            program.display(),
+            args.join(" ")
+        ))
+    }
+}
+
+/// `GET /healthz` by hand (HTTP/1.0, so the answer ends when the connection closes).
+pub(crate) fn healthz(url: &str) -> Option<serde_json::Value> {
+    let addr = url.strip_prefix("http://")?;
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET /healthz HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let body = text.split("\r\n\r\n").nth(1)?;
+    serde_json::from_str(body).ok()
+}
+
+/// Waits until the proxy at `url` counts at least `n` registrations.
+pub(crate) fn wait_registrations(url: &str, n: u64, deadline: Duration) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        let count = healthz(url).and_then(|v| v["registrations"].as_u64());
+        if count.is_some_and(|c| c >= n) {
+            return Ok(());
+        }
+        if start.elapsed() > deadline {
+            return Err(format!(
+                "the proxy at {url} counts {count:?} registrations after {deadline:?}, expected {n}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

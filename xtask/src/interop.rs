@@ -1,0 +1,305 @@
+//! `cargo xtask interop`: the official MCP SDK clients, unmodified, against mcp-proxy's `/mcp`
+//! with `reverse_server_example` registered behind it.
+//!
+//! Each SDK is installed once at a pinned version under `target/interop/` (a Python venv, an
+//! npm folder) and reused while the pin holds. The client scripts live in `xtask/interop/`:
+//! each runs initialize, tools/list and tools/call echo, printing PASS/FAIL per check.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::procs::{self, listening_url, Proc};
+
+/// The Python SDK (PyPI package `mcp`) the check installs.
+const PYTHON_SDK: &str = "2.3.0";
+/// The TypeScript SDK (npm package `@modelcontextprotocol/sdk`) the check installs.
+const TS_SDK: &str = "1.32.2";
+/// The oldest Node.js the TypeScript SDK supports.
+const MIN_NODE_MAJOR: u32 = 18;
+/// How long a process gets to start and say so.
+const START: Duration = Duration::from_secs(30);
+/// How long one client script may run (its own deadline is 60 s).
+const CLIENT_DEADLINE: Duration = Duration::from_secs(90);
+/// Checks each client script must report as PASS.
+const CHECKS: usize = 3;
+
+const USAGE: &str = "\
+Usage: cargo xtask interop [--url URL] [--only python|typescript]
+
+  --url URL    test this Streamable HTTP endpoint instead of building and starting
+               mcp-proxy with reverse_server_example behind it
+  --only SDK   run one SDK's client only
+";
+
+/// How to run a client script: the program and the arguments before the endpoint URL.
+type Runner = (PathBuf, Vec<String>);
+
+/// One SDK client: how to install it and how to run its script.
+struct Sdk {
+    /// Shown in PASS/FAIL lines.
+    name: String,
+    /// Installs (or finds) the SDK; returns the program and leading arguments that run the
+    /// client script (the endpoint URL is appended).
+    setup: fn(&Path) -> Result<Runner, String>,
+}
+
+pub(crate) fn run(args: &[String]) -> ExitCode {
+    let (mut url, mut only) = (None, None);
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        if matches!(arg.as_str(), "-h" | "--help") {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        match (arg.as_str(), args.next()) {
+            ("--url", Some(v)) => url = Some(v.clone()),
+            ("--only", Some(v)) if v == "python" || v == "typescript" => only = Some(v.clone()),
+            _ => {
+                eprintln!("error: unexpected argument `{arg}`\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let began = Instant::now();
+    let dir = procs::target_dir().join("interop");
+    let sdks = [
+        Sdk {
+            name: format!("python (mcp=={PYTHON_SDK})"),
+            setup: setup_python,
+        },
+        Sdk {
+            name: format!("typescript (@modelcontextprotocol/sdk@{TS_SDK})"),
+            setup: setup_typescript,
+        },
+    ];
+    let sdks: Vec<_> = sdks
+        .into_iter()
+        .filter(|s| only.as_deref().is_none_or(|o| s.name.starts_with(o)))
+        .collect();
+    let mut results = Vec::new();
+
+    let mut runners = Vec::new();
+    for sdk in &sdks {
+        let ready = timed(&format!("install {}", sdk.name), &mut results, || {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            (sdk.setup)(&dir)
+        });
+        if let Some(runner) = ready {
+            runners.push((sdk, runner));
+        }
+    }
+
+    // The processes live until the end of this function: dropping a Proc kills it.
+    let mut _stack = None;
+    let endpoint = match url {
+        Some(url) => url,
+        None => match timed(
+            "build, start mcp-proxy and reverse_server_example",
+            &mut results,
+            start_stack,
+        ) {
+            Some((proxy, reverse, base)) => {
+                _stack = Some((proxy, reverse));
+                format!("{base}/mcp")
+            }
+            None => return summary(&results, began),
+        },
+    };
+    for (sdk, (program, leading)) in &runners {
+        timed(
+            &format!("{} against {endpoint}", sdk.name),
+            &mut results,
+            || run_client(&sdk.name, program, leading, &endpoint),
+        );
+    }
+    if let Some((mut proxy, mut reverse)) = _stack.take() {
+        reverse.terminate(Duration::from_secs(10));
+        proxy.terminate(Duration::from_secs(10));
+    }
+    summary(&results, began)
+}
+
+/// Builds the binaries, starts the proxy on a free port and a reverse server behind it, and
+/// waits for the registration.
+fn start_stack() -> Result<(Proc, Proc, String), String> {
+    procs::build()?;
+    let mut proxy = Proc::spawn(
+        "mcp-proxy",
+        &procs::binary("mcp-proxy"),
+        &["--listen", "127.0.0.1", "--port", "0"],
+    )?;
+    let url = proxy.wait_for_line(START, listening_url)?;
+    let reverse = Proc::spawn(
+        "reverse_server_example",
+        &procs::binary("examples/reverse_server_example"),
+        &[&url],
+    )?;
+    procs::wait_registrations(&url, 1, START)?;
+    Ok((proxy, reverse, url))
+}
+
+/// Runs one client script; it passes when it exits 0 having printed every check as PASS.
+fn run_client(name: &str, program: &Path, leading: &[String], url: &str) -> Result<(), String> {
+    let mut args: Vec<&str> = leading.iter().map(String::as_str).collect();
+    args.push(url);
+    let mut client = Proc::spawn(name, program, &args)?;
+    let status = client.wait_exit(CLIENT_DEADLINE);
+    let output = client.output();
+    for line in &output {
+        println!("    {line}");
+    }
+    let status = status?;
+    let passed = output.iter().filter(|l| l.starts_with("PASS ")).count();
+    if !status.success() {
+        return Err(format!("the client exited with {status}"));
+    }
+    if passed < CHECKS {
+        return Err(format!(
+            "the client printed {passed} PASS lines, expected {CHECKS}"
+        ));
+    }
+    Ok(())
+}
+
+/// A venv under `dir/venv` with `mcp==PYTHON_SDK`; runs `xtask/interop/python_client.py`.
+fn setup_python(dir: &Path) -> Result<Runner, String> {
+    let venv = dir.join("venv");
+    let python = venv.join("bin").join("python");
+    if !python.exists() {
+        let venv_arg = venv.to_string_lossy().into_owned();
+        procs::run_shown(Path::new("python3"), &["-m", "venv", &venv_arg], dir)
+            .map_err(|e| format!("{e} (is python3 with its venv module installed?)"))?;
+    }
+    let installed = output_of(
+        &python,
+        &[
+            "-c",
+            "import importlib.metadata as m; print(m.version('mcp'))",
+        ],
+    );
+    if installed.as_deref() != Some(PYTHON_SDK) {
+        procs::run_shown(
+            &python,
+            &[
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--quiet",
+                &format!("mcp=={PYTHON_SDK}"),
+            ],
+            dir,
+        )?;
+    }
+    let script = procs::workspace_root().join("xtask/interop/python_client.py");
+    Ok((python, vec![script.to_string_lossy().into_owned()]))
+}
+
+/// `@modelcontextprotocol/sdk@TS_SDK` in `dir/node`; runs `xtask/interop/ts_client.mjs` from
+/// there (ES modules resolve packages next to the script, not through NODE_PATH).
+fn setup_typescript(dir: &Path) -> Result<Runner, String> {
+    let version = output_of(Path::new("node"), &["--version"])
+        .ok_or("node is not installed (the TypeScript SDK needs Node.js >= 18)")?;
+    let major: u32 = version
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .ok_or_else(|| format!("cannot read the node version {version:?}"))?;
+    if major < MIN_NODE_MAJOR {
+        return Err(format!(
+            "node {version} is too old; the TypeScript SDK needs >= {MIN_NODE_MAJOR}"
+        ));
+    }
+    let folder = dir.join("node");
+    std::fs::create_dir_all(&folder).map_err(|e| e.to_string())?;
+    let manifest = folder.join("package.json");
+    if !manifest.exists() {
+        // A manifest of its own keeps npm from walking up and installing into the workspace.
+        std::fs::write(
+            &manifest,
+            "{\"name\": \"mcp-interop\", \"private\": true, \"type\": \"module\"}\n",
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    let sdk_manifest = folder.join("node_modules/@modelcontextprotocol/sdk/package.json");
+    let installed = std::fs::read_to_string(&sdk_manifest)
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|v| v["version"].as_str().map(str::to_owned));
+    if installed.as_deref() != Some(TS_SDK) {
+        procs::run_shown(
+            Path::new("npm"),
+            &[
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--save-exact",
+                &format!("@modelcontextprotocol/sdk@{TS_SDK}"),
+            ],
+            &folder,
+        )?;
+    }
+    let script = folder.join("ts_client.mjs");
+    std::fs::copy(
+        procs::workspace_root().join("xtask/interop/ts_client.mjs"),
+        &script,
+    )
+    .map_err(|e| format!("cannot copy ts_client.mjs: {e}"))?;
+    Ok((
+        PathBuf::from("node"),
+        vec![script.to_string_lossy().into_owned()],
+    ))
+}
+
+/// The trimmed stdout of a successful run, `None` when it cannot run or fails.
+fn output_of(program: &Path, args: &[&str]) -> Option<String> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn timed<T>(
+    name: &str,
+    results: &mut Vec<bool>,
+    step: impl FnOnce() -> Result<T, String>,
+) -> Option<T> {
+    let start = Instant::now();
+    let outcome = step();
+    let took = start.elapsed().as_secs_f64();
+    match outcome {
+        Ok(v) => {
+            println!("PASS {name} ({took:.2}s)");
+            results.push(true);
+            Some(v)
+        }
+        Err(e) => {
+            println!("FAIL {name} ({took:.2}s): {e}");
+            results.push(false);
+            None
+        }
+    }
+}
+
+fn summary(results: &[bool], began: Instant) -> ExitCode {
+    let failed = results.iter().filter(|ok| !**ok).count();
+    println!(
+        "\n{} steps, {} passed, {failed} failed ({:.1}s)",
+        results.len(),
+        results.len() - failed,
+        began.elapsed().as_secs_f64()
+    );
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
