@@ -3,11 +3,15 @@
 //!
 //! Each SDK is installed once at a pinned version under `target/interop/` (a Python venv, an
 //! npm folder) and reused while the pin holds. The client scripts live in `xtask/interop/`:
-//! each runs initialize, tools/list and tools/call echo, printing PASS/FAIL per check.
+//! each runs initialize, tools/list and tools/call echo, printing PASS/FAIL per check. This
+//! workspace's own `mcp-client` then makes the same checks.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
+
+use mcp_client::{text_of, Client, Transport};
+use serde_json::json;
 
 use crate::procs::{self, listening_url, Proc};
 
@@ -25,11 +29,11 @@ const CLIENT_DEADLINE: Duration = Duration::from_secs(90);
 const CHECKS: usize = 3;
 
 const USAGE: &str = "\
-Usage: cargo xtask interop [--url URL] [--only python|typescript]
+Usage: cargo xtask interop [--url URL] [--only python|typescript|rust]
 
   --url URL    test this Streamable HTTP endpoint instead of building and starting
                mcp-proxy with reverse_server_example behind it
-  --only SDK   run one SDK's client only
+  --only SDK   run one client only (rust: this workspace's mcp-client)
 ";
 
 /// How to run a client script: the program and the arguments before the endpoint URL.
@@ -54,7 +58,9 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
         }
         match (arg.as_str(), args.next()) {
             ("--url", Some(v)) => url = Some(v.clone()),
-            ("--only", Some(v)) if v == "python" || v == "typescript" => only = Some(v.clone()),
+            ("--only", Some(v)) if matches!(v.as_str(), "python" | "typescript" | "rust") => {
+                only = Some(v.clone())
+            }
             _ => {
                 eprintln!("error: unexpected argument `{arg}`\n\n{USAGE}");
                 return ExitCode::from(2);
@@ -114,6 +120,14 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
             || run_client(&sdk.name, program, leading, &endpoint),
         );
     }
+    // This workspace's own client, held to the same three checks.
+    if only.as_deref().is_none_or(|o| o == "rust") {
+        timed(
+            &format!("rust (mcp-client) against {endpoint}"),
+            &mut results,
+            || rust_client(&endpoint),
+        );
+    }
     if let Some((mut proxy, mut reverse)) = _stack.take() {
         reverse.terminate(Duration::from_secs(10));
         proxy.terminate(Duration::from_secs(10));
@@ -161,6 +175,53 @@ fn run_client(name: &str, program: &Path, leading: &[String], url: &str) -> Resu
         ));
     }
     Ok(())
+}
+
+/// The checks of the SDK scripts, with `mcp_client` in process.
+fn rust_client(url: &str) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let client = Client::connect(url).map_err(|e| e.to_string())?;
+        if client.transport() != Transport::Streamable {
+            return Err(format!("{url} does not select Streamable HTTP"));
+        }
+        let info = client
+            .initialize()
+            .await
+            .map_err(|e| format!("initialize: {e}"))?;
+        println!(
+            "    PASS initialize: {} {}, protocol {}",
+            info.server_info.name, info.server_info.version, info.protocol_version
+        );
+        let tools = client
+            .list_tools()
+            .await
+            .map_err(|e| format!("tools/list: {e}"))?;
+        let names: Vec<_> = tools.iter().map(|t| t.name.as_str()).collect();
+        if !["get_time", "calculator", "echo"]
+            .iter()
+            .all(|n| names.contains(n))
+        {
+            return Err(format!("tools/list: {}", names.join(", ")));
+        }
+        println!("    PASS tools/list: {}", names.join(", "));
+        let result = client
+            .call_tool(
+                "echo",
+                json!({"text": "Hello from reverse proxy!", "uppercase": true}),
+            )
+            .await
+            .map_err(|e| format!("tools/call echo: {e}"))?;
+        let text = text_of(&result);
+        if text != "HELLO FROM REVERSE PROXY!" || result.is_error() {
+            return Err(format!("tools/call echo answered {text:?}"));
+        }
+        println!("    PASS tools/call echo: {text:?}");
+        client.close().await.map_err(|e| format!("DELETE: {e}"))
+    })
 }
 
 /// A venv under `dir/venv` with `mcp==PYTHON_SDK`; runs `xtask/interop/python_client.py`.
