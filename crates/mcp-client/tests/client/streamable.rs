@@ -10,6 +10,7 @@ use axum::response::Response;
 use axum::routing::any;
 use axum::Router;
 use mcp_client::{Client, ClientOptions, Error, Transport};
+use mcp_protocol::streamable::sse_priming_event;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
@@ -219,7 +220,7 @@ async fn a_stream_closed_early_is_resumed_with_last_event_id() {
         match (req.method.as_str(), req.rpc_method()) {
             ("POST", "initialize") => initialized(req),
             // A priming event with an id and a short retry, then the server closes the stream.
-            ("POST", "ping") => sse("id: st.1\nretry: 5\ndata:\n\n"),
+            ("POST", "ping") => sse(&format!("retry: 5\n{}", sse_priming_event("st.1"))),
             ("GET", _) => {
                 assert_eq!(req.header("last-event-id"), Some("st.1"));
                 assert_eq!(req.header("accept"), Some("text/event-stream"));
