@@ -83,7 +83,10 @@
 
 pub mod config;
 pub mod context;
+pub mod demo;
 pub mod error;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod outbound;
 mod pending;
 pub mod registry;
