@@ -10,6 +10,8 @@ use mcp_protocol::wire::{
     ResponseEnvelope, WireError,
 };
 use mcp_server::{Outbound, Server};
+
+use crate::service::{Service, SessionSink};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{StatusCode, Url};
 use serde_json::value::RawValue;
@@ -21,6 +23,9 @@ use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::{Configuration, Error};
+
+/// How many session messages may wait for a registration before new ones are dropped.
+const SESSION_QUEUE: usize = 1024;
 
 /// Extra time the HTTP client waits beyond the proxy's hold, so the proxy always answers a
 /// poll (204) before the client gives up on it.
@@ -50,7 +55,7 @@ pub struct ReverseClient {
 }
 
 struct Inner {
-    server: Server,
+    service: Arc<dyn Service>,
     config: Configuration,
     http: reqwest::Client,
     register_url: Url,
@@ -60,6 +65,11 @@ struct Inner {
     shutdown: CancellationToken,
     /// What was last logged about the link, so each change is logged once, not every retry.
     link: Mutex<Link>,
+    /// The registration session messages are posted under; `None` while (re)registering.
+    current: Mutex<Option<Registration>>,
+    /// Session messages from the service, taken by [`ReverseClient::run`] to post them in
+    /// order. A std mutex: taken once, never held across an await.
+    session_rx: Mutex<Option<mpsc::Receiver<(String, Message)>>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,6 +125,15 @@ impl Registration {
 impl ReverseClient {
     /// A reverse client for `server` with `config`; checks the configuration, connects nothing.
     pub fn new(server: Server, config: Configuration) -> Result<ReverseClient, Error> {
+        ReverseClient::with_service(server, config)
+    }
+
+    /// A reverse client for any [`Service`], such as a [`crate::bridge`] to a stdio or HTTP
+    /// MCP server; checks the configuration, connects nothing.
+    pub fn with_service(
+        service: impl Service,
+        config: Configuration,
+    ) -> Result<ReverseClient, Error> {
         let invalid = |reason: &str| Error::InvalidUrl {
             url: config.proxy_url.clone(),
             reason: reason.to_owned(),
@@ -162,9 +181,17 @@ impl ReverseClient {
             .connect_timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(config.held_polls as usize * 2 + 8)
             .build()?;
+        let service: Arc<dyn Service> = Arc::new(service);
+        let (session_tx, session_rx) = mpsc::channel(SESSION_QUEUE);
+        let sink: SessionSink = Arc::new(move |session: &str, message: Message| {
+            if session_tx.try_send((session.to_owned(), message)).is_err() {
+                debug!("session message dropped: too many waiting, or the client stopped");
+            }
+        });
+        service.set_session_sink(sink);
         Ok(ReverseClient {
             inner: Arc::new(Inner {
-                server,
+                service,
                 config,
                 http,
                 register_url,
@@ -172,6 +199,8 @@ impl ReverseClient {
                 response_url,
                 shutdown: CancellationToken::new(),
                 link: Mutex::new(Link::Starting),
+                current: Mutex::new(None),
+                session_rx: Mutex::new(Some(session_rx)),
             }),
         })
     }
@@ -198,6 +227,12 @@ impl ReverseClient {
         // Cancelled when the shutdown grace is over: handlers still running are abandoned.
         let hard_stop = CancellationToken::new();
         let mut backoff = Backoff::new(Duration::from_secs(inner.config.retry_delay_seconds));
+        let stop_sessions = CancellationToken::new();
+        let _stop_sessions = stop_sessions.clone().drop_guard();
+        let session_rx = inner.session_rx.lock().expect("session_rx lock").take();
+        if let Some(rx) = session_rx {
+            tokio::spawn(inner.clone().post_session_messages(rx, stop_sessions));
+        }
         loop {
             let registration = tokio::select! {
                 _ = inner.shutdown.cancelled() => break,
@@ -206,6 +241,7 @@ impl ReverseClient {
                     None => break,
                 },
             };
+            *inner.current.lock().expect("current lock") = Some(registration.clone());
             let lost = CancellationToken::new();
             let stop_polls = CancellationToken::new();
             let mut polls = tokio::task::JoinSet::new();
@@ -224,6 +260,9 @@ impl ReverseClient {
             };
             stop_polls.cancel();
             while polls.join_next().await.is_some() {}
+            if !shutting_down {
+                *inner.current.lock().expect("current lock") = None;
+            }
             if shutting_down {
                 info!(
                     in_flight = handlers.len(),
@@ -240,6 +279,7 @@ impl ReverseClient {
                     );
                     hard_stop.cancel();
                 }
+                *inner.current.lock().expect("current lock") = None;
                 inner.deregister(&registration).await;
                 return Ok(());
             }
@@ -441,16 +481,16 @@ impl Inner {
                         return;
                     }
                 };
-                let server = self.server.clone();
+                let service = self.service.clone();
                 handlers.spawn(async move {
-                    server
+                    service
                         .handle(reply.client_session.as_deref(), message, Outbound::none())
                         .await;
                 });
             }
             PollItem::SessionClosed(closed) => {
                 debug!("client session closed by the proxy");
-                self.server.close_session(&closed.client_session);
+                self.service.close_session(&closed.client_session);
             }
         }
     }
@@ -474,7 +514,7 @@ impl Inner {
                     done_rx,
                 ));
                 let response = self
-                    .server
+                    .service
                     .handle(client_session.as_deref(), message, Outbound::channel(tx))
                     .await;
                 let _ = done_tx.send(());
@@ -536,6 +576,47 @@ impl Inner {
             }
         }
         warn!("an interim message could not be delivered and was dropped");
+    }
+
+    /// Posts the service's session messages in order, under the current registration; a
+    /// message that arrives while no registration is up waits for the next one.
+    async fn post_session_messages(
+        self: Arc<Self>,
+        mut rx: mpsc::Receiver<(String, Message)>,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let (client_session, message) = tokio::select! {
+                _ = stop.cancelled() => return,
+                next = rx.recv() => match next {
+                    Some(next) => next,
+                    None => return,
+                },
+            };
+            let envelope = ResponseEnvelope::Session {
+                client_session,
+                message: wire::to_raw(&message),
+            };
+            let mut backoff = Backoff::new(Duration::from_secs(self.config.retry_delay_seconds));
+            for _ in 0..INTERIM_ATTEMPTS {
+                let registration = self.current.lock().expect("current lock").clone();
+                let outcome = match &registration {
+                    Some(registration) => self.post_response(registration, &envelope).await,
+                    None => Ok(StatusCode::SERVICE_UNAVAILABLE),
+                };
+                match outcome {
+                    Ok(StatusCode::OK) => break,
+                    Ok(status) if status.is_client_error() => {
+                        debug!(%status, "session message refused; the session is gone");
+                        break;
+                    }
+                    Ok(_) | Err(_) => {}
+                }
+                if !self.pause(&mut backoff, &stop).await {
+                    return;
+                }
+            }
+        }
     }
 
     /// Posts the final answer (`null` after a notification), retrying transient trouble: the

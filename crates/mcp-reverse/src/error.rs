@@ -18,6 +18,14 @@ pub enum Error {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    /// The MCP server program could not be started.
+    #[error("cannot start {program:?}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The proxy refused the registration for a reason retrying cannot fix (bad name, bad token).
     #[error("the proxy refused the registration (HTTP {status}): {message}")]
     Rejected {

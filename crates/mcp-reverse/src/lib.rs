@@ -37,10 +37,14 @@
 //! ```
 
 mod backoff;
+#[cfg(feature = "bridge")]
+pub mod bridge;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod service;
 
 pub use client::{ReverseClient, ReverseHandle};
 pub use config::Configuration;
 pub use error::Error;
+pub use service::{BoxFuture, Service, SessionSink};

@@ -1,110 +1,18 @@
-//! The real proxy in-process on 127.0.0.1:0 with a real ReverseClient and a real MCP client:
-//! serving, concurrency, proxy restart and recovery, killed connections, graceful shutdown.
+//! An embedded mcp_server::Server behind the real proxy: serving, concurrency, proxy restart
+//! and recovery, killed connections, graceful shutdown.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mcp_client::{text_of, Client};
 use mcp_protocol::mcp::tools::CallToolResult;
-use mcp_reverse::{Configuration, ReverseClient, ReverseHandle};
+use mcp_reverse::{ReverseClient, ReverseHandle};
 use mcp_server::{tool_builder, Server, ServerConfig, ToolError};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-/// Deadline for anything the tests wait on.
-const DEADLINE: Duration = Duration::from_secs(20);
-
-/// A proxy running in this process, on a runtime of its own so that killing it cuts every
-/// connection at once, as a crash would.
-struct Proxy {
-    addr: SocketAddr,
-    shutdown: CancellationToken,
-    task: JoinHandle<std::io::Result<()>>,
-    runtime: tokio::runtime::Runtime,
-}
-
-impl Proxy {
-    async fn start() -> Proxy {
-        Proxy::start_on(TcpListener::bind("127.0.0.1:0").await.unwrap()).await
-    }
-
-    async fn start_on(listener: TcpListener) -> Proxy {
-        let addr = listener.local_addr().unwrap();
-        let listener = listener.into_std().unwrap();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let shutdown = CancellationToken::new();
-        let config = mcp_proxy::Config {
-            liveness_grace: Duration::from_millis(500),
-            shutdown_drain: Duration::from_secs(2),
-            ..mcp_proxy::Config::default()
-        };
-        let token = shutdown.clone();
-        let task = runtime.spawn(async move {
-            let listener = TcpListener::from_std(listener)?;
-            mcp_proxy::serve(listener, config, token).await
-        });
-        Proxy {
-            addr,
-            shutdown,
-            task,
-            runtime,
-        }
-    }
-
-    /// A new proxy on the same address, as after a restart.
-    async fn restart(self) -> Proxy {
-        let addr = self.addr;
-        self.stop().await;
-        Proxy::start_on(TcpListener::bind(addr).await.unwrap()).await
-    }
-
-    /// Graceful stop.
-    async fn stop(self) {
-        self.shutdown.cancel();
-        let _ = self.task.await;
-        self.runtime.shutdown_background();
-    }
-
-    /// Abrupt stop: every task and connection of the proxy vanishes (a crash).
-    async fn kill(self) -> SocketAddr {
-        self.runtime.shutdown_background();
-        self.addr
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    async fn registrations(&self) -> u64 {
-        let health: Value = reqwest::get(format!("{}/healthz", self.url()))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        health["registrations"].as_u64().unwrap()
-    }
-
-    async fn wait_registrations(&self, n: u64) {
-        let start = Instant::now();
-        while self.registrations().await != n {
-            assert!(
-                start.elapsed() < DEADLINE,
-                "never reached {n} registrations"
-            );
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
+use crate::common::{config, Proxy, DEADLINE};
 
 /// What the test tools report and wait on.
 #[derive(Default)]
@@ -140,13 +48,6 @@ fn test_server(gates: Arc<Gates>) -> Server {
         },
     );
     server
-}
-
-fn config(url: &str) -> Configuration {
-    let mut c = Configuration::new(url).with_held_polls(2);
-    c.retry_delay_seconds = 1;
-    c.shutdown_grace = Duration::from_secs(5);
-    c
 }
 
 fn spawn_reverse(url: &str, gates: Arc<Gates>) -> ReverseHandle {

@@ -1,0 +1,73 @@
+//! Bridges that put someone else's MCP server behind the proxy (feature `bridge`): a program
+//! speaking stdio ([`StdioBridge`]) or a local Streamable HTTP endpoint ([`UpstreamBridge`]).
+//! Both implement [`crate::Service`], so [`crate::ReverseClient::with_service`] serves them
+//! like an embedded server.
+//!
+//! # Sharing, ids and `initialize`
+//! Many client sessions arrive through the proxy; a stdio program has one stdin. So the stdio
+//! bridge rewrites every request id (and progress token) to one of its own, unique per child,
+//! and restores the client's on the way back: two clients may both send id 1 at once and each
+//! gets its own answer. How the child itself is shared is [`SessionMode`]:
+//!
+//! - [`SessionMode::Shared`] (the default): one child for everyone. It is initialized once,
+//!   with the first client's `initialize` (its capabilities and protocol version); later clients
+//!   get that cached result under their own id, and the bridge swallows their
+//!   `notifications/initialized`. The child's state (subscriptions, log level, anything the
+//!   program keeps) is shared by all clients. A message the child does not tie to a request by
+//!   id or progress token (a log line, a request for sampling) goes to the client whose request
+//!   is the latest in flight, or, with none in flight, list changes and logs go to every client
+//!   session. Cheap; right for stateless tool servers, which most are.
+//! - [`SessionMode::PerClient`]: one child per client session, spawned at its first message
+//!   and stopped when the session ends; sessionless traffic (the seed's client) shares one more
+//!   child. Each client initializes its own child; nothing is shared.
+//!
+//! A request that arrives before any `initialize` (the seed's client may skip it, and
+//! sessionless traffic needs no handshake through the proxy) makes the bridge initialize the
+//! child itself, as `mcp-reverse` with no capabilities.
+//!
+//! # Lifecycle
+//! The child is started before the reverse client registers (a command that cannot start is an
+//! error at once). When it exits, every request pending on it fails at once with JSON-RPC error
+//! -32603 "the MCP server process exited", and it is started again with exponential backoff;
+//! the new child is initialized again with the same parameters, so clients carry on (with the
+//! child's state lost). On shutdown its stdin is closed, then it gets SIGTERM, then SIGKILL
+//! after a grace.
+
+mod stdio;
+mod upstream;
+
+pub use stdio::{StdioBridge, StdioConfig};
+pub use upstream::{UpstreamBridge, UpstreamConfig};
+
+use mcp_protocol::jsonrpc::{ErrorObject, Response};
+use serde_json::{json, Value};
+
+/// How client sessions share a stdio child.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SessionMode {
+    /// One child for every client: initialized once, state shared (see the module docs).
+    #[default]
+    Shared,
+    /// One child per client session (plus one for sessionless traffic).
+    PerClient,
+}
+
+/// The `initialize` parameters the bridge sends when no client has sent its own.
+fn default_initialize_params() -> Value {
+    json!({
+        "protocolVersion": mcp_protocol::version::LATEST_HANDSHAKE,
+        "capabilities": {},
+        "clientInfo": {"name": "mcp-reverse", "version": env!("CARGO_PKG_VERSION")},
+    })
+}
+
+/// Answers `response` with another id (a cached answer given to another client).
+fn with_id(mut response: Response, id: mcp_protocol::jsonrpc::RequestId) -> Response {
+    response.id = Some(id);
+    response
+}
+
+/// The JSON-RPC error a request gets when its server cannot answer it.
+fn unavailable(message: impl Into<String>) -> ErrorObject {
+    ErrorObject::new(mcp_protocol::jsonrpc::ErrorCode::INTERNAL_ERROR, message)
+}

@@ -1,0 +1,54 @@
+//! [`Service`]: what a [`crate::ReverseClient`] serves — an embedded [`mcp_server::Server`] or a
+//! bridge to someone else's MCP server ([`crate::bridge`]).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use mcp_protocol::jsonrpc::{Message, Response};
+use mcp_server::{Outbound, Server};
+
+/// A boxed future, as [`Service::handle`] returns (object-safe, no extra crate).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where a service sends messages for a client session that are tied to no request (list
+/// changes, log lines between calls): the reverse client posts them as
+/// `{"client_session","message"}` envelopes, which reach that session's GET stream on `/mcp`.
+pub type SessionSink = Arc<dyn Fn(&str, Message) + Send + Sync>;
+
+/// Something that answers MCP messages on behalf of the clients of the proxy.
+pub trait Service: Send + Sync + 'static {
+    /// Processes one message of client session `session` (`None`: sessionless), sending what
+    /// it says meanwhile (progress, logs, requests to the client) through `outbound`. Returns
+    /// the answer to a request, `None` for a notification or a client's response.
+    fn handle<'a>(
+        &'a self,
+        session: Option<&'a str>,
+        message: Message,
+        outbound: Outbound,
+    ) -> BoxFuture<'a, Option<Response>>;
+
+    /// The proxy says client session `session` ended: drop its state.
+    fn close_session(&self, session: &str);
+
+    /// Installs where session messages go; the reverse client calls it once, at construction.
+    /// Services that never send session messages ignore it.
+    fn set_session_sink(&self, sink: SessionSink) {
+        let _ = sink;
+    }
+}
+
+impl Service for Server {
+    fn handle<'a>(
+        &'a self,
+        session: Option<&'a str>,
+        message: Message,
+        outbound: Outbound,
+    ) -> BoxFuture<'a, Option<Response>> {
+        Box::pin(Server::handle(self, session, message, outbound))
+    }
+
+    fn close_session(&self, session: &str) {
+        Server::close_session(self, session);
+    }
+}

@@ -1,0 +1,8 @@
+//! mcp-reverse's integration tests: the real proxy in-process on 127.0.0.1:0, real reverse
+//! clients, real MCP clients, real child processes.
+
+mod command;
+mod common;
+mod embedded;
+mod stdio;
+mod upstream;
