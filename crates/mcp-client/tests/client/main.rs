@@ -3,5 +3,6 @@
 //! servers of this workspace. (The client through the real proxy and a real reverse server is
 //! also tested in the workspace's `tests` crate and by `cargo xtask e2e`.)
 
+mod direct;
 mod message;
 mod streamable;
