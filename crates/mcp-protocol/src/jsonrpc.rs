@@ -99,6 +99,9 @@ impl ErrorCode {
     pub const INTERNAL_ERROR: ErrorCode = ErrorCode(-32603);
     /// MCP: the client session is not known to the server (the proxy maps it to HTTP 404).
     pub const UNKNOWN_SESSION: ErrorCode = ErrorCode(-32001);
+    /// Generic implementation-defined server error: a transport refusal such as a Host or
+    /// Origin not allowed (HTTP 403) or a missing token (HTTP 401).
+    pub const SERVER_ERROR: ErrorCode = ErrorCode(-32000);
     /// MCP: the requested resource does not exist.
     pub const RESOURCE_NOT_FOUND: ErrorCode = ErrorCode(-32002);
     /// Proxy: no MCP server is registered for the addressed pool (HTTP 503).

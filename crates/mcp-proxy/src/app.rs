@@ -3,18 +3,28 @@
 use std::future::IntoFuture;
 use std::io;
 
-use axum::extract::{DefaultBodyLimit, Request};
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderName, HeaderValue, Method};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
+use mcp_protocol::streamable::{
+    HostAllowList, LAST_EVENT_ID_HEADER, METHOD_HEADER, NAME_HEADER, PROTOCOL_VERSION_HEADER,
+    SESSION_ID_HEADER,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::{info, info_span, warn, Level};
 
 use crate::broker::Broker;
 use crate::routes;
-use crate::Config;
+use crate::{Config, Error};
 
 /// What every handler shares: the broker (which owns the configuration).
 #[derive(Clone, Debug)]
@@ -41,6 +51,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config().max_body_bytes;
     Router::new()
+        .merge(mcp_routes(state.config()))
         .route(
             "/register",
             post(routes::register::register).delete(routes::register::deregister),
@@ -62,6 +73,124 @@ pub fn router(state: AppState) -> Router {
                 .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
         .with_state(state)
+}
+
+/// `/mcp` and `/servers/{name}/mcp`, behind the Host/Origin check and, when origins are
+/// configured, CORS (outermost, so preflights are answered before the check).
+fn mcp_routes(config: &Config) -> Router<AppState> {
+    let guard = Arc::new(HostGuard::new(config));
+    let mut routes = Router::new()
+        .route(
+            "/mcp",
+            post(routes::mcp::post_default)
+                .get(routes::mcp::get_default)
+                .delete(routes::mcp::delete_default),
+        )
+        .route(
+            "/servers/{name}/mcp",
+            post(routes::mcp::post_named)
+                .get(routes::mcp::get_named)
+                .delete(routes::mcp::delete_named),
+        )
+        .layer(middleware::from_fn_with_state(guard, check_host));
+    if let Some(cors) = cors_layer(&config.cors_origins) {
+        routes = routes.layer(cors);
+    }
+    routes
+}
+
+/// Who may reach `/mcp`: the DNS-rebinding defence the MCP transport spec requires.
+#[derive(Debug)]
+struct HostGuard {
+    hosts: HostAllowList,
+    /// CORS origins (exact), which are acceptable `Origin`s even when not allowed hosts.
+    origins: Vec<String>,
+    any_origin: bool,
+}
+
+impl HostGuard {
+    fn new(config: &Config) -> Self {
+        HostGuard {
+            hosts: HostAllowList::new(&config.allowed_hosts),
+            origins: config
+                .cors_origins
+                .iter()
+                .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+                .collect(),
+            any_origin: config.cors_origins.iter().any(|o| o.trim() == "*"),
+        }
+    }
+
+    fn allows(&self, host: Option<&str>, origin: Option<&str>) -> bool {
+        // HTTP/1.0 requests may lack Host; they carry nothing a rebinding page could forge.
+        let host_ok = host.map_or(true, |h| self.hosts.allows_host(h));
+        let origin_ok = match origin {
+            None => true,
+            Some(o) => {
+                self.any_origin
+                    || self.hosts.allows_origin(Some(o))
+                    || self
+                        .origins
+                        .contains(&o.trim().trim_end_matches('/').to_ascii_lowercase())
+            }
+        };
+        host_ok && origin_ok
+    }
+}
+
+/// 403 (JSON-RPC -32000) for a Host or Origin that is not allowed.
+async fn check_host(State(guard): State<Arc<HostGuard>>, req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if !guard.allows(host, origin) {
+        tracing::info!(host, origin, "refused: Host or Origin not allowed");
+        return Error::Forbidden.with_id(None).into_response();
+    }
+    next.run(req).await
+}
+
+/// CORS for browser clients, or `None` when no origins are configured.
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    let origins: Vec<&str> = origins
+        .iter()
+        .map(|o| o.trim())
+        .filter(|o| !o.is_empty())
+        .collect();
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.contains(&"*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok()),
+        )
+    };
+    let names = [
+        SESSION_ID_HEADER,
+        PROTOCOL_VERSION_HEADER,
+        LAST_EVENT_ID_HEADER,
+        METHOD_HEADER,
+        NAME_HEADER,
+    ]
+    .map(HeaderName::from_static);
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers(AllowHeaders::list(
+                [header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT]
+                    .into_iter()
+                    .chain(names),
+            ))
+            .expose_headers([HeaderName::from_static(SESSION_ID_HEADER)]),
+    )
 }
 
 /// Serves the proxy on `listener` until `shutdown` is cancelled, then drains.

@@ -13,8 +13,9 @@ pub const DEFAULT_PORT: u16 = 9000;
 /// The public MCP reverse proxy.
 ///
 /// MCP servers behind NAT register here and long-poll for work (`/register`, `/poll`,
-/// `/response`); MCP clients post JSON-RPC to `/message` (or `/servers/NAME/message`) as if
-/// the proxy were the server. Compatible with the seed's `proxy_server PORT`.
+/// `/response`); MCP clients post JSON-RPC to `/message` (or `/servers/NAME/message`), or
+/// speak MCP Streamable HTTP on `/mcp` (or `/servers/NAME/mcp`), as if the proxy were the
+/// server. Compatible with the seed's `proxy_server PORT`.
 ///
 /// Durations are in seconds (fractions allowed, e.g. 0.5). Logs go to stderr; set the level
 /// with RUST_LOG (default: info). Session ids are never logged whole.
@@ -70,6 +71,36 @@ pub struct Cli {
     #[arg(long, env = "MCP_PROXY_SHUTDOWN_DRAIN", value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     pub shutdown_drain: Duration,
 
+    /// Host names `/mcp` accepts in the Host and Origin headers, comma-separated (`name` or
+    /// `name:port`; `*` = any). Loopback names are always allowed. Others get 403: this is
+    /// the DNS-rebinding defence the MCP spec requires, so list the public name clients use.
+    #[arg(
+        long,
+        env = "MCP_PROXY_ALLOWED_HOSTS",
+        value_name = "HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
+
+    /// Browser origins that get CORS headers on `/mcp`, comma-separated (e.g.
+    /// `https://app.example.com`; `*` = any). Default: none, no CORS headers.
+    #[arg(
+        long,
+        env = "MCP_PROXY_CORS_ORIGINS",
+        value_name = "ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+
+    /// Interval of SSE keep-alive comments on idle `/mcp` streams.
+    #[arg(long, env = "MCP_PROXY_SSE_KEEP_ALIVE", value_name = "SECS", default_value = "15", value_parser = parse_secs)]
+    pub sse_keep_alive: Duration,
+
+    /// A client session on `/mcp` with no request and no open stream for this long ends
+    /// (its server is told with a `session_closed` item; the client's next request gets 404).
+    #[arg(long, env = "MCP_PROXY_SESSION_IDLE", value_name = "SECS", default_value = "1800", value_parser = parse_secs)]
+    pub session_idle: Duration,
+
     /// Log format on stderr.
     #[arg(long, env = "MCP_PROXY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -124,6 +155,10 @@ impl Cli {
             liveness_grace: self.liveness_grace,
             max_body_bytes: self.max_body_bytes,
             shutdown_drain: self.shutdown_drain,
+            allowed_hosts: self.allowed_hosts.clone(),
+            cors_origins: self.cors_origins.clone(),
+            sse_keep_alive: self.sse_keep_alive,
+            session_idle: self.session_idle,
         }
     }
 }
@@ -165,6 +200,22 @@ mod tests {
         assert_eq!(c.expiry, d.expiry);
         assert_eq!(c.liveness_grace, d.liveness_grace);
         assert_eq!(c.max_body_bytes, 8 * 1024 * 1024);
+        assert_eq!(c.sse_keep_alive, d.sse_keep_alive);
+        assert_eq!(c.session_idle, d.session_idle);
+        assert!(c.allowed_hosts.is_empty() && c.cors_origins.is_empty());
+        let cli = Cli::try_parse_from([
+            "mcp-proxy",
+            "--allowed-hosts",
+            "mcp.example.com,other:8443",
+            "--cors-origins",
+            "*",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.config().allowed_hosts,
+            ["mcp.example.com", "other:8443"]
+        );
+        assert_eq!(cli.config().cors_origins, ["*"]);
         let cli = Cli::try_parse_from([
             "mcp-proxy",
             "--request-timeout",

@@ -16,6 +16,10 @@ pub const DEFAULT_LIVENESS_GRACE: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// Default deadline for the drain after a shutdown signal.
 pub const DEFAULT_SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+/// Default interval of SSE keep-alive comments on idle `/mcp` streams.
+pub const DEFAULT_SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Default idle time after which a client session on `/mcp` ends.
+pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
 
 /// Everything the proxy can be told; [`Config::default`] is what the CLI starts from.
 #[derive(Clone, Debug)]
@@ -36,6 +40,15 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// After a shutdown signal, the longest the proxy waits for connections to finish.
     pub shutdown_drain: Duration,
+    /// Hosts (`name` or `name:port`, `*` for any) that `/mcp` accepts in `Host` and `Origin`,
+    /// besides the loopback names, which are always allowed (DNS-rebinding defence).
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins given CORS headers on `/mcp` (`*` for any); empty = no CORS headers.
+    pub cors_origins: Vec<String>,
+    /// Interval of SSE keep-alive comments on `/mcp` streams (idle proxies cut silent streams).
+    pub sse_keep_alive: Duration,
+    /// A client session with no request and no open stream for this long ends.
+    pub session_idle: Duration,
 }
 
 impl Default for Config {
@@ -48,6 +61,10 @@ impl Default for Config {
             liveness_grace: DEFAULT_LIVENESS_GRACE,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             shutdown_drain: DEFAULT_SHUTDOWN_DRAIN,
+            allowed_hosts: Vec::new(),
+            cors_origins: Vec::new(),
+            sse_keep_alive: DEFAULT_SSE_KEEP_ALIVE,
+            session_idle: DEFAULT_SESSION_IDLE,
         }
     }
 }
@@ -56,7 +73,7 @@ impl Config {
     /// How often the sweeper looks for dead and expired registrations: often enough that a
     /// death is noticed within a quarter of the shorter of grace and expiry (at most 1 s).
     pub(crate) fn sweep_interval(&self) -> Duration {
-        (self.liveness_grace.min(self.expiry) / 4)
+        (self.liveness_grace.min(self.expiry).min(self.session_idle) / 4)
             .clamp(Duration::from_millis(10), Duration::from_secs(1))
     }
 }

@@ -57,6 +57,21 @@ pub enum Error {
     /// Era probe: no member of the pool speaks the requested protocol version.
     #[error("unsupported protocol version")]
     UnsupportedProtocolVersion,
+    /// `/mcp`: the `MCP-Protocol-Version` header names a version this project does not know.
+    #[error("unsupported MCP-Protocol-Version {0:?}")]
+    BadVersionHeader(String),
+    /// `/mcp`: a request other than `initialize` came without `Mcp-Session-Id`.
+    #[error("missing Mcp-Session-Id")]
+    MissingClientSession,
+    /// `/mcp`: the `Accept` header allows neither JSON nor SSE (or, on GET, no SSE).
+    #[error("not acceptable")]
+    NotAcceptable,
+    /// `/mcp`: the `Host` or `Origin` header names a host that is not allowed.
+    #[error("host or origin not allowed")]
+    Forbidden,
+    /// `/mcp`: `Last-Event-ID` names a stream this session cannot resume.
+    #[error("cannot resume the stream of Last-Event-ID")]
+    CannotResume,
     /// Reverse-client route: the registration's session id is unknown or malformed.
     #[error("unknown session")]
     UnknownSession,
@@ -92,6 +107,11 @@ impl Error {
             }
             Error::MessageTooLarge { .. } | Error::BodyTooLarge { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
+            }
+            Error::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
+            Error::Forbidden => StatusCode::FORBIDDEN,
+            Error::BadVersionHeader(_) | Error::MissingClientSession | Error::CannotResume => {
+                StatusCode::BAD_REQUEST
             }
             Error::InvalidMessage(_)
             | Error::ResponseNotAccepted
@@ -137,6 +157,24 @@ impl Error {
                 ErrorCode::UNSUPPORTED_PROTOCOL_VERSION,
                 "unsupported protocol version",
             ),
+            Error::BadVersionHeader(v) => ErrorObject::new(
+                ErrorCode::UNSUPPORTED_PROTOCOL_VERSION,
+                format!("unsupported MCP-Protocol-Version {v:?}"),
+            )
+            .with_data(json!({ "supported": mcp_protocol::version::SUPPORTED })),
+            Error::MissingClientSession => ErrorObject::invalid_request(
+                "Mcp-Session-Id header is required (send initialize first)",
+            ),
+            Error::NotAcceptable => ErrorObject::invalid_request(
+                "Accept must allow application/json or text/event-stream (GET: text/event-stream)",
+            ),
+            Error::Forbidden => ErrorObject::new(
+                ErrorCode::SERVER_ERROR,
+                "Host or Origin not allowed (see --allowed-hosts and --cors-origins)",
+            ),
+            Error::CannotResume => {
+                ErrorObject::invalid_request("cannot resume the stream named by Last-Event-ID")
+            }
             Error::UnknownSession
             | Error::UnknownRequest
             | Error::InvalidBody(_)

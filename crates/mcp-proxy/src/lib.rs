@@ -2,7 +2,7 @@
 //! MCP clients talk to it as if it were the server.
 //!
 //! ```text
-//! MCP client ──POST /message──▶ mcp-proxy ◀──GET /poll, POST /response── reverse client + server
+//! MCP client ──POST /message, /mcp──▶ mcp-proxy ◀──GET /poll, POST /response── reverse client + server
 //! ```
 //!
 //! It speaks the seed's wire protocol (so the seed's C++ reverse client and client work
@@ -11,8 +11,10 @@
 //! # Layout
 //! - [`app`]: [`AppState`], the axum [`router`] and [`serve`] (bound listener + shutdown token).
 //! - `routes`: one file per route: `register` (`POST`/`DELETE /register`), `poll`, `response`,
-//!   `message` (`/message`, `/servers/{name}/message`), `health`.
-//! - [`broker`]: registrations, their queues, pending requests and pools, behind the narrow
+//!   `message` (`/message`, `/servers/{name}/message`), `mcp` (Streamable HTTP on `/mcp` and
+//!   `/servers/{name}/mcp`: sessions, SSE streams, resumption), `health`.
+//! - [`broker`]: registrations, their queues, pending requests, pools, and the client sessions
+//!   of `/mcp` with their resumable SSE streams, behind the narrow
 //!   [`Broker`] API so a distributed backend can be added later.
 //! - [`config`]: [`Config`] and its defaults.
 //! - [`cli`]: the `mcp-proxy` command line (clap), which builds a [`Config`].

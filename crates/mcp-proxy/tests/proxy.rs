@@ -3,9 +3,11 @@
 
 mod proxy {
     pub(crate) mod common;
+    pub(crate) mod fake;
     pub(crate) mod modern;
     pub(crate) mod seed;
 
+    mod mcp;
     mod routing;
     mod seed_compat;
     mod trouble;

@@ -1,8 +1,9 @@
 //! The session broker: registrations, their queues, pending requests and pools.
 //!
 //! The HTTP routes only talk to [`Broker`] through its narrow API (`register`, `deregister`,
-//! `poll`, `respond`, `submit`, `open_session`, `sweep`, `shutdown`), so a distributed
-//! backend (Redis streams, say) can later stand behind the same methods.
+//! `poll`, `respond`, `submit`, `submit_streamed`, `open_session`, `open_stream`,
+//! `client_reply`, `end_session`, `sweep`, `shutdown`), so a distributed backend (Redis
+//! streams, say) can later stand behind the same methods.
 //!
 //! All state lives behind one `std::sync::Mutex`: every operation is a few map and queue
 //! updates with no `.await` under the lock, so a blocking mutex is both correct and faster
@@ -13,31 +14,36 @@ mod pending;
 mod pools;
 mod queue;
 mod registration;
+mod sessions;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use mcp_protocol::jsonrpc::{ErrorCode, ErrorObject, Message, RequestId, Response as RpcResponse};
+use mcp_protocol::streamable::EventId;
 use mcp_protocol::wire::{
     is_valid_pool_name, to_raw, PollItem, RegisterRequest, ReplyItem, RequestItem,
-    ResponseEnvelope, ResponseStatusKind, SessionIdKind,
+    ResponseEnvelope, ResponseStatusKind, SessionClosedItem, SessionIdKind,
 };
 use serde_json::value::RawValue;
-use tokio::sync::{mpsc, oneshot};
+use serde_json::{json, Map, Value};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 pub use pending::Waiter;
 pub use queue::Claimed;
+pub use sessions::Attached;
 
-use pending::{Answered, Pending, Stage, INTERIM_BUFFER};
-use pools::{Pool, SessionPin};
+use pending::{Answered, Outcome, Pending, Stage};
+use pools::Pool;
 use queue::QueueEntry;
 pub(crate) use registration::Short;
 use registration::{
     new_client_session_id, new_legacy_id, new_modern_id, new_request_id, Registration,
 };
+use sessions::{stream_answer, ClientSession, StreamRef, StreamState, GET_STREAM};
 
 use crate::{Config, Error};
 
@@ -62,7 +68,11 @@ struct State {
     registrations: HashMap<String, Registration>,
     pools: HashMap<String, Pool>,
     pending: HashMap<String, Pending>,
-    sessions: HashMap<String, SessionPin>,
+    sessions: HashMap<String, ClientSession>,
+    /// Streams of stateless-era requests, which have no session (not resumable).
+    loose: HashMap<String, StreamState>,
+    /// Numbers attached connections and loose streams.
+    next_conn: u64,
     answered: Answered,
     next_generation: u64,
     shutting_down: bool,
@@ -79,8 +89,8 @@ pub struct Submission {
     pub message: Box<RawValue>,
     /// Whether an answer is awaited (a request); `false` for a notification.
     pub expects_answer: bool,
-    /// Whether the client can take interim messages (a stream); `false` on `/message`.
-    pub streams: bool,
+    /// It came from `/mcp` (Streamable HTTP), not `/message`.
+    pub streamable: bool,
     /// Headers forwarded to modern registrations (lowercase names).
     pub headers: BTreeMap<String, String>,
     /// The request is marked for the stateless era (the era probe applies).
@@ -94,6 +104,10 @@ pub struct Stats {
     pub registrations: usize,
     /// Pending requests and notifications.
     pub pending: usize,
+    /// Client sessions of `/mcp`.
+    pub sessions: usize,
+    /// SSE connections attached to streams.
+    pub attached: usize,
 }
 
 fn pool_error(pool: &str) -> Error {
@@ -266,10 +280,8 @@ impl Broker {
                     let pending = st.take_pending(&request_id).expect("owned above");
                     st.answered
                         .insert(request_id.clone(), session_id.to_owned(), now);
-                    if let Some(tx) = pending.waiter {
-                        // The client may have just gone; its waiter's drop is then a no-op.
-                        let _ = tx.send(Ok(response));
-                    }
+                    // The client may have just gone; delivering is then a no-op.
+                    st.finish(pending, Ok(response));
                     debug!(request = %request_id, "answered");
                     Ok(ResponseStatusKind::Ok)
                 } else if st.answered.contains(&request_id, session_id) {
@@ -289,52 +301,75 @@ impl Broker {
                     return refuse("interim message");
                 }
                 let pending = st.pending.get(&request_id).expect("owned above");
-                if let Some(tx) = &pending.interim {
-                    if tx.try_send(message).is_err() {
-                        warn!(request = %request_id, "interim message dropped: client not reading");
+                let stream = pending.stream.clone();
+                let client_session = pending.client_session.clone();
+                let streamable = pending.streamable;
+                let server_request = match Message::parse(message.get().as_bytes()) {
+                    Ok(Message::Request(req)) => Some(req.id),
+                    _ => None,
+                };
+                // Its own stream first, attached or not (a resuming client gets it).
+                if let Some(stream) = &stream {
+                    if st.push_to_stream(stream, &request_id, server_request.as_ref(), &message) {
+                        return Ok(ResponseStatusKind::Ok);
                     }
+                }
+                let Some(id) = server_request else {
+                    // A notification for a client answered as JSON has nowhere to go.
                     return Ok(ResponseStatusKind::Ok);
+                };
+                // A request to a client answered as JSON may use the session's open GET stream.
+                if let Some(cs) = client_session.as_deref() {
+                    let get = StreamRef {
+                        session: Some(cs.to_owned()),
+                        name: GET_STREAM.to_owned(),
+                    };
+                    if st.stream_is_attached(&get)
+                        && st.push_to_stream(&get, &request_id, Some(&id), &message)
+                    {
+                        return Ok(ResponseStatusKind::Ok);
+                    }
                 }
-                // `/message` returns one body: notifications are dropped, and a request to
-                // the client is refused at once so the server does not wait for it.
-                if let Ok(Message::Request(req)) = Message::parse(message.get().as_bytes()) {
-                    let client_session = pending.client_session.clone();
-                    let refusal = RpcResponse::error(
-                        Some(req.id),
-                        ErrorObject::new(
-                            ErrorCode::METHOD_NOT_FOUND,
-                            "client cannot take requests on /message",
-                        ),
-                    );
-                    let item = PollItem::Reply(ReplyItem {
-                        request_id,
-                        client_session,
-                        message: to_raw(&refusal),
-                    });
-                    let reg = st.registrations.get_mut(session_id).expect("looked up");
-                    reg.queue.push_back(QueueEntry {
-                        pending: None,
-                        item: Arc::new(item),
-                    });
-                    reg.notify.notify_one();
-                }
+                // Nobody can answer it: refuse it at once so the server does not wait for it.
+                let why = if streamable {
+                    "client cannot take requests: answered as JSON with no GET stream open"
+                } else {
+                    "client cannot take requests on /message"
+                };
+                let refusal = RpcResponse::error(
+                    Some(id),
+                    ErrorObject::new(ErrorCode::METHOD_NOT_FOUND, why),
+                );
+                st.queue_reply(session_id, request_id, client_session, to_raw(&refusal));
                 Ok(ResponseStatusKind::Ok)
             }
-            ResponseEnvelope::Session { client_session, .. } => {
+            ResponseEnvelope::Session {
+                client_session,
+                message,
+            } => {
                 if !modern {
                     return Ok(ResponseStatusKind::Ignored);
                 }
                 let pinned_here = st
                     .sessions
                     .get(&client_session)
-                    .is_some_and(|p| p.registration == session_id);
-                // No GET stream exists yet (Streamable HTTP comes later): the message is
-                // accepted and dropped.
-                Ok(if pinned_here {
-                    ResponseStatusKind::Ok
-                } else {
-                    ResponseStatusKind::Ignored
-                })
+                    .is_some_and(|s| s.registration == session_id && s.generation == generation);
+                if !pinned_here {
+                    debug!(session = %Short(session_id), "session message for an ended client session ignored");
+                    return Ok(ResponseStatusKind::Ignored);
+                }
+                let server_request = match Message::parse(message.get().as_bytes()) {
+                    Ok(Message::Request(req)) => Some(req.id),
+                    _ => None,
+                };
+                let get = StreamRef {
+                    session: Some(client_session.clone()),
+                    name: GET_STREAM.to_owned(),
+                };
+                // Logged even with no GET stream open: a later GET with Last-Event-ID sees it.
+                // A request's answer comes back as a reply whose request_id is the session id.
+                st.push_to_stream(&get, &client_session, server_request.as_ref(), &message);
+                Ok(ResponseStatusKind::Ok)
             }
         }
     }
@@ -345,100 +380,86 @@ impl Broker {
         if st.shutting_down {
             return Err(Error::ShuttingDown);
         }
-        let target = match &sub.client_session {
-            Some(cs) => {
-                let pin = st.sessions.get(cs).ok_or(Error::UnknownClientSession)?;
-                let alive = st
-                    .registrations
-                    .get(&pin.registration)
-                    .is_some_and(|r| r.generation == pin.generation);
-                if !alive {
-                    st.sessions.remove(cs);
-                    return Err(Error::UnknownClientSession);
-                }
-                pin.registration.clone()
-            }
-            None => {
-                let State {
-                    pools,
-                    registrations,
-                    ..
-                } = &mut *st;
-                let pool = pools
-                    .get_mut(&sub.pool)
-                    .ok_or_else(|| pool_error(&sub.pool))?;
-                if sub.stateless_era
-                    && !pool.members.iter().any(|m| {
-                        registrations
-                            .get(m)
-                            .is_some_and(|r| r.speaks(STATELESS_ERA))
-                    })
-                {
-                    return Err(Error::UnsupportedProtocolVersion);
-                }
-                pool.sticky_member(registrations)
-                    .ok_or_else(|| pool_error(&sub.pool))?
-            }
-        };
-        let request_id = new_request_id();
-        let reg = st.registrations.get_mut(&target).expect("checked above");
-        if sub.client_session.is_some() && sub.stateless_era && !reg.speaks(STATELESS_ERA) {
-            return Err(Error::UnsupportedProtocolVersion);
-        }
-        let modern = reg.is_modern();
-        let item = RequestItem {
-            request_id: request_id.clone(),
-            request: sub.message,
-            client_session: sub
-                .client_session
-                .clone()
-                .filter(|_| reg.takes_client_sessions()),
-            headers: (modern && !sub.headers.is_empty()).then_some(sub.headers),
-        };
-        reg.queue.push_back(QueueEntry {
-            pending: Some(request_id.clone()),
-            item: Arc::new(PollItem::Request(item)),
-        });
-        reg.outstanding += 1;
-        reg.notify.notify_one();
-        let generation = reg.generation;
-        debug!(request = %request_id, session = %Short(&target), "queued");
-
-        let (waiter, rx) = if sub.expects_answer {
+        let client_id = Message::parse(sub.message.get().as_bytes())
+            .ok()
+            .and_then(|m| m.id().cloned());
+        let expects_answer = sub.expects_answer;
+        let (waiter, rx) = if expects_answer {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
         } else {
             (None, None)
         };
-        let (interim_tx, interim_rx) = if sub.streams && sub.expects_answer {
-            let (tx, rx) = mpsc::channel(INTERIM_BUFFER);
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
-        };
-        st.pending.insert(
-            request_id.clone(),
-            Pending {
-                registration: target,
-                generation,
-                stage: Stage::Queued,
-                waiter,
-                interim: interim_tx,
-                client_session: sub.client_session,
-                deadline: Instant::now() + self.inner.config.request_timeout,
-            },
-        );
+        let request_id = st.enqueue(sub, client_id, waiter, &self.inner.config)?;
         Ok(rx.map(|rx| Waiter {
             broker: self.clone(),
             request_id,
             rx,
-            interim: interim_rx,
         }))
+    }
+
+    /// Routes a client request whose answer is streamed as SSE (`/mcp`): its interim messages
+    /// and final answer go to a new stream, and the returned connection is attached to it.
+    pub fn submit_streamed(
+        &self,
+        sub: Submission,
+        client_id: RequestId,
+    ) -> Result<Attached, Error> {
+        let mut st = self.lock();
+        if st.shutting_down {
+            return Err(Error::ShuttingDown);
+        }
+        st.next_conn += 1;
+        let n = st.next_conn;
+        // The stream is created right after the request is queued, under the same lock, so
+        // nothing can answer before it exists.
+        let stream = match &sub.client_session {
+            Some(cs) => StreamRef {
+                session: Some(cs.clone()),
+                name: String::new(),
+            },
+            None => StreamRef {
+                session: None,
+                name: format!("l{n}"),
+            },
+        };
+        let stateless = sub.stateless_era;
+        let client_session = sub.client_session.clone();
+        let request_id = st.enqueue(sub, Some(client_id), None, &self.inner.config)?;
+        let mut stream = stream;
+        let state = match &client_session {
+            Some(cs) => {
+                let session = st.sessions.get_mut(cs).expect("checked by enqueue");
+                stream.name = session.new_request_stream(&request_id);
+                session.last_seen = Instant::now();
+                session.streams.get_mut(&stream.name).expect("just created")
+            }
+            None => {
+                let mut state = StreamState::new(&stream.name, sessions::REQUEST_STREAM_LOG);
+                state.request = Some(request_id.clone());
+                st.loose.entry(stream.name.clone()).or_insert(state)
+            }
+        };
+        state.cancel_on_close = stateless;
+        let (initial, rx) = state.attach(n, None);
+        if let Some(p) = st.pending.get_mut(&request_id) {
+            p.stream = Some(stream.clone());
+        }
+        Ok(Attached {
+            broker: self.clone(),
+            stream,
+            conn: n,
+            initial,
+            rx,
+        })
     }
 
     /// Starts a client session in `pool` on its least loaded member; returns the session id.
     pub fn open_session(&self, pool: &str) -> Result<String, Error> {
         let mut st = self.lock();
+        if st.shutting_down {
+            return Err(Error::ShuttingDown);
+        }
         let State {
             pools,
             registrations,
@@ -453,12 +474,114 @@ impl Broker {
         let id = new_client_session_id();
         sessions.insert(
             id.clone(),
-            SessionPin {
-                registration: member.clone(),
-                generation,
-            },
+            ClientSession::new(member.clone(), generation, Instant::now()),
         );
+        debug!(client_session = %Short(&id), session = %Short(member), "client session opened");
         Ok(id)
+    }
+
+    /// Whether the client session exists and its registration lives (touching it).
+    pub fn check_session(&self, client_session: &str) -> Result<(), Error> {
+        let mut st = self.lock();
+        st.live_session(client_session)?.last_seen = Instant::now();
+        Ok(())
+    }
+
+    /// Opens a session's GET stream, or resumes the stream named by `last_event_id`.
+    ///
+    /// Resuming replays what came after that event, then stays attached while the stream
+    /// lives. An id on the GET stream whose events were partly forgotten starts a fresh GET
+    /// stream; any other id this session cannot replay is [`Error::CannotResume`].
+    pub fn open_stream(
+        &self,
+        client_session: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<Attached, Error> {
+        let mut st = self.lock();
+        if st.shutting_down {
+            return Err(Error::ShuttingDown);
+        }
+        st.next_conn += 1;
+        let conn = st.next_conn;
+        let session = st.live_session(client_session)?;
+        session.last_seen = Instant::now();
+        let (name, after) = match last_event_id {
+            None => (GET_STREAM.to_owned(), None),
+            Some(text) => {
+                let id = EventId::parse(text).ok_or(Error::CannotResume)?;
+                let stream = session.streams.get(&id.stream).ok_or(Error::CannotResume)?;
+                if stream.log.replay_after(id.seq).is_some() {
+                    (id.stream, Some(id.seq))
+                } else if id.stream == GET_STREAM {
+                    (id.stream, None)
+                } else {
+                    return Err(Error::CannotResume);
+                }
+            }
+        };
+        let stream = session.streams.get_mut(&name).expect("looked up above");
+        let (initial, rx) = stream.attach(conn, after);
+        Ok(Attached {
+            broker: self.clone(),
+            stream: StreamRef {
+                session: Some(client_session.to_owned()),
+                name,
+            },
+            conn,
+            initial,
+            rx,
+        })
+    }
+
+    /// Takes a client's answer to a server-to-client request and queues it as a `reply` item
+    /// for the registration that asked. `Ok(false)`: nobody asked (unknown or late id).
+    pub fn client_reply(
+        &self,
+        client_session: &str,
+        message: Box<RawValue>,
+        id: Option<&RequestId>,
+    ) -> Result<bool, Error> {
+        let mut st = self.lock();
+        let session = st.live_session(client_session)?;
+        session.last_seen = Instant::now();
+        let Some(out) = id.and_then(|id| session.take_outbound(&id_text(id))) else {
+            debug!(client_session = %Short(client_session), "client answer for no pending server request dropped");
+            return Ok(false);
+        };
+        let registration = session.registration.clone();
+        let message = match out.original_id {
+            Some(original) => match serde_json::from_str::<Map<String, Value>>(message.get()) {
+                Ok(mut obj) => {
+                    obj.insert("id".into(), original);
+                    to_raw(&obj)
+                }
+                Err(_) => message,
+            },
+            None => message,
+        };
+        st.queue_reply(
+            &registration,
+            out.request_id,
+            Some(client_session.to_owned()),
+            message,
+        );
+        Ok(true)
+    }
+
+    /// Ends a client session (`DELETE`): its streams close and its server gets a
+    /// `session_closed` item.
+    pub fn end_session(&self, client_session: &str) -> Result<(), Error> {
+        let mut st = self.lock();
+        st.live_session(client_session)?;
+        st.close_session(client_session, true, "ended by the client");
+        Ok(())
+    }
+
+    /// Forgets a client session without telling its server (the server forgot it first, or
+    /// its `initialize` failed).
+    pub fn forget_session(&self, client_session: &str) {
+        self.lock()
+            .close_session(client_session, false, "forgotten by its server");
     }
 
     /// Removes dead and expired registrations, unanswered notifications past the request
@@ -475,6 +598,7 @@ impl Broker {
         for (id, why) in doomed {
             st.remove_registration(&id, why);
         }
+        // Waiters time out in their route; notifications and streamed requests here.
         let stale: Vec<String> = st
             .pending
             .iter()
@@ -482,7 +606,18 @@ impl Broker {
             .map(|(id, _)| id.clone())
             .collect();
         for id in stale {
-            st.take_pending(&id);
+            if let Some(p) = st.take_pending(&id) {
+                st.finish(p, Err(Error::RequestTimeout));
+            }
+        }
+        let idle: Vec<String> = st
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.is_idle(now, cfg.session_idle))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in idle {
+            st.close_session(&id, true, "idle");
         }
         st.answered.evict(now);
     }
@@ -511,14 +646,19 @@ impl Broker {
         let failed = ids.len();
         for id in ids {
             if let Some(p) = st.take_pending(&id) {
-                if let Some(tx) = p.waiter {
-                    let _ = tx.send(Err(Error::ShuttingDown));
-                }
+                st.finish(p, Err(Error::ShuttingDown));
             }
         }
         for reg in st.registrations.values() {
             reg.notify.notify_waiters();
         }
+        // End every open SSE stream, or the drain would wait for them until its deadline.
+        for session in st.sessions.values_mut() {
+            for stream in session.streams.values_mut() {
+                stream.live = None;
+            }
+        }
+        st.loose.clear();
         drop(st);
         self.inner.shutdown.cancel();
         info!(failed, "broker shut down");
@@ -530,14 +670,49 @@ impl Broker {
         Stats {
             registrations: st.registrations.len(),
             pending: st.pending.len(),
+            sessions: st.sessions.len(),
+            attached: st
+                .sessions
+                .values()
+                .flat_map(|s| s.streams.values())
+                .chain(st.loose.values())
+                .filter(|s| s.live.is_some())
+                .count(),
         }
     }
 
     /// Withdraws a request whose client is gone (called by [`Waiter`]'s drop).
     fn abandon(&self, request_id: &str) {
         let mut st = self.lock();
-        if let Some(p) = st.take_pending(request_id) {
-            debug!(request = %request_id, handed_over = (p.stage == Stage::HandedOver), "client gone; request withdrawn");
+        st.withdraw(request_id);
+    }
+
+    /// Detaches a connection from its stream (called by [`Attached`]'s drop). Under the
+    /// stateless era, closing a request's stream cancels the request.
+    fn detach(&self, stream: &StreamRef, conn: u64) {
+        let mut st = self.lock();
+        let now = Instant::now();
+        let state = match &stream.session {
+            Some(cs) => st.sessions.get_mut(cs).and_then(|s| {
+                s.last_seen = now;
+                s.streams.get_mut(&stream.name)
+            }),
+            None => st.loose.get_mut(&stream.name),
+        };
+        let Some(state) = state else { return };
+        if !state.live.as_ref().is_some_and(|(c, _)| *c == conn) {
+            return; // finished, or taken over by a newer connection
+        }
+        state.live = None;
+        let cancel = (state.cancel_on_close && !state.done)
+            .then(|| state.request.clone())
+            .flatten();
+        if stream.session.is_none() {
+            st.loose.remove(&stream.name);
+        }
+        if let Some(request_id) = cancel {
+            debug!(request = %request_id, "stateless-era stream closed by the client: cancelling");
+            st.withdraw(&request_id);
         }
     }
 
@@ -571,6 +746,306 @@ impl Broker {
 }
 
 impl State {
+    /// Routes a message to its registration and queues it; records the pending entry.
+    fn enqueue(
+        &mut self,
+        sub: Submission,
+        client_id: Option<RequestId>,
+        waiter: Option<oneshot::Sender<Outcome>>,
+        config: &Config,
+    ) -> Result<String, Error> {
+        let target = match &sub.client_session {
+            Some(cs) => {
+                let session = self.live_session(cs)?;
+                session.last_seen = Instant::now();
+                session.registration.clone()
+            }
+            None => {
+                let State {
+                    pools,
+                    registrations,
+                    ..
+                } = &mut *self;
+                let pool = pools
+                    .get_mut(&sub.pool)
+                    .ok_or_else(|| pool_error(&sub.pool))?;
+                if sub.stateless_era
+                    && !pool.members.iter().any(|m| {
+                        registrations
+                            .get(m)
+                            .is_some_and(|r| r.speaks(STATELESS_ERA))
+                    })
+                {
+                    return Err(Error::UnsupportedProtocolVersion);
+                }
+                pool.sticky_member(registrations)
+                    .ok_or_else(|| pool_error(&sub.pool))?
+            }
+        };
+        let reg = self.registrations.get(&target).expect("checked above");
+        if sub.client_session.is_some() && sub.stateless_era && !reg.speaks(STATELESS_ERA) {
+            return Err(Error::UnsupportedProtocolVersion);
+        }
+        let request_id = self.queue_request(
+            &target,
+            sub.message,
+            sub.client_session.clone(),
+            sub.headers,
+        );
+        let p = self.pending.get_mut(&request_id).expect("just queued");
+        p.waiter = waiter;
+        p.client_id = client_id;
+        p.streamable = sub.streamable;
+        p.cancel_on_abandon = sub.stateless_era;
+        p.deadline = Instant::now() + config.request_timeout;
+        Ok(request_id)
+    }
+
+    /// Queues a request item for `target` (live) with a pending entry nobody waits on yet.
+    fn queue_request(
+        &mut self,
+        target: &str,
+        message: Box<RawValue>,
+        client_session: Option<String>,
+        headers: BTreeMap<String, String>,
+    ) -> String {
+        let request_id = new_request_id();
+        let reg = self.registrations.get_mut(target).expect("a live target");
+        let modern = reg.is_modern();
+        let item = RequestItem {
+            request_id: request_id.clone(),
+            request: message,
+            client_session: client_session
+                .clone()
+                .filter(|_| reg.takes_client_sessions()),
+            headers: (modern && !headers.is_empty()).then_some(headers),
+        };
+        reg.queue.push_back(QueueEntry {
+            pending: Some(request_id.clone()),
+            item: Arc::new(PollItem::Request(item)),
+        });
+        reg.outstanding += 1;
+        reg.notify.notify_one();
+        let generation = reg.generation;
+        debug!(request = %request_id, session = %Short(target), "queued");
+        self.pending.insert(
+            request_id.clone(),
+            Pending {
+                registration: target.to_owned(),
+                generation,
+                stage: Stage::Queued,
+                waiter: None,
+                stream: None,
+                client_id: None,
+                streamable: false,
+                cancel_on_abandon: false,
+                client_session,
+                // `enqueue` sets the request timeout; a cancellation the proxy sends on its own
+                // is forgotten after this if the server never acknowledges it.
+                deadline: Instant::now() + pending::ANSWERED_MEMORY,
+            },
+        );
+        request_id
+    }
+
+    /// Queues a `reply` item (a client's answer to a server request) for a registration.
+    fn queue_reply(
+        &mut self,
+        registration: &str,
+        request_id: String,
+        client_session: Option<String>,
+        message: Box<RawValue>,
+    ) {
+        let Some(reg) = self.registrations.get_mut(registration) else {
+            return;
+        };
+        if !reg.is_modern() {
+            return; // legacy registrations never get reply items
+        }
+        let item = PollItem::Reply(ReplyItem {
+            request_id,
+            client_session: client_session.filter(|_| reg.takes_client_sessions()),
+            message,
+        });
+        reg.queue.push_back(QueueEntry {
+            pending: None,
+            item: Arc::new(item),
+        });
+        reg.notify.notify_one();
+    }
+
+    /// Delivers a pending request's outcome: to its waiter, or as the last event of its stream.
+    fn finish(&mut self, p: Pending, outcome: Outcome) {
+        if let Some(tx) = p.waiter {
+            let _ = tx.send(outcome);
+            return;
+        }
+        let (Some(stream), Some(client_id)) = (p.stream, p.client_id) else {
+            return; // a notification
+        };
+        let error = |e: Error| {
+            let obj = e
+                .to_error_object()
+                .unwrap_or_else(|| ErrorObject::new(ErrorCode::INTERNAL_ERROR, e.to_string()));
+            serde_json::to_string(&RpcResponse::error(Some(client_id.clone()), obj))
+                .unwrap_or_default()
+        };
+        let data = match outcome {
+            Ok(answer) => stream_answer(&answer, &client_id).unwrap_or_else(|| {
+                warn!("server's final answer is not a JSON-RPC response");
+                error(Error::InvalidServerResponse(
+                    "not a JSON-RPC response".into(),
+                ))
+            }),
+            Err(e) => error(e),
+        };
+        match &stream.session {
+            Some(cs) => {
+                // A pinned request the server answers "unknown session": it forgot the
+                // session, so the client's next request gets 404 and it re-initializes.
+                let forgotten = serde_json::from_str::<Value>(&data)
+                    .is_ok_and(|v| v["error"]["code"] == json!(ErrorCode::UNKNOWN_SESSION.0));
+                if let Some(session) = self.sessions.get_mut(cs) {
+                    session.last_seen = Instant::now();
+                    if let Some(state) = session.streams.get_mut(&stream.name) {
+                        state.finish(data);
+                    }
+                    session.retire(&stream.name);
+                }
+                if forgotten {
+                    self.close_session(cs, false, "forgotten by its server");
+                }
+            }
+            None => {
+                if let Some(mut state) = self.loose.remove(&stream.name) {
+                    state.finish(data);
+                }
+            }
+        }
+    }
+
+    /// Sends `message` (from a server, tied to `request_id`) on a stream that has not ended.
+    /// A request to the client is tracked so its answer finds its way back. `false` when the
+    /// stream is gone or ended, or a request cannot be answered there (a loose stream).
+    fn push_to_stream(
+        &mut self,
+        stream: &StreamRef,
+        request_id: &str,
+        server_request: Option<&RequestId>,
+        message: &RawValue,
+    ) -> bool {
+        match &stream.session {
+            Some(cs) => {
+                let Some(session) = self.sessions.get_mut(cs) else {
+                    return false;
+                };
+                if !matches!(session.streams.get(&stream.name), Some(s) if !s.done) {
+                    return false;
+                }
+                let data = match server_request {
+                    Some(id) => session.track_outbound(request_id, id, message),
+                    None => message.get().to_owned(),
+                };
+                if let Some(state) = session.streams.get_mut(&stream.name) {
+                    state.push(data);
+                }
+                true
+            }
+            None => match self.loose.get_mut(&stream.name) {
+                Some(state) if !state.done && server_request.is_none() => {
+                    state.push(message.get().to_owned());
+                    true
+                }
+                _ => false,
+            },
+        }
+    }
+
+    /// Whether a connection is attached to the stream.
+    fn stream_is_attached(&self, stream: &StreamRef) -> bool {
+        stream
+            .session
+            .as_ref()
+            .and_then(|cs| self.sessions.get(cs))
+            .and_then(|s| s.streams.get(&stream.name))
+            .is_some_and(|s| s.live.is_some())
+    }
+
+    /// The client session, if it exists and its registration lives; a session whose
+    /// registration is gone is removed (404 for the client).
+    fn live_session(&mut self, client_session: &str) -> Result<&mut ClientSession, Error> {
+        let alive = match self.sessions.get(client_session) {
+            None => return Err(Error::UnknownClientSession),
+            Some(s) => self
+                .registrations
+                .get(&s.registration)
+                .is_some_and(|r| r.generation == s.generation),
+        };
+        if !alive {
+            self.sessions.remove(client_session);
+            return Err(Error::UnknownClientSession);
+        }
+        Ok(self
+            .sessions
+            .get_mut(client_session)
+            .expect("present above"))
+    }
+
+    /// Ends a client session: its streams close; with `notify`, its server gets a
+    /// `session_closed` item (when it takes client sessions).
+    fn close_session(&mut self, client_session: &str, notify: bool, why: &'static str) {
+        let Some(session) = self.sessions.remove(client_session) else {
+            return;
+        };
+        debug!(client_session = %Short(client_session), why, "client session ended");
+        if !notify {
+            return;
+        }
+        if let Some(reg) = self
+            .registrations
+            .get_mut(&session.registration)
+            .filter(|r| r.generation == session.generation && r.takes_client_sessions())
+        {
+            reg.queue.push_back(QueueEntry {
+                pending: None,
+                item: Arc::new(PollItem::SessionClosed(SessionClosedItem {
+                    client_session: client_session.to_owned(),
+                })),
+            });
+            reg.notify.notify_one();
+        }
+    }
+
+    /// Withdraws a request whose client is gone. A stateless-era request already handed
+    /// over is cancelled at the server with `notifications/cancelled`.
+    fn withdraw(&mut self, request_id: &str) {
+        let Some(p) = self.take_pending(request_id) else {
+            return;
+        };
+        let handed_over = p.stage == Stage::HandedOver;
+        debug!(request = %request_id, handed_over, "client gone; request withdrawn");
+        let (true, true, Some(client_id)) = (handed_over, p.cancel_on_abandon, p.client_id) else {
+            return;
+        };
+        if !self
+            .registrations
+            .get(&p.registration)
+            .is_some_and(|r| r.generation == p.generation && r.is_modern())
+        {
+            return;
+        }
+        let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": client_id, "reason": "the client closed the response stream"}});
+        let headers = BTreeMap::from([
+            (
+                "mcp-method".to_owned(),
+                "notifications/cancelled".to_owned(),
+            ),
+            ("mcp-protocol-version".to_owned(), STATELESS_ERA.to_owned()),
+        ]);
+        self.queue_request(&p.registration, to_raw(&cancel), p.client_session, headers);
+    }
+
     fn insert_registration(
         &mut self,
         id: String,
@@ -609,12 +1084,10 @@ impl State {
         let failed = doomed.len();
         for rid in doomed {
             if let Some(p) = self.pending.remove(&rid) {
-                if let Some(tx) = p.waiter {
-                    let _ = tx.send(Err(Error::ServerGone));
-                }
+                self.finish(p, Err(Error::ServerGone));
             }
         }
-        self.sessions.retain(|_, pin| pin.registration != id);
+        self.sessions.retain(|_, s| s.registration != id);
         reg.notify.notify_waiters();
         info!(session = %Short(id), why, failed, queued = reg.queue.len(), "registration removed");
     }

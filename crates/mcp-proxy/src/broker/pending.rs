@@ -4,9 +4,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use mcp_protocol::jsonrpc::RequestId;
 use serde_json::value::RawValue;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
+use super::sessions::StreamRef;
 use super::Broker;
 use crate::Error;
 
@@ -14,8 +16,6 @@ use crate::Error;
 pub(crate) const ANSWERED_MEMORY: Duration = Duration::from_secs(600);
 /// At most this many answered ids are remembered (oldest forgotten first).
 pub(crate) const ANSWERED_CAP: usize = 65_536;
-/// Interim messages buffered per request for a client that streams them.
-pub(crate) const INTERIM_BUFFER: usize = 64;
 
 /// What a waiter finally receives.
 pub(crate) type Outcome = Result<Box<RawValue>, Error>;
@@ -38,10 +38,17 @@ pub(crate) struct Pending {
     pub(crate) generation: u64,
     /// Queued or handed over.
     pub(crate) stage: Stage,
-    /// The waiting client; `None` for a notification (the server's `null` is just accepted).
+    /// The client waiting for one JSON answer; `None` for a notification (the server's `null`
+    /// is just accepted) and for a streamed request.
     pub(crate) waiter: Option<oneshot::Sender<Outcome>>,
-    /// Interim messages for a client that can stream them; `None` on `/message`.
-    pub(crate) interim: Option<mpsc::Sender<Box<RawValue>>>,
+    /// The SSE stream that carries its interim messages and answer (`/mcp`, answered as SSE).
+    pub(crate) stream: Option<StreamRef>,
+    /// The client's JSON-RPC id (for error events on a stream and cancellations).
+    pub(crate) client_id: Option<RequestId>,
+    /// It came from `/mcp` (a server request to a JSON-answered client may use the GET stream).
+    pub(crate) streamable: bool,
+    /// Stateless era (2026-07-28): the client going away cancels it at the server.
+    pub(crate) cancel_on_abandon: bool,
     /// The client session, for `reply` items.
     pub(crate) client_session: Option<String>,
     /// A notification nobody answered is forgotten after this.
@@ -57,7 +64,6 @@ pub struct Waiter {
     pub(crate) broker: Broker,
     pub(crate) request_id: String,
     pub(crate) rx: oneshot::Receiver<Outcome>,
-    pub(crate) interim: Option<mpsc::Receiver<Box<RawValue>>>,
 }
 
 impl Waiter {
@@ -74,11 +80,6 @@ impl Waiter {
             // shutdown or removal, both of which send first; treat anything else as gone.
             Err(_) => Err(Error::ServerGone),
         }
-    }
-
-    /// Interim messages tied to this request, when it was submitted to stream them.
-    pub fn interim(&mut self) -> Option<&mut mpsc::Receiver<Box<RawValue>>> {
-        self.interim.as_mut()
     }
 }
 

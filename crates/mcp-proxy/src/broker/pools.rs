@@ -1,5 +1,5 @@
 //! Pools of registrations and how a message picks its member: sticky for sessionless
-//! traffic, pinned for client sessions, fewest outstanding requests for anything new.
+//! traffic, fewest outstanding requests for anything new.
 
 use std::collections::HashMap;
 
@@ -47,13 +47,4 @@ impl Pool {
             self.sticky = None;
         }
     }
-}
-
-/// A client session pinned to the registration that answered its `initialize`.
-#[derive(Debug)]
-pub(crate) struct SessionPin {
-    /// The registration's session id.
-    pub(crate) registration: String,
-    /// Its generation when pinned.
-    pub(crate) generation: u64,
 }

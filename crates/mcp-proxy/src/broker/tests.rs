@@ -24,7 +24,7 @@ fn request(pool: &str, id: i64) -> Submission {
         client_session: None,
         message: raw(&format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#)),
         expects_answer: true,
-        streams: false,
+        streamable: false,
         headers: BTreeMap::new(),
         stateless_era: false,
     }

@@ -24,7 +24,7 @@ use crate::{AppState, Error, RpcError};
 /// The client session header.
 const SESSION_HEADER: &str = "mcp-session-id";
 /// Headers forwarded to modern registrations.
-const FORWARDED: [&str; 3] = ["mcp-method", "mcp-name", "mcp-protocol-version"];
+pub(crate) const FORWARDED: [&str; 3] = ["mcp-method", "mcp-name", "mcp-protocol-version"];
 
 /// `POST /message`: the default pool.
 pub(crate) async fn default_pool(
@@ -66,34 +66,16 @@ async fn forward(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, RpcError> {
-    let limit = state.config().max_body_bytes;
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Error::MessageTooLarge { limit }.with_id(None)
-        } else {
-            Error::InvalidMessage(mcp_protocol::jsonrpc::ParseError::NotJson(e.body_text()))
-                .with_id(None)
-        }
-    })?;
-    let message = Message::parse(&body).map_err(|e| {
-        let id = e.id();
-        Error::InvalidMessage(e).with_id(id)
-    })?;
+    let (message, raw) = read_message(body, state.config().max_body_bytes)?;
     let (id, method) = match &message {
         Message::Request(r) => (Some(r.id.clone()), r.method.as_str()),
         Message::Notification(n) => (None, n.method.as_str()),
         Message::Response(r) => return Err(Error::ResponseNotAccepted.with_id(r.id.clone())),
     };
-    // Parsed once above; this only captures the exact bytes (`parse` accepted them as JSON).
-    let raw: Box<RawValue> = serde_json::from_slice(&body)
-        .map_err(|e| Error::InvalidBody(e.to_string()).with_id(id.clone()))?;
 
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let client_session = header(SESSION_HEADER).map(str::to_owned);
-    let forwarded: BTreeMap<String, String> = FORWARDED
-        .iter()
-        .filter_map(|name| header(name).map(|v| ((*name).to_owned(), v.to_owned())))
-        .collect();
+    let forwarded = forwarded_headers(&headers);
     let stateless_era =
         method == "server/discover" || header("mcp-protocol-version") == Some(STATELESS_ERA);
     let is_notification_method = method.starts_with("notifications/");
@@ -104,7 +86,7 @@ async fn forward(
         client_session,
         message: raw,
         expects_answer: id.is_some(),
-        streams: false,
+        streamable: false,
         headers: forwarded,
         stateless_era,
     };
@@ -123,6 +105,41 @@ async fn forward(
     };
     drop(waiter);
     client_answer(answer, &id, is_notification_method, pinned).map_err(|e| e.with_id(Some(id)))
+}
+
+/// Reads a client body as one JSON-RPC message, keeping its exact bytes: 413 over the limit,
+/// -32700 when not JSON, -32600 when not one JSON-RPC message (batches included).
+pub(crate) fn read_message(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<(Message, Box<RawValue>), RpcError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Error::MessageTooLarge { limit }.with_id(None)
+        } else {
+            Error::InvalidMessage(mcp_protocol::jsonrpc::ParseError::NotJson(e.body_text()))
+                .with_id(None)
+        }
+    })?;
+    let message = Message::parse(&body).map_err(|e| {
+        let id = e.id();
+        Error::InvalidMessage(e).with_id(id)
+    })?;
+    // Parsed once above; this only captures the exact bytes (`parse` accepted them as JSON).
+    let raw: Box<RawValue> = serde_json::from_slice(&body)
+        .map_err(|e| Error::InvalidBody(e.to_string()).with_id(message.id().cloned()))?;
+    Ok((message, raw))
+}
+
+/// The request headers forwarded to modern registrations, lowercase names.
+pub(crate) fn forwarded_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
+    FORWARDED
+        .iter()
+        .filter_map(|name| {
+            let value = headers.get(*name)?.to_str().ok()?;
+            Some(((*name).to_owned(), value.to_owned()))
+        })
+        .collect()
 }
 
 /// The parts of a server's answer the proxy reads; the rest passes through as bytes.
@@ -146,7 +163,7 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
 }
 
 /// Turns the server's final answer into the client's HTTP response.
-fn client_answer(
+pub(crate) fn client_answer(
     answer: Box<RawValue>,
     id: &RequestId,
     notification_method: bool,
@@ -195,7 +212,7 @@ fn client_answer(
     Ok(json_response(status, body))
 }
 
-fn json_response(status: StatusCode, body: String) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 

@@ -1,6 +1,7 @@
 //! One file per route; shared extraction helpers here.
 
 pub(crate) mod health;
+pub(crate) mod mcp;
 pub(crate) mod message;
 pub(crate) mod poll;
 pub(crate) mod register;

@@ -23,6 +23,8 @@ pub(crate) fn test_config() -> Config {
         liveness_grace: Duration::from_millis(300),
         max_body_bytes: 64 * 1024,
         shutdown_drain: Duration::from_secs(2),
+        sse_keep_alive: Duration::from_millis(200),
+        ..Config::default()
     }
 }
 

@@ -1,0 +1,286 @@
+//! `/mcp` and `/servers/{name}/mcp`: MCP Streamable HTTP (2025-11-25), plus stateless-era
+//! (2026-07-28) requests, which need no session.
+//!
+//! - `POST`: one JSON-RPC message. A request is answered as JSON or as an SSE stream (the
+//!   client's `Accept` decides; SSE when both are allowed, so progress and requests to the
+//!   client can travel first). `initialize` without `Mcp-Session-Id` opens a client session
+//!   pinned to one pool member; its id comes back in `Mcp-Session-Id`. Notifications and the
+//!   client's answers to server requests get 202.
+//! - `GET`: the session's server-to-client stream, or a stream resumed with `Last-Event-ID`.
+//! - `DELETE`: ends the session.
+//!
+//! Host and Origin are checked (403) by the layer `app` puts around these routes.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::StreamExt;
+use mcp_protocol::jsonrpc::Message;
+use mcp_protocol::streamable::{
+    accepts_event_stream, header_version, is_valid_session_id, negotiate_post, ResponseMode,
+    EVENT_STREAM, KEEP_ALIVE, LAST_EVENT_ID_HEADER, PROTOCOL_VERSION_HEADER, SESSION_ID_HEADER,
+};
+use mcp_protocol::wire::is_valid_pool_name;
+use serde_json::Value;
+
+use super::message::{client_answer, forwarded_headers, read_message};
+use crate::broker::{Attached, Submission, STATELESS_ERA};
+use crate::{AppState, Error, RpcError};
+
+/// `POST /mcp`.
+pub(crate) async fn post_default(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    post(state, String::new(), headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `POST /servers/{name}/mcp`.
+pub(crate) async fn post_named(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if !is_valid_pool_name(&name) {
+        return Error::InvalidPoolName.with_id(None).into_response();
+    }
+    post(state, name, headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /mcp`.
+pub(crate) async fn get_default(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    get(state, headers).unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /servers/{name}/mcp` (the session already names its server; the path is not needed).
+pub(crate) async fn get_named(
+    State(state): State<AppState>,
+    Path(_name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    get(state, headers).unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `DELETE /mcp`.
+pub(crate) async fn delete_default(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    delete(state, headers).unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `DELETE /servers/{name}/mcp`.
+pub(crate) async fn delete_named(
+    State(state): State<AppState>,
+    Path(_name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    delete(state, headers).unwrap_or_else(IntoResponse::into_response)
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The session id from `Mcp-Session-Id`: `None` when absent; 404 when malformed (it cannot
+/// name a session of ours).
+fn session_header(headers: &HeaderMap) -> Result<Option<String>, Error> {
+    match header(headers, SESSION_ID_HEADER) {
+        None if headers.contains_key(SESSION_ID_HEADER) => Err(Error::UnknownClientSession),
+        None => Ok(None),
+        Some(s) if is_valid_session_id(s) => Ok(Some(s.to_owned())),
+        Some(_) => Err(Error::UnknownClientSession),
+    }
+}
+
+/// The protocol version of the request (400 when the header names an unknown one).
+fn version(headers: &HeaderMap) -> Result<&str, Error> {
+    header_version(header(headers, PROTOCOL_VERSION_HEADER))
+        .map_err(|e| Error::BadVersionHeader(e.0))
+}
+
+async fn post(
+    state: AppState,
+    pool: String,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, RpcError> {
+    let (message, raw) = read_message(body, state.config().max_body_bytes)?;
+    let id = match &message {
+        Message::Request(r) => Some(r.id.clone()),
+        _ => None,
+    };
+    let fail = |e: Error| e.with_id(id.clone());
+    let version = version(&headers).map_err(fail)?;
+    let stateless = version == STATELESS_ERA || message.method() == Some("server/discover");
+    let session = session_header(&headers).map_err(fail)?;
+    let broker = &state.broker;
+
+    let request = match message {
+        Message::Response(r) => {
+            let cs = session.ok_or(Error::MissingClientSession).map_err(fail)?;
+            broker.client_reply(&cs, raw, r.id.as_ref()).map_err(fail)?;
+            return Ok(StatusCode::ACCEPTED.into_response());
+        }
+        Message::Notification(_) => {
+            if session.is_none() && !stateless {
+                return Err(fail(Error::MissingClientSession));
+            }
+            let sub = submission(pool, session, raw, false, &headers, stateless);
+            broker.submit(sub).map_err(fail)?;
+            return Ok(StatusCode::ACCEPTED.into_response());
+        }
+        Message::Request(r) => r,
+    };
+    let id = request.id;
+    let fail = |e: Error| e.with_id(Some(id.clone()));
+    let mode = negotiate_post(header(&headers, header::ACCEPT.as_str()), ResponseMode::Sse)
+        .ok_or(Error::NotAcceptable)
+        .map_err(fail)?;
+    let (session, minted) = match session {
+        Some(s) => (Some(s), false),
+        None if request.method == "initialize" && !stateless => {
+            (Some(broker.open_session(&pool).map_err(fail)?), true)
+        }
+        None if stateless => (None, false),
+        None => return Err(fail(Error::MissingClientSession)),
+    };
+    let forget = |e: Error| {
+        if let (true, Some(s)) = (minted, &session) {
+            broker.forget_session(s);
+        }
+        fail(e)
+    };
+    let sub = submission(pool, session.clone(), raw, true, &headers, stateless);
+    let session_to_send = session.as_deref().filter(|_| minted);
+
+    if mode == ResponseMode::Sse {
+        let attached = broker.submit_streamed(sub, id.clone()).map_err(forget)?;
+        return Ok(sse_response(
+            attached,
+            state.config().sse_keep_alive,
+            session_to_send,
+        ));
+    }
+
+    let mut waiter = broker.submit(sub).map_err(forget)?.expect("a request");
+    let timeout = state.config().request_timeout;
+    // Dropping `waiter` (timeout, or hyper dropping this future) withdraws the request.
+    let answer = match tokio::time::timeout(timeout, waiter.answer()).await {
+        Ok(answer) => answer.map_err(forget)?,
+        Err(_) => return Err(forget(Error::RequestTimeout)),
+    };
+    drop(waiter);
+    let failed_init = minted
+        && serde_json::from_str::<Value>(answer.get()).map_or(true, |v| v.get("error").is_some());
+    let notification_method = request.method.starts_with("notifications/");
+    let mut response =
+        client_answer(answer, &id, notification_method, session.is_some()).map_err(forget)?;
+    if let Some(s) = &session {
+        // The server forgot the session (404) or refused to open it: so does the proxy.
+        if response.status() == StatusCode::NOT_FOUND || failed_init {
+            broker.forget_session(s);
+            return Ok(response);
+        }
+    }
+    if let Some(s) = session_to_send {
+        set_session_header(&mut response, s);
+    }
+    Ok(response)
+}
+
+fn submission(
+    pool: String,
+    client_session: Option<String>,
+    message: Box<serde_json::value::RawValue>,
+    expects_answer: bool,
+    headers: &HeaderMap,
+    stateless_era: bool,
+) -> Submission {
+    Submission {
+        pool,
+        client_session,
+        message,
+        expects_answer,
+        streamable: true,
+        headers: forwarded_headers(headers),
+        stateless_era,
+    }
+}
+
+fn get(state: AppState, headers: HeaderMap) -> Result<Response, RpcError> {
+    let fail = |e: Error| e.with_id(None);
+    if !accepts_event_stream(header(&headers, header::ACCEPT.as_str())) {
+        return Err(fail(Error::NotAcceptable));
+    }
+    version(&headers).map_err(fail)?;
+    let session = session_header(&headers)
+        .map_err(fail)?
+        .ok_or_else(|| fail(Error::MissingClientSession))?;
+    let attached = state
+        .broker
+        .open_stream(&session, header(&headers, LAST_EVENT_ID_HEADER))
+        .map_err(fail)?;
+    Ok(sse_response(attached, state.config().sse_keep_alive, None))
+}
+
+fn delete(state: AppState, headers: HeaderMap) -> Result<Response, RpcError> {
+    let fail = |e: Error| e.with_id(None);
+    let session = session_header(&headers)
+        .map_err(fail)?
+        .ok_or_else(|| fail(Error::MissingClientSession))?;
+    state.broker.end_session(&session).map_err(fail)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn set_session_header(response: &mut Response, session: &str) {
+    if let Ok(v) = HeaderValue::from_str(session) {
+        response.headers_mut().insert(SESSION_ID_HEADER, v);
+    }
+}
+
+/// An SSE response fed by an attached stream: the replayed and priming events, then live
+/// events until the stream ends, with a keep-alive comment whenever it has been quiet.
+fn sse_response(mut attached: Attached, keep_alive: Duration, session: Option<&str>) -> Response {
+    let initial = attached.take_initial();
+    let keep_alive = keep_alive.max(Duration::from_millis(10));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // `attached` lives in the body: when hyper drops the body (the client went away), its
+    // drop detaches the connection from the stream.
+    let live = futures::stream::unfold((attached, tick), |(mut attached, mut tick)| async move {
+        tokio::select! {
+            biased;
+            chunk = attached.next() => chunk.map(|c| (c, (attached, tick))),
+            _ = tick.tick() => Some((KEEP_ALIVE.to_owned(), (attached, tick))),
+        }
+    });
+    let body = futures::stream::iter(initial)
+        .chain(live)
+        .map(Ok::<_, Infallible>);
+    let mut response = (
+        [
+            (header::CONTENT_TYPE, EVENT_STREAM),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response();
+    // Tells nginx-style reverse proxies not to buffer the stream.
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    if let Some(s) = session {
+        set_session_header(&mut response, s);
+    }
+    response
+}
