@@ -10,6 +10,7 @@ mod proxy {
     mod mcp;
     mod routing;
     mod seed_compat;
+    mod talkback;
     mod trouble;
     mod wire;
 }

@@ -46,6 +46,11 @@ impl FakeServer {
         }
     }
 
+    /// Whether a poll right now finds nothing.
+    pub(crate) async fn queue_is_empty(&self, proxy: &Proxy) -> bool {
+        poll(&self.http, proxy, &self.session, 0).await.0 == 204
+    }
+
     /// Posts `body` to `/response`; returns the status and body.
     pub(crate) async fn post(&self, proxy: &Proxy, body: Value) -> (u16, Value) {
         respond(&self.http, proxy, &self.session, body).await
