@@ -128,7 +128,7 @@ impl ReverseClient {
         ReverseClient::with_service(server, config)
     }
 
-    /// A reverse client for any [`Service`], such as a [`crate::bridge`] to a stdio or HTTP
+    /// A reverse client for any [`Service`], such as a bridge (feature `bridge`) to a stdio or HTTP
     /// MCP server; checks the configuration, connects nothing.
     pub fn with_service(
         service: impl Service,
@@ -184,9 +184,11 @@ impl ReverseClient {
         let service: Arc<dyn Service> = Arc::new(service);
         let (session_tx, session_rx) = mpsc::channel(SESSION_QUEUE);
         let sink: SessionSink = Arc::new(move |session: &str, message: Message| {
-            if session_tx.try_send((session.to_owned(), message)).is_err() {
+            let taken = session_tx.try_send((session.to_owned(), message)).is_ok();
+            if !taken {
                 debug!("session message dropped: too many waiting, or the client stopped");
             }
+            taken
         });
         service.set_session_sink(sink);
         Ok(ReverseClient {

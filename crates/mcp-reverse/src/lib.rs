@@ -3,7 +3,8 @@
 //! listen on your machine.
 //!
 //! This is the crate to embed. It stays small on purpose: no axum, no OpenSSL, only
-//! `mcp-server`, `mcp-protocol`, reqwest (plain HTTP) and tokio.
+//! `mcp-server`, `mcp-protocol`, reqwest (plain HTTP) and tokio (features `bridge` and `cli`
+//! add rustix, clap and tracing-subscriber).
 //!
 //! What it does, as docs/protocol.md specifies: registers as a modern registration (with its
 //! pool name and capabilities), keeps [`Configuration::held_polls`] polls open at all times,
@@ -13,11 +14,39 @@
 //! drops duplicates), with exponential backoff and jitter capped at
 //! [`Configuration::retry_delay_seconds`].
 //!
+//! What it serves is a [`Service`]: an embedded [`mcp_server::Server`]
+//! ([`ReverseClient::new`]), or with feature `bridge` someone else's MCP server
+//! ([`ReverseClient::with_service`] and the `bridge` module): a program speaking stdio, or a
+//! local Streamable HTTP endpoint. Messages the service sends a client session outside any
+//! request (list changes, log lines) are posted as session messages.
+//!
+//! # The `mcp-reverse` command (feature `cli`)
+//! Publishes any MCP server with one command, as ngrok or frp publish a port:
+//!
+//! ```text
+//! cargo install mcp-reverse --features cli
+//! mcp-reverse --proxy http://proxy.example.com:9000 --name everything -- npx -y @modelcontextprotocol/server-everything
+//! mcp-reverse --proxy http://proxy.example.com:9000 --session-mode per-client -- python my_server.py
+//! mcp-reverse --proxy http://proxy.example.com:9000 --upstream http://127.0.0.1:8000/mcp
+//! ```
+//!
+//! Clients then use `http://proxy.example.com:9000/servers/everything/mcp`. In the default
+//! `shared` mode one process serves every client: it is initialized once, with the first
+//! client's `initialize`, and its state is shared; request ids and progress tokens are
+//! rewritten so clients never collide. `--session-mode per-client` runs one process per
+//! client session instead. The program is started before registering, restarted with backoff
+//! when it dies (its pending requests fail at once), and stopped on SIGTERM/Ctrl-C (stdin
+//! closed, then SIGTERM, then SIGKILL). `mcp-reverse --help` has every flag; the `bridge`
+//! module's docs have the details.
+//!
 //! # Layout
 //! - [`config`]: [`Configuration`], the seed's options and defaults plus ours.
 //! - [`client`]: [`ReverseClient`] and its background [`ReverseHandle`].
+//! - [`service`]: [`Service`], what a reverse client serves.
+//! - `bridge` (feature `bridge`): stdio and Streamable HTTP bridges.
 //! - [`error`]: [`Error`], the reasons it stops.
 //! - `backoff`: retry pauses.
+//! - `src/bin/mcp-reverse.rs` (feature `cli`): the command.
 //!
 //! # Example
 //! The seed's C++ example, in Rust:

@@ -1,5 +1,5 @@
 //! [`Service`]: what a [`crate::ReverseClient`] serves — an embedded [`mcp_server::Server`] or a
-//! bridge to someone else's MCP server ([`crate::bridge`]).
+//! bridge to someone else's MCP server (module `bridge`, feature `bridge`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,7 +14,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Where a service sends messages for a client session that are tied to no request (list
 /// changes, log lines between calls): the reverse client posts them as
 /// `{"client_session","message"}` envelopes, which reach that session's GET stream on `/mcp`.
-pub type SessionSink = Arc<dyn Fn(&str, Message) + Send + Sync>;
+/// Returns whether the message was taken (queued for posting).
+pub type SessionSink = Arc<dyn Fn(&str, Message) -> bool + Send + Sync>;
 
 /// Something that answers MCP messages on behalf of the clients of the proxy.
 pub trait Service: Send + Sync + 'static {
@@ -50,5 +51,10 @@ impl Service for Server {
 
     fn close_session(&self, session: &str) {
         Server::close_session(self, session);
+    }
+
+    /// List changes, resource updates and [`Server::log`] reach clients through the proxy.
+    fn set_session_sink(&self, sink: SessionSink) {
+        Server::set_session_sink(self, move |session, message| sink(session, message));
     }
 }

@@ -505,10 +505,7 @@ impl Slot {
             return false;
         };
         match &self.session {
-            Some(session) => {
-                sink(session, message.clone());
-                true
-            }
+            Some(session) => sink(session, message.clone()),
             None => {
                 let known: Vec<String> = self
                     .known
@@ -517,10 +514,11 @@ impl Slot {
                     .iter()
                     .cloned()
                     .collect();
+                let mut taken = false;
                 for session in &known {
-                    sink(session, message.clone());
+                    taken |= sink(session, message.clone());
                 }
-                !known.is_empty()
+                taken
             }
         }
     }

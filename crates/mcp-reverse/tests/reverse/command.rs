@@ -24,6 +24,8 @@ async fn the_command_publishes_a_stdio_server_and_stops_cleanly_on_sigterm() {
         .args(["python3", "-u", &fixture_path()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
+        // Its log would interleave with the test output; run it by hand to read it.
+        .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .expect("the command starts");

@@ -4,5 +4,6 @@
 mod command;
 mod common;
 mod embedded;
+mod interop;
 mod stdio;
 mod upstream;

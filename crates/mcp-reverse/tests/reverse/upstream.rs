@@ -190,11 +190,25 @@ fn initialize_params() -> Value {
     json!({"protocolVersion": "2025-11-25", "capabilities": {"sampling": {}}, "clientInfo": {"name": "t", "version": "1"}})
 }
 
+/// The fixture's tools on mcp-server's own Streamable HTTP endpoint (feature `http`).
+async fn real_http_server() -> (Server, mcp_server::http::HttpHandle) {
+    let (upstream, _url, stop) = Upstream::start().await;
+    stop.cancel();
+    let handle = mcp_server::http::start(
+        upstream.server.clone(),
+        "127.0.0.1:0",
+        mcp_server::http::HttpConfig::default(),
+    )
+    .await
+    .unwrap();
+    (upstream.server, handle)
+}
+
 #[tokio::test]
 async fn an_http_server_is_published_through_the_proxy() {
-    let (_upstream, url, stop) = Upstream::start().await;
+    let (_server, http) = real_http_server().await;
     let proxy = Proxy::start().await;
-    let bridge = UpstreamBridge::new(UpstreamConfig::new(&url)).unwrap();
+    let bridge = UpstreamBridge::new(UpstreamConfig::new(http.url())).unwrap();
     let reverse = ReverseClient::with_service(bridge, config(&proxy.url()))
         .unwrap()
         .spawn();
@@ -204,6 +218,7 @@ async fn an_http_server_is_published_through_the_proxy() {
     let info = client.initialize().await.unwrap();
     assert_eq!(info.server_info.name, "upstream-fixture");
     assert_eq!(client.list_tools().await.unwrap().len(), 3);
+    // Ten clients numbering their requests from 1 share the sessionless upstream session.
     let calls: Vec<_> = (0..10)
         .map(|i| {
             let url = proxy.url();
@@ -224,7 +239,53 @@ async fn an_http_server_is_published_through_the_proxy() {
 
     reverse.shutdown().await.unwrap();
     proxy.stop().await;
-    stop.cancel();
+    http.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_upstream_get_stream_becomes_session_messages() {
+    let (server, http) = real_http_server().await;
+    let bridge = UpstreamBridge::new(UpstreamConfig::new(http.url())).unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    bridge.set_session_sink(Arc::new(move |session: &str, message: Message| {
+        tx.send((session.to_owned(), message)).is_ok()
+    }));
+    let answer = call(
+        &bridge,
+        Some("a"),
+        1,
+        "initialize",
+        initialize_params(),
+        Outbound::none(),
+    )
+    .await;
+    assert!(answer.as_result().is_some(), "{answer:?}");
+    // The bridge opens the GET stream in the background: notify until it carries one.
+    let start = Instant::now();
+    let (session, message) = loop {
+        server.notify_tools_list_changed();
+        if let Ok(Some(got)) =
+            tokio::time::timeout(std::time::Duration::from_millis(50), rx.recv()).await
+        {
+            break got;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "nothing came through the GET stream"
+        );
+    };
+    assert_eq!(session, "a");
+    assert_eq!(message.method(), Some("notifications/tools/list_changed"));
+
+    // Closing the client session deletes the upstream one.
+    assert_eq!(server.session_count(), 1);
+    bridge.close_session("a");
+    let start = Instant::now();
+    while server.session_count() != 0 {
+        assert!(start.elapsed() < DEADLINE, "never deleted");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    http.shutdown().await.unwrap();
 }
 
 #[tokio::test]
