@@ -361,3 +361,42 @@ async fn a_command_that_cannot_start_is_an_error_at_once() {
     let err = StdioBridge::start(config).await.err().expect("an error");
     assert!(err.to_string().contains("/nonexistent/mcp-server"), "{err}");
 }
+
+#[tokio::test]
+async fn per_client_sessions_on_the_proxys_mcp_route_get_a_process_each() {
+    let proxy = Proxy::start().await;
+    let bridge = StdioBridge::start(fixture(SessionMode::PerClient))
+        .await
+        .unwrap();
+    let reverse = ReverseClient::with_service(bridge.clone(), config(&proxy.url()))
+        .unwrap()
+        .spawn();
+    proxy.wait_registrations(1).await;
+
+    let url = format!("{}/mcp", proxy.url());
+    let (a, b) = (
+        Client::connect(&url).unwrap(),
+        Client::connect(&url).unwrap(),
+    );
+    a.initialize().await.unwrap();
+    b.initialize().await.unwrap();
+    let (a_me, b_me) = (mcp_whoami(&a).await, mcp_whoami(&b).await);
+    assert_ne!(a_me["pid"], b_me["pid"], "one process per client session");
+    assert_eq!(
+        mcp_whoami(&a).await["counter"],
+        2,
+        "each keeps its own state"
+    );
+    assert_eq!(mcp_whoami(&b).await["counter"], 2);
+
+    reverse.shutdown().await.unwrap();
+    bridge.shutdown().await;
+    wait_dead(a_me["pid"].as_u64().unwrap()).await;
+    wait_dead(b_me["pid"].as_u64().unwrap()).await;
+    proxy.stop().await;
+}
+
+async fn mcp_whoami(client: &Client) -> Value {
+    let answer = client.call_tool("whoami", json!({})).await.unwrap();
+    serde_json::from_str(&text_of(&answer)).unwrap()
+}
