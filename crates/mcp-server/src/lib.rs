@@ -6,7 +6,7 @@
 //! hands every incoming JSON-RPC message to [`Server::handle`] with the client session it
 //! belongs to, and passes an [`Outbound`] for what the server sends back while it works
 //! (progress, log messages, sampling, elicitation and roots requests). This crate has no HTTP
-//! dependency and spawns nothing on its own.
+//! dependency (unless its `http` feature is on) and spawns nothing on its own.
 //!
 //! Both spec eras are served: 2025-11-25 and older, where a client session starts with
 //! `initialize` (sessionless traffic shares one session that needs no handshake), and
@@ -51,6 +51,10 @@
 //! - `session`: per-client session state and expiry (internal).
 //! - `pending`: requests sent to clients, waiting for their answers (internal).
 //! - [`error`]: [`Error`] and [`ToolError`].
+//! - [`demo`]: the seed's demonstration tools, for examples and the benchmark.
+//! - `http` (feature `http`): Streamable HTTP served directly, `mcp_server::http::{router,
+//!   serve, start}` and `Server::start`. Without the feature the crate has no HTTP
+//!   dependency (`cargo tree -p mcp-server -e normal` shows no axum).
 //!
 //! # Example
 //! ```

@@ -328,7 +328,14 @@ async fn answer(
                 Some(m) => first = Some(m),
                 None => return json_answer(work.await),
             },
-            response = &mut work => return json_answer(response),
+            response = &mut work => {
+                if rx.is_empty() {
+                    return json_answer(response);
+                }
+                // The handler sent messages and finished in one go: stream them, then the
+                // answer.
+                work = Box::pin(std::future::ready(response));
+            }
         }
     }
     match session {
@@ -354,11 +361,10 @@ async fn answer(
                     stream.push(m);
                 })
                 .await;
-                let delivered = match response {
-                    Some(r) => stream.finish(&Message::Response(r)),
-                    None => false,
-                };
-                streams.post_finished(&stream, delivered);
+                if let Some(r) = response {
+                    stream.finish(&Message::Response(r));
+                }
+                streams.post_finished(&stream);
             });
             sse_response(t, live, priming, Some(sid))
         }

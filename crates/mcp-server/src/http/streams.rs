@@ -17,8 +17,8 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 /// How many events one stream keeps for replay.
 const EVENT_LOG_CAPACITY: usize = 256;
-/// How many finished POST streams whose end no connection saw a session keeps for resumption.
-const KEPT_FINISHED_STREAMS: usize = 16;
+/// How many finished POST streams a session keeps for resumption.
+const KEPT_FINISHED_STREAMS: usize = 8;
 /// The id of a session's GET stream.
 const GET_STREAM: &str = "g";
 
@@ -68,18 +68,17 @@ impl SseStream {
         true
     }
 
-    /// Pushes the final message and ends the stream; returns whether a connection took it
-    /// (if not, the client may still resume and read it from the log).
-    pub(crate) fn finish(&self, message: &Message) -> bool {
+    /// Pushes the final message and ends the stream (a client that missed it reads it from
+    /// the log when it resumes).
+    pub(crate) fn finish(&self, message: &Message) {
         let mut s = self.state();
         if s.finished {
-            return false;
+            return;
         }
-        let delivered = send(&mut s, message);
+        send(&mut s, message);
         s.finished = true;
         // Dropping the sender ends the connection's body once it has written everything.
         s.live = None;
-        delivered
     }
 
     /// Attaches a new connection, replacing any earlier one; it gets what is pushed from now on.
@@ -118,13 +117,13 @@ impl SseStream {
     }
 }
 
-/// Logs `message` and writes it to the live connection; whether a connection took it.
-fn send(s: &mut StreamState, message: &Message) -> bool {
+/// Logs `message` and writes it to the live connection, if any.
+fn send(s: &mut StreamState, message: &Message) {
     let data = match serde_json::to_string(message) {
         Ok(data) => data,
         Err(e) => {
             tracing::error!("cannot encode a message for SSE: {e}");
-            return false;
+            return;
         }
     };
     let frame = {
@@ -132,13 +131,11 @@ fn send(s: &mut StreamState, message: &Message) -> bool {
         let id = s.log.push(data.clone());
         Bytes::from(sse_event(Some(&id.to_string()), &data))
     };
-    match &s.live {
-        Some(live) if live.send(frame).is_ok() => true,
-        Some(_) => {
-            s.live = None;
-            false
-        }
-        None => false,
+    if s.live
+        .as_ref()
+        .is_some_and(|live| live.send(frame).is_err())
+    {
+        s.live = None;
     }
 }
 
@@ -153,7 +150,7 @@ struct Streams {
     next_post: u64,
     get: Option<Arc<SseStream>>,
     posts: HashMap<String, Arc<SseStream>>,
-    /// Finished POST streams no connection saw end, oldest first.
+    /// Finished POST streams kept for resumption, oldest first.
     kept: VecDeque<String>,
 }
 
@@ -171,15 +168,12 @@ impl SessionStreams {
         stream
     }
 
-    /// A POST stream ended: forgotten if a connection saw its end, else kept (bounded) so the
-    /// client can resume it.
-    pub(crate) fn post_finished(&self, stream: &SseStream, delivered: bool) {
+    /// A POST stream ended. It is kept (the last few per session) even when a connection
+    /// took its last event: that connection may have been dropped by the client before the
+    /// bytes left, and the client then resumes it.
+    pub(crate) fn post_finished(&self, stream: &SseStream) {
         let id = stream.id();
         let mut s = self.state();
-        if delivered {
-            s.posts.remove(&id);
-            return;
-        }
         s.kept.push_back(id);
         while s.kept.len() > KEPT_FINISHED_STREAMS {
             if let Some(old) = s.kept.pop_front() {
@@ -227,5 +221,69 @@ impl SessionStreams {
         for stream in s.get.iter().chain(s.posts.values()) {
             stream.detach();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mcp_protocol::Notification;
+
+    fn note(n: u32) -> Message {
+        Message::Notification(Notification::new(format!("n{n}"), None))
+    }
+
+    fn drain(rx: &mut UnboundedReceiver<Bytes>) -> Vec<String> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|b| String::from_utf8(b.to_vec()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn streams_log_replay_and_end() {
+        let streams = SessionStreams::default();
+        assert!(!streams.send_on_get(&note(0)), "no GET stream yet");
+        let post = streams.open_post();
+        assert_eq!(post.id(), "p1");
+        let mut live = post.connect();
+        assert!(post.push(&note(1)));
+        drop(live);
+        assert!(post.push(&note(2)), "logged while nobody listens");
+        post.finish(&note(3));
+        assert!(!post.push(&note(4)), "finished");
+        streams.post_finished(&post);
+
+        let found = streams.find("p1").expect("kept for a resume");
+        let mut replay = found.resume(1).unwrap();
+        let frames = drain(&mut replay);
+        assert_eq!(frames.len(), 2);
+        assert!(frames[0].starts_with("id: p1.2\n") && frames[0].contains("\"n2\""));
+        assert!(frames[1].starts_with("id: p1.3\n"));
+        assert!(
+            replay.try_recv().is_err(),
+            "finished: the replay ends the stream"
+        );
+        streams.forget(&found);
+        assert!(streams.find("p1").is_none());
+
+        let get = streams.get_stream();
+        live = get.connect();
+        assert!(streams.send_on_get(&note(5)));
+        assert_eq!(drain(&mut live).len(), 1);
+        streams.close();
+        assert!(live.try_recv().is_err(), "closed");
+    }
+
+    #[test]
+    fn only_the_last_finished_streams_are_kept() {
+        let streams = SessionStreams::default();
+        for _ in 0..KEPT_FINISHED_STREAMS + 2 {
+            let s = streams.open_post();
+            s.finish(&note(0));
+            streams.post_finished(&s);
+        }
+        assert!(streams.find("p1").is_none());
+        assert!(streams.find("p2").is_none());
+        assert!(streams.find("p3").is_some());
     }
 }

@@ -3,6 +3,8 @@
 mod common;
 mod concurrency;
 mod features;
+#[cfg(feature = "http")]
+mod http;
 mod lifecycle;
 mod notify;
 mod sessions;
