@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::{tool_builder, Server, ToolError};
 
-/// Registers the seed's three tools: `get_time` ("Current time: <ctime>"), `calculator`
+/// Registers the seed's three tools: `get_time` (`"Current time: <ctime>"`), `calculator`
 /// ("Result: 42.000000"; division by zero is a tool error) and `echo` (text, optional
 /// uppercase). With `test_tools`, also `sleep` (argument `seconds`), which answers when done
 /// or fails when cancelled: for fault tests.
