@@ -1,14 +1,12 @@
 //! `cargo xtask e2e`: the seed's "Testing Locally" walkthrough and fault scenarios, with the
 //! proxy, reverse servers and clients as real processes on free loopback ports.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mcp_client::{text_of, Client};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::procs::{self, listening_url, Proc};
 
@@ -147,7 +145,7 @@ fn start(rt: tokio::runtime::Runtime) -> Result<World, String> {
         .and_then(|p| p.parse().ok())
         .ok_or_else(|| format!("no port in {url}"))?;
     let reverse = start_reverse(&url, &[])?;
-    wait_registrations(&url, 1)?;
+    procs::wait_registrations(&url, 1, START)?;
     Ok(World {
         proxy,
         url,
@@ -155,35 +153,6 @@ fn start(rt: tokio::runtime::Runtime) -> Result<World, String> {
         reverse,
         rt,
     })
-}
-
-/// `GET /healthz` by hand (HTTP/1.0, so the answer ends when the connection closes).
-fn healthz(url: &str) -> Option<Value> {
-    let addr = url.strip_prefix("http://")?;
-    let mut stream = TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET /healthz HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    let body = text.split("\r\n\r\n").nth(1)?;
-    serde_json::from_str(body).ok()
-}
-
-/// Waits until the proxy counts at least `n` registrations.
-fn wait_registrations(url: &str, n: u64) -> Result<(), String> {
-    let start = Instant::now();
-    loop {
-        let count = healthz(url).and_then(|v| v["registrations"].as_u64());
-        if count.is_some_and(|c| c >= n) {
-            return Ok(());
-        }
-        if start.elapsed() > START {
-            return Err(format!(
-                "the proxy at {url} counts {count:?} registrations after {START:?}, expected {n}"
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn walkthrough(world: &World) -> Result<(), String> {
@@ -249,7 +218,7 @@ fn concurrent_calls(world: &World, n: usize) -> Result<(), String> {
 
 fn killed_server(world: &mut World) -> Result<(), String> {
     let mut faulty = start_reverse(&world.url, &["--name", "faulty", "--test-tools"])?;
-    wait_registrations(&world.url, 2)?;
+    procs::wait_registrations(&world.url, 2, START)?;
     let endpoint = format!("{}/servers/faulty/message", world.url);
     let call = world.rt.spawn(async move {
         let client = Client::connect(&endpoint).map_err(|e| e.to_string())?;
@@ -293,7 +262,7 @@ fn proxy_restart(world: &mut World) -> Result<(), String> {
     if url != world.url {
         return Err(format!("restarted on {url}, expected {}", world.url));
     }
-    wait_registrations(&world.url, 1)?;
+    procs::wait_registrations(&world.url, 1, START)?;
     world.rt.block_on(async {
         let client = Client::connect(&world.url).map_err(|e| e.to_string())?;
         let result = client

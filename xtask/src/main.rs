@@ -2,9 +2,11 @@
 //!
 //! # Layout
 //! - `procs`: building the binaries once, spawning them, reading their output, cleaning up.
+//! - `bench`: latency, throughput and idle cost of every path to the same tool.
 //! - `e2e`: the seed's walkthrough and the fault scenarios, as real processes on loopback.
 //! - `interop`: the official Python and TypeScript SDK clients through the proxy.
 
+mod bench;
 mod e2e;
 mod interop;
 mod procs;
@@ -24,6 +26,11 @@ Tasks:
            start the proxy with a reverse server behind it, and run each SDK's client against
            /mcp: initialize, tools/list, tools/call echo. Needs python3, node >= 18 and, on the
            first run, network access to PyPI and npm. `interop --help` for options.
+  bench    Release builds on loopback: tools/call latency (p50/p90/p99) and throughput at
+           1, 16 and 64 clients for the server called directly, through the proxy's /message
+           and /mcp, and through rathole/bore when installed; payloads of 1 KiB, 64 KiB, 1 MiB;
+           idle cost of 10,000 registrations. Writes target/bench/latest.json.
+           `bench --help` for options (--quick, --idle N, --compare OLD.json).
   help     Print this message
 ";
 
@@ -35,6 +42,11 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("e2e") => e2e::run(),
+        Some("bench") => bench::run(&std::env::args().skip(2).collect::<Vec<_>>()),
+        // Internal: the idle-scale load, run in its own process with a raised open-file limit.
+        Some("bench-idle-clients") => {
+            bench::idle_clients(&std::env::args().skip(2).collect::<Vec<_>>())
+        }
         Some("interop") => interop::run(&std::env::args().skip(2).collect::<Vec<_>>()),
         Some(other) => {
             eprintln!("error: unknown task `{other}`\n\n{USAGE}");

@@ -29,23 +29,28 @@ fn target_debug() -> PathBuf {
 
 /// Builds every binary and example the scenarios run, once.
 pub(crate) fn build() -> Result<(), String> {
+    cargo_build(&[
+        "-p",
+        "mcp-proxy",
+        "--bin",
+        "mcp-proxy",
+        "-p",
+        "mcp-reverse",
+        "--example",
+        "reverse_server_example",
+        "-p",
+        "mcp-client",
+        "--example",
+        "proxy_client_example",
+    ])
+}
+
+/// Runs `cargo build` with `args` in the workspace.
+pub(crate) fn cargo_build(args: &[&str]) -> Result<(), String> {
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(workspace_root())
-        .args([
-            "build",
-            "-p",
-            "mcp-proxy",
-            "--bin",
-            "mcp-proxy",
-            "-p",
-            "mcp-reverse",
-            "--example",
-            "reverse_server_example",
-            "-p",
-            "mcp-client",
-            "--example",
-            "proxy_client_example",
-        ])
+        .arg("build")
+        .args(args)
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if status.success() {
@@ -53,6 +58,11 @@ pub(crate) fn build() -> Result<(), String> {
     } else {
         Err(format!("cargo build failed: {status}"))
     }
+}
+
+/// The path of a release binary (`bin`) or example (`examples/NAME`).
+pub(crate) fn release_binary(name: &str) -> PathBuf {
+    target_dir().join("release").join(name)
 }
 
 /// The path of a built binary (`bin`) or example (`examples/NAME`).
@@ -100,6 +110,11 @@ impl Proc {
             child,
             lines,
         })
+    }
+
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Every line printed so far.
