@@ -1,5 +1,8 @@
 //! [`Client`]: one connection to one MCP endpoint.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,7 +26,7 @@ use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use crate::sse::SseParser;
+use crate::sse::{SseEvent, SseParser};
 use crate::Error;
 
 /// The header that carries a client session id.
@@ -71,6 +74,45 @@ impl Transport {
 /// list changes) before the response itself.
 pub type NotificationHandler = Arc<dyn Fn(Notification) + Send + Sync>;
 
+/// A boxed future that can move between threads.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Answers a request the server sends the client (`sampling/createMessage`,
+/// `elicitation/create`, `roots/list`, ...): called with the method and its params, it returns
+/// the result or the JSON-RPC error to send back. Build one with [`request_handler`].
+pub type RequestHandler =
+    Arc<dyn Fn(String, Option<Value>) -> BoxFuture<Result<Value, ErrorObject>> + Send + Sync>;
+
+/// A [`RequestHandler`] from an async closure:
+///
+/// ```
+/// use mcp_client::{request_handler, ClientOptions};
+/// use mcp_protocol::ErrorObject;
+/// use serde_json::json;
+///
+/// let options = ClientOptions {
+///     on_request: Some(request_handler(|method, _params| async move {
+///         match method.as_str() {
+///             "sampling/createMessage" => Ok(json!({
+///                 "role": "assistant",
+///                 "content": {"type": "text", "text": "42"},
+///                 "model": "by-hand",
+///             })),
+///             other => Err(ErrorObject::method_not_found(other)),
+///         }
+///     })),
+///     capabilities: serde_json::from_value(json!({"sampling": {}})).unwrap(),
+///     ..ClientOptions::default()
+/// };
+/// ```
+pub fn request_handler<F, Fut>(handler: F) -> RequestHandler
+where
+    F: Fn(String, Option<Value>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Value, ErrorObject>> + Send + 'static,
+{
+    Arc::new(move |method, params| Box::pin(handler(method, params)))
+}
+
 /// How to connect.
 #[derive(Clone)]
 pub struct ClientOptions {
@@ -88,6 +130,13 @@ pub struct ClientOptions {
     /// Receives the server's notifications that arrive on response streams; they are
     /// dropped when unset.
     pub on_notification: Option<NotificationHandler>,
+    /// Answers the server's requests (sampling, elicitation, roots) that arrive on response
+    /// streams and on [`Client::listen`]; when unset, each gets "method not found". `ping` is
+    /// always answered by the client itself.
+    pub on_request: Option<RequestHandler>,
+    /// What the client declares in `initialize`: declare `sampling`, `elicitation` or `roots`
+    /// for the requests [`ClientOptions::on_request`] answers, or servers will not send them.
+    pub capabilities: ClientCapabilities,
 }
 
 impl std::fmt::Debug for ClientOptions {
@@ -99,6 +148,8 @@ impl std::fmt::Debug for ClientOptions {
             .field("client_info", &self.client_info)
             .field("transport", &self.transport)
             .field("on_notification", &self.on_notification.is_some())
+            .field("on_request", &self.on_request.is_some())
+            .field("capabilities", &self.capabilities)
             .finish()
     }
 }
@@ -112,6 +163,8 @@ impl Default for ClientOptions {
             client_info: Implementation::new("mcp-client", env!("CARGO_PKG_VERSION")),
             transport: None,
             on_notification: None,
+            on_request: None,
+            capabilities: ClientCapabilities::default(),
         }
     }
 }
@@ -254,7 +307,7 @@ impl Client {
         *self.session.lock().expect("session lock") = SessionState::default();
         let params = InitializeParams {
             protocol_version: self.options.protocol_version.clone(),
-            capabilities: ClientCapabilities::default(),
+            capabilities: self.options.capabilities.clone(),
             client_info: self.options.client_info.clone(),
             meta: None,
             extra: Default::default(),
@@ -533,6 +586,51 @@ impl Client {
         }
     }
 
+    /// Opens the session's own stream (`GET` with `Accept: text/event-stream`), where the server
+    /// sends what belongs to no request: list changes, resource updates, log lines, and its
+    /// requests while the client takes JSON answers. Returns once the server has accepted the
+    /// stream; read it with [`ServerStream::next`], or hand it to [`Client::listen`].
+    pub async fn open_stream(&self) -> Result<ServerStream, Error> {
+        let req = self
+            .http
+            .get(self.endpoint.clone())
+            .header(ACCEPT, EVENT_STREAM);
+        let (req, had_session) = self.with_session(req);
+        let resp = req.send().await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND if had_session => Err(self.expired()),
+            StatusCode::OK if is_event_stream(&resp) => Ok(ServerStream {
+                response: resp,
+                parser: SseParser::new(),
+                ready: VecDeque::new(),
+                last_event_id: None,
+            }),
+            StatusCode::OK => Err(Error::InvalidResponse(
+                "the session's stream is not an event stream".into(),
+            )),
+            s => Err(status_error(s, &resp.bytes().await?)),
+        }
+    }
+
+    /// Serves a stream from [`Client::open_stream`] until the server ends it: notifications go
+    /// to [`ClientOptions::on_notification`], requests are answered as on response streams.
+    pub async fn listen(&self, mut stream: ServerStream) -> Result<(), Error> {
+        while let Some(message) = stream.next().await? {
+            match message {
+                Message::Notification(n) => {
+                    if let Some(handler) = &self.options.on_notification {
+                        handler(n);
+                    }
+                }
+                Message::Request(r) => self.answer_server_request(r).await,
+                Message::Response(r) => {
+                    tracing::warn!(id = ?r.id, "ignoring a response on the session's stream");
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Handles one message from a stream; returns it when it is the awaited response.
     async fn on_stream_message(
         &self,
@@ -556,21 +654,61 @@ impl Client {
         Ok(None)
     }
 
-    /// Answers a request the server sent on a stream. This client declares no capabilities,
-    /// so only `ping` is served; the rest get "method not found" rather than no answer, which
-    /// would leave the server waiting.
+    /// Answers a request the server sent on a stream: `ping` here, the rest by
+    /// [`ClientOptions::on_request`], or "method not found" without one rather than no answer,
+    /// which would leave the server waiting.
     async fn answer_server_request(&self, request: Request) {
-        let response = if request.method == methods::PING {
-            Response::success(request.id.clone(), json!({}))
-        } else {
-            Response::error(
-                Some(request.id.clone()),
-                ErrorObject::method_not_found(&request.method),
-            )
+        let outcome = match (&self.options.on_request, request.method.as_str()) {
+            (_, methods::PING) => Ok(json!({})),
+            (Some(handler), _) => handler(request.method.clone(), request.params.clone()).await,
+            (None, method) => Err(ErrorObject::method_not_found(method)),
+        };
+        let response = match outcome {
+            Ok(result) => Response::success(request.id.clone(), result),
+            Err(error) => Response::error(Some(request.id.clone()), error),
         };
         if let Err(e) = self.post(&Message::Response(response)).await {
             tracing::warn!(method = %request.method, "could not answer the server's request: {e}");
         }
+    }
+}
+
+/// The session's server-to-client stream, from [`Client::open_stream`].
+#[derive(Debug)]
+pub struct ServerStream {
+    response: reqwest::Response,
+    parser: SseParser,
+    /// Events parsed from a chunk and not yet returned.
+    ready: VecDeque<SseEvent>,
+    last_event_id: Option<String>,
+}
+
+impl ServerStream {
+    /// The next message; `Ok(None)` once the server has ended the stream.
+    pub async fn next(&mut self) -> Result<Option<Message>, Error> {
+        loop {
+            while let Some(event) = self.ready.pop_front() {
+                if event.id.is_some() {
+                    self.last_event_id = event.id;
+                }
+                // An event without data primes the stream with an id to resume from.
+                if event.data.is_empty() {
+                    continue;
+                }
+                return Message::parse(event.data.as_bytes())
+                    .map(Some)
+                    .map_err(|e| Error::InvalidResponse(format!("event stream message: {e}")));
+            }
+            match self.response.chunk().await? {
+                Some(chunk) => self.ready.extend(self.parser.push(&chunk)),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// The id of the last event received (to resume with `Last-Event-ID`).
+    pub fn last_event_id(&self) -> Option<&str> {
+        self.last_event_id.as_deref()
     }
 }
 

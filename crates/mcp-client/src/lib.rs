@@ -8,7 +8,9 @@
 //! - MCP Streamable HTTP (2025-11-25), for URLs ending in `/mcp`: answers come as JSON or as an
 //!   SSE stream (notifications before the response go to [`ClientOptions::on_notification`]),
 //!   the `Mcp-Session-Id` from `initialize` and the negotiated `MCP-Protocol-Version` go on every
-//!   later request, and [`Client::close`] deletes the session.
+//!   later request, and [`Client::close`] deletes the session. The server's requests
+//!   (sampling, elicitation, roots) go to [`ClientOptions::on_request`];
+//!   [`Client::open_stream`] and [`Client::listen`] serve the session's own GET stream.
 //!
 //! Errors say what went wrong: the connection ([`Error::Transport`]), the HTTP status
 //! ([`Error::Status`]), a session the server forgot ([`Error::SessionExpired`]: initialize
@@ -39,5 +41,8 @@ pub mod client;
 pub mod error;
 pub mod sse;
 
-pub use client::{text_of, Client, ClientOptions, NotificationHandler, Transport};
+pub use client::{
+    request_handler, text_of, BoxFuture, Client, ClientOptions, NotificationHandler,
+    RequestHandler, ServerStream, Transport,
+};
 pub use error::Error;

@@ -11,6 +11,7 @@ use axum::routing::any;
 use axum::Router;
 use mcp_client::{Client, ClientOptions, Error, Transport};
 use mcp_protocol::streamable::sse_priming_event;
+use mcp_protocol::ErrorObject;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
@@ -212,6 +213,97 @@ async fn a_stream_skips_other_messages_and_answers_server_pings() {
     );
     assert_eq!(answers[1]["id"], "srv-2");
     assert_eq!(answers[1]["error"]["code"], -32601);
+}
+
+#[tokio::test]
+async fn server_requests_go_to_on_request_and_capabilities_are_declared() {
+    let (url, seen) = peer(Arc::new(|req| match req.rpc_method() {
+        "initialize" => initialized(req),
+        "tools/call" => sse(&format!(
+            "{}{}{}",
+            data(
+                json!({"jsonrpc": "2.0", "id": "srv-1", "method": "sampling/createMessage",
+                        "params": {"maxTokens": 5}})
+            ),
+            data(json!({"jsonrpc": "2.0", "id": "srv-2", "method": "roots/list"})),
+            data(json!({"jsonrpc": "2.0", "id": req.body["id"],
+                        "result": {"content": [{"type": "text", "text": "HI"}]}}))
+        )),
+        _ => status(StatusCode::ACCEPTED),
+    }))
+    .await;
+    let client = Client::with_options(
+        &url,
+        ClientOptions {
+            on_request: Some(mcp_client::request_handler(|method, params| async move {
+                match method.as_str() {
+                    "sampling/createMessage" => Ok(json!({"echoed": params})),
+                    _ => Err(ErrorObject::invalid_params("no roots here")),
+                }
+            })),
+            capabilities: serde_json::from_value(json!({"sampling": {}})).unwrap(),
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap();
+    client.initialize().await.unwrap();
+    client.call_tool("echo", json!({})).await.unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen[0].body["params"]["capabilities"],
+        json!({"sampling": {}})
+    );
+    let answers: Vec<_> = seen
+        .iter()
+        .filter(|s| s.body.get("method").is_none() && s.method == Method::POST)
+        .map(|s| s.body.clone())
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            json!({"jsonrpc": "2.0", "id": "srv-1", "result": {"echoed": {"maxTokens": 5}}}),
+            json!({"jsonrpc": "2.0", "id": "srv-2",
+                   "error": {"code": -32602, "message": answers[1]["error"]["message"]}}),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn listen_serves_the_session_stream() {
+    let (url, seen) = peer(Arc::new(|req| {
+        match (req.method.as_str(), req.rpc_method()) {
+            ("POST", "initialize") => initialized(req),
+            ("GET", _) => {
+                assert_eq!(req.header("accept"), Some("text/event-stream"));
+                assert_eq!(req.header("mcp-session-id"), Some("sess-1"));
+                sse(&format!(
+                    "{}{}{}",
+                    sse_priming_event("g.0"),
+                    data(json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})),
+                    data(json!({"jsonrpc": "2.0", "id": 7, "method": "ping"}))
+                ))
+            }
+            _ => status(StatusCode::ACCEPTED),
+        }
+    }))
+    .await;
+    let notes = Arc::new(Mutex::new(Vec::new()));
+    let sink = notes.clone();
+    let client = Client::with_options(
+        &url,
+        ClientOptions {
+            on_notification: Some(Arc::new(move |n| sink.lock().unwrap().push(n.method))),
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap();
+    client.initialize().await.unwrap();
+    let stream = client.open_stream().await.unwrap();
+    client.listen(stream).await.unwrap();
+    assert_eq!(*notes.lock().unwrap(), ["notifications/tools/list_changed"]);
+    let seen = seen.lock().unwrap();
+    let last = seen.last().unwrap();
+    assert_eq!(last.body, json!({"jsonrpc": "2.0", "id": 7, "result": {}}));
 }
 
 #[tokio::test]
