@@ -2,17 +2,37 @@
 //! (direct HTTP and reverse) and the benchmark, so every way of reaching a server is measured
 //! against the same tools.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use mcp_protocol::mcp::client_requests::{CreateMessageParams, ElicitParams, SamplingMessage};
+use mcp_protocol::mcp::notifications::LoggingLevel;
 use mcp_protocol::mcp::tools::CallToolResult;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
+use tokio_util::sync::CancellationToken;
 
-use crate::{tool_builder, Server, ToolError};
+use crate::{tool_builder, RequestContext, Server, ToolError};
+
+/// How many `wait_cancel` calls have seen their cancellation token fire, in this process.
+static WAIT_CANCEL_OBSERVED: AtomicUsize = AtomicUsize::new(0);
+
+/// How many `wait_cancel` calls (a test tool) have observed their cancellation so far.
+pub fn wait_cancel_observed() -> usize {
+    WAIT_CANCEL_OBSERVED.load(Ordering::SeqCst)
+}
 
 /// Registers the seed's three tools: `get_time` (`"Current time: <ctime>"`), `calculator`
 /// ("Result: 42.000000"; division by zero is a tool error) and `echo` (text, optional
-/// uppercase). With `test_tools`, also `sleep` (argument `seconds`), which answers when done
-/// or fails when cancelled: for fault tests.
+/// uppercase). With `test_tools`, also, for fault and talk-back tests:
+/// - `sleep` (`seconds`): answers when done, fails when cancelled;
+/// - `progress` (`steps`, default 3): sends that many `notifications/progress` with the
+///   request's progress token and one info log message, then answers `"done after N steps"`;
+/// - `sample` (`prompt`): asks the client's model (`sampling/createMessage`) and answers with
+///   the text it got;
+/// - `elicit` (`message`): asks the user for a `name` (`elicitation/create`) and answers with
+///   `{"action": ..., "content": ...}` as JSON text;
+/// - `wait_cancel` (`seconds`, default 600): waits until cancelled; when its token fires it
+///   logs "wait_cancel observed cancellation" and counts it ([`wait_cancel_observed`]).
 pub fn register_seed_tools(server: &Server, test_tools: bool) {
     server.register_tool(
         tool_builder("get_time")
@@ -78,6 +98,121 @@ pub fn register_seed_tools(server: &Server, test_tools: bool) {
                 }
             },
         );
+        register_talk_back_tools(server);
+    }
+}
+
+/// The test tools that talk back to the client: `progress`, `sample`, `elicit`, `wait_cancel`.
+fn register_talk_back_tools(server: &Server) {
+    server.register_tool(
+        tool_builder("progress")
+            .with_description("Report progress and log, then answer (for talk-back tests)")
+            .with_integer_param("steps", "How many progress notifications to send", false)
+            .build(),
+        |args, ctx| async move {
+            let steps = args.get("steps").and_then(Value::as_u64).unwrap_or(3);
+            if steps > 1000 {
+                return Err(ToolError::new("steps must be at most 1000"));
+            }
+            ctx.log(LoggingLevel::Info, "progress tool working");
+            for step in 1..=steps {
+                ctx.progress(
+                    step as f64,
+                    Some(steps as f64),
+                    Some(format!("step {step} of {steps}")),
+                );
+            }
+            Ok(CallToolResult::text(format!("done after {steps} steps")))
+        },
+    );
+    server.register_tool(
+        tool_builder("sample")
+            .with_description("Ask the client's model and answer with its text (sampling)")
+            .with_string_param("prompt", "What to ask the model", true)
+            .build(),
+        |args, ctx| async move {
+            let prompt = args
+                .get("prompt")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let answer = ctx
+                .create_message(CreateMessageParams {
+                    messages: vec![SamplingMessage::user_text(prompt)],
+                    max_tokens: 100,
+                    ..CreateMessageParams::default()
+                })
+                .await?;
+            // A text block's text; any other content as its JSON.
+            let text = match answer.content.get("text").and_then(Value::as_str) {
+                Some(text) => text.to_owned(),
+                None => answer.content.to_string(),
+            };
+            Ok(CallToolResult::text(text))
+        },
+    );
+    server.register_tool(
+        tool_builder("elicit")
+            .with_description("Ask the user for a name and answer with what they did (elicitation)")
+            .with_string_param("message", "What to tell the user", true)
+            .build(),
+        |args, ctx| async move {
+            let message = args
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let answer = ctx
+                .elicit(ElicitParams {
+                    message: message.to_owned(),
+                    requested_schema: Some(json!({
+                        "type": "object",
+                        "properties": {"name": {"type": "string"}},
+                        "required": ["name"],
+                    })),
+                    ..ElicitParams::default()
+                })
+                .await?;
+            Ok(CallToolResult::text(serde_json::to_string(&answer)?))
+        },
+    );
+    server.register_tool(
+        tool_builder("wait_cancel")
+            .with_description("Wait until cancelled (for cancellation tests)")
+            .with_number_param("seconds", "The longest wait (default 600)", false)
+            .build(),
+        |args, ctx| async move {
+            let seconds = args.get("seconds").and_then(Value::as_f64).unwrap_or(600.0);
+            if !(0.0..=3600.0).contains(&seconds) {
+                return Err(ToolError::new("seconds must be between 0 and 3600"));
+            }
+            // The server drops a cancelled handler's future; the guard sees the token on drop.
+            let _observer = CancelObserver::new(&ctx);
+            tracing::info!("wait_cancel started");
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs_f64(seconds)) => {
+                    Ok(CallToolResult::text("never cancelled"))
+                }
+                () = ctx.cancelled() => Err(ToolError::new("cancelled")),
+            }
+        },
+    );
+}
+
+/// Records, when `wait_cancel` ends however it ends, whether its cancellation token fired.
+struct CancelObserver(CancellationToken);
+
+impl CancelObserver {
+    fn new(ctx: &RequestContext) -> Self {
+        CancelObserver(ctx.cancellation_token().clone())
+    }
+}
+
+impl Drop for CancelObserver {
+    fn drop(&mut self) {
+        if self.0.is_cancelled() {
+            WAIT_CANCEL_OBSERVED.fetch_add(1, Ordering::SeqCst);
+            // Tests that run the server as a process wait for this line.
+            tracing::info!("wait_cancel observed cancellation");
+        }
     }
 }
 
