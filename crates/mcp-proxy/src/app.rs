@@ -61,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .route("/message", post(routes::message::default_pool))
         .route("/servers/{name}/message", post(routes::message::named_pool))
         .route("/healthz", get(routes::health::healthz))
+        .route("/servers", get(routes::servers::servers))
         .layer(DefaultBodyLimit::max(body_limit))
         // The span names the path only: session ids travel in the query string.
         .layer(

@@ -12,7 +12,8 @@
 //! - [`app`]: [`AppState`], the axum [`router`] and [`serve`] (bound listener + shutdown token).
 //! - `routes`: one file per route: `register` (`POST`/`DELETE /register`), `poll`, `response`,
 //!   `message` (`/message`, `/servers/{name}/message`), `mcp` (Streamable HTTP on `/mcp` and
-//!   `/servers/{name}/mcp`: sessions, SSE streams, resumption), `health`.
+//!   `/servers/{name}/mcp`: sessions, SSE streams, resumption), `health`, `servers`
+//!   (`GET /servers`, the pools for operators).
 //! - [`broker`]: registrations, their queues, pending requests, pools, and the client sessions
 //!   of `/mcp` with their resumable SSE streams, behind the narrow
 //!   [`Broker`] API so a distributed backend can be added later.

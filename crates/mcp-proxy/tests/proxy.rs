@@ -8,6 +8,7 @@ mod proxy {
     pub(crate) mod seed;
 
     mod mcp;
+    mod pools;
     mod routing;
     mod seed_compat;
     mod talkback;

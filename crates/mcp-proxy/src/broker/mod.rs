@@ -2,7 +2,7 @@
 //!
 //! The HTTP routes only talk to [`Broker`] through its narrow API (`register`, `deregister`,
 //! `poll`, `respond`, `submit`, `submit_streamed`, `open_session`, `open_stream`,
-//! `client_reply`, `end_session`, `sweep`, `shutdown`), so a distributed backend (Redis
+//! `client_reply`, `end_session`, `sweep`, `shutdown`, `servers`), so a distributed backend (Redis
 //! streams, say) can later stand behind the same methods.
 //!
 //! All state lives behind one `std::sync::Mutex`: every operation is a few map and queue
@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 pub use pending::Waiter;
+pub use pools::{MemberInfo, PoolInfo};
 pub use queue::Claimed;
 pub use sessions::Attached;
 
@@ -679,6 +680,24 @@ impl Broker {
                 .filter(|s| s.live.is_some())
                 .count(),
         }
+    }
+
+    /// The pools and their members, default pool first, then by name (`GET /servers`).
+    pub fn servers(&self) -> Vec<PoolInfo> {
+        let st = self.lock();
+        let now = Instant::now();
+        let mut sessions_per_member: HashMap<&str, usize> = HashMap::new();
+        for s in st.sessions.values() {
+            *sessions_per_member
+                .entry(s.registration.as_str())
+                .or_default() += 1;
+        }
+        let mut names: Vec<&String> = st.pools.keys().collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|name| st.pools[name].info(name, &st.registrations, &sessions_per_member, now))
+            .collect()
     }
 
     /// Withdraws a request whose client is gone (called by [`Waiter`]'s drop).

@@ -1,7 +1,13 @@
 //! Pools of registrations and how a message picks its member: sticky for sessionless
-//! traffic, fewest outstanding requests for anything new.
+//! traffic, fewest outstanding requests for anything new, and members that look dead
+//! avoided while a healthy one exists (so a failover shows no gap).
+//!
+//! Also the operator's view of the pools (`GET /servers`): [`PoolInfo`] and [`MemberInfo`].
 
 use std::collections::HashMap;
+use std::time::Instant;
+
+use serde::Serialize;
 
 use super::registration::Registration;
 
@@ -15,27 +21,36 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    /// The member with the fewest outstanding requests (the earliest on ties).
+    /// The member with the fewest outstanding requests (the earliest on ties), preferring
+    /// members not [suspect](Registration::is_suspect): one whose held polls all closed is
+    /// most likely dead, and work sent there would wait for the grace and then fail.
     pub(crate) fn least_loaded<'a>(
         &'a self,
         registrations: &HashMap<String, Registration>,
     ) -> Option<&'a String> {
-        self.members
-            .iter()
-            .min_by_key(|m| registrations.get(*m).map_or(usize::MAX, |r| r.outstanding))
+        self.members.iter().min_by_key(|m| {
+            registrations
+                .get(*m)
+                .map_or((true, usize::MAX), |r| (r.is_suspect(), r.outstanding))
+        })
     }
 
     /// The member for sessionless traffic: the sticky one, or a new pick that becomes sticky.
+    /// A suspect sticky member gives way when a healthy member exists.
     pub(crate) fn sticky_member(
         &mut self,
         registrations: &HashMap<String, Registration>,
     ) -> Option<String> {
+        let pick = self.least_loaded(registrations)?.clone();
         if let Some(s) = &self.sticky {
-            if registrations.contains_key(s) {
-                return Some(s.clone());
+            match registrations.get(s) {
+                Some(r) if !r.is_suspect() => return Some(s.clone()),
+                Some(_) if registrations.get(&pick).is_some_and(|p| p.is_suspect()) => {
+                    return Some(s.clone());
+                }
+                _ => {}
             }
         }
-        let pick = self.least_loaded(registrations)?.clone();
         self.sticky = Some(pick.clone());
         Some(pick)
     }
@@ -47,4 +62,106 @@ impl Pool {
             self.sticky = None;
         }
     }
+
+    /// The operator's view of this pool (never a session id).
+    pub(crate) fn info(
+        &self,
+        name: &str,
+        registrations: &HashMap<String, Registration>,
+        sessions_per_member: &HashMap<&str, usize>,
+        now: Instant,
+    ) -> PoolInfo {
+        let mut members: Vec<MemberInfo> = self
+            .members
+            .iter()
+            .filter_map(|id| registrations.get(id))
+            .map(|r| MemberInfo {
+                member: r.generation,
+                kind: if r.is_modern() { "modern" } else { "legacy" },
+                age_seconds: secs(now.saturating_duration_since(r.registered_at)),
+                idle_seconds: secs(now.saturating_duration_since(r.last_activity)),
+                outstanding: r.outstanding,
+                in_flight: r.in_flight,
+                queued: r.queue.len(),
+                polls_open: r.open_polls,
+                held_polls: r.held_polls(),
+                client_sessions: sessions_per_member.get(r.id.as_str()).copied().unwrap_or(0),
+                sticky: self.sticky.as_deref() == Some(r.id.as_str()),
+                suspect: r.is_suspect(),
+                protocol_versions: r
+                    .capabilities
+                    .as_ref()
+                    .map(|c| c.protocol_versions.clone())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        members.sort_by_key(|m| m.member);
+        let named = (!name.is_empty()).then(|| name.to_owned());
+        PoolInfo {
+            message_path: match &named {
+                Some(n) => format!("/servers/{n}/message"),
+                None => "/message".to_owned(),
+            },
+            mcp_path: match &named {
+                Some(n) => format!("/servers/{n}/mcp"),
+                None => "/mcp".to_owned(),
+            },
+            name: named,
+            outstanding: members.iter().map(|m| m.outstanding).sum(),
+            members,
+        }
+    }
+}
+
+/// Seconds with millisecond precision, for JSON.
+fn secs(d: std::time::Duration) -> f64 {
+    (d.as_millis() as f64) / 1000.0
+}
+
+/// One pool as `GET /servers` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PoolInfo {
+    /// The pool's name; `None` (JSON `null`) for the default pool.
+    pub name: Option<String>,
+    /// Where clients post JSON-RPC for this pool (`/message` or `/servers/NAME/message`).
+    pub message_path: String,
+    /// Where clients speak Streamable HTTP to this pool (`/mcp` or `/servers/NAME/mcp`).
+    pub mcp_path: String,
+    /// Pending requests over all members.
+    pub outstanding: usize,
+    /// Its live registrations, oldest first.
+    pub members: Vec<MemberInfo>,
+}
+
+/// One registration as `GET /servers` shows it: a label, never its session id.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MemberInfo {
+    /// The registration's ordinal: unique for the proxy's lifetime, assigned in order of
+    /// registration, not a credential.
+    pub member: u64,
+    /// `"modern"` (registered with capabilities) or `"legacy"` (the seed's reverse client).
+    pub kind: &'static str,
+    /// Seconds since it registered (or was re-adopted).
+    pub age_seconds: f64,
+    /// Seconds since its last poll started or ended, or its last answer.
+    pub idle_seconds: f64,
+    /// Pending requests routed to it (queued or handed over).
+    pub outstanding: usize,
+    /// Requests handed to one of its polls and not yet answered.
+    pub in_flight: usize,
+    /// Items waiting for a poll.
+    pub queued: usize,
+    /// Polls held open right now.
+    pub polls_open: usize,
+    /// Polls it promised to keep open (0 for legacy).
+    pub held_polls: u32,
+    /// Client sessions of `/mcp` pinned to it.
+    pub client_sessions: usize,
+    /// It takes the pool's sessionless traffic.
+    pub sticky: bool,
+    /// It declared held polls but has none open: probably dead, avoided for new work until a
+    /// poll reopens or the grace ends.
+    pub suspect: bool,
+    /// MCP versions it declared.
+    pub protocol_versions: Vec<String>,
 }

@@ -31,6 +31,8 @@ pub(crate) struct Registration {
     pub(crate) no_polls_since: Instant,
     /// Last poll start or end, or answer posted.
     pub(crate) last_activity: Instant,
+    /// When it registered (or was re-adopted).
+    pub(crate) registered_at: Instant,
     /// Pending requests routed here (queued or handed over).
     pub(crate) outstanding: usize,
     /// Pending requests handed to a poll and not yet answered.
@@ -56,6 +58,7 @@ impl Registration {
             open_polls: 0,
             no_polls_since: now,
             last_activity: now,
+            registered_at: now,
             outstanding: 0,
             in_flight: 0,
         }
@@ -69,6 +72,13 @@ impl Registration {
     /// How many polls it promised to keep open (0 for legacy).
     pub(crate) fn held_polls(&self) -> u32 {
         self.capabilities.as_ref().map_or(0, |c| c.held_polls)
+    }
+
+    /// Whether it looks dead: it declared held polls and has none open (its connections
+    /// closed, or it has not polled yet). New work avoids it while a healthy member exists;
+    /// the sweeper removes it once the grace passes without a poll.
+    pub(crate) fn is_suspect(&self) -> bool {
+        self.held_polls() > 0 && self.open_polls == 0
     }
 
     /// Whether items should carry `client_session`.

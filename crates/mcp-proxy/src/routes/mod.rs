@@ -6,6 +6,7 @@ pub(crate) mod message;
 pub(crate) mod poll;
 pub(crate) mod register;
 pub(crate) mod response;
+pub(crate) mod servers;
 
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::Query;

@@ -15,6 +15,8 @@ use super::seed::handle;
 
 /// A running modern fake server.
 pub(crate) struct ModernServer {
+    /// Its registration's session id (to leave by hand after it stopped polling).
+    pub(crate) session: String,
     /// Releases every pending `wait` call.
     pub(crate) release: Arc<Notify>,
     stop: CancellationToken,
@@ -44,6 +46,7 @@ impl ModernServer {
             ));
         }
         ModernServer {
+            session,
             release,
             stop,
             tasks,
