@@ -612,11 +612,16 @@ impl Server {
     ) -> Result<Value, ErrorObject> {
         let cancel = ctx.cancel.clone();
         let _registered = self.track((session_id.map(str::to_owned), request.id.clone()), &cancel);
-        tokio::select! {
+        // A transport that drops this future (its client closed the response stream) cancels
+        // the token too, so work the handler handed off stops with it.
+        let dropped = cancel.clone().drop_guard();
+        let result = tokio::select! {
             biased;
             () = cancel.cancelled() => Err(ErrorObject::request_cancelled()),
             result = self.dispatch(request, ctx, era) => result,
-        }
+        };
+        dropped.disarm();
+        result
     }
 
     fn in_flight(&self) -> MutexGuard<'_, HashMap<InFlightKey, (u64, CancellationToken)>> {

@@ -1,4 +1,4 @@
-//! Streamable HTTP (MCP 2025-11-25), served directly by this crate (feature `http`): for
+//! Streamable HTTP (MCP 2025-11-25 and 2026-07-28), served directly by this crate (feature `http`): for
 //! servers with no NAT in the way, and the benchmark's direct baseline. The HTTP-free rules
 //! (headers, `Accept`, versions, Host/Origin, SSE framing, event logs) come from
 //! [`mcp_protocol::streamable`], which the proxy's `/mcp` shares.
@@ -22,8 +22,14 @@
 //!   - Any other message needs that header (400 without it; 404 for a session that is unknown,
 //!     ended or expired, so the client initializes again) and a supported
 //!     `MCP-Protocol-Version` header (400 otherwise; absent reads as 2025-03-26).
-//!   - A request whose `_meta` names 2026-07-28 is served without a session; so is
-//!     `server/discover`.
+//!   - The era is decided per request: one whose `MCP-Protocol-Version` header or `_meta`
+//!     names 2026-07-28 is served without a session (no handshake). Its `MCP-Protocol-Version`,
+//!     `Mcp-Method` and `Mcp-Name` headers must mirror the body (400 -32020 otherwise); its
+//!     errors carry the spec's statuses (404 for an unknown method, 400 for bad params); when
+//!     the client takes both, it is answered with JSON unless the handler sends something
+//!     first; closing its response (JSON or SSE) cancels the handler. A version header this
+//!     crate does not speak gets 400 -32022 with `data.supported`, in either era. A
+//!     `server/discover` without a session is answered in any era.
 //!   - Notifications and responses (a client's answers to `sampling/createMessage`,
 //!     `elicitation/create`, `roots/list`) get 202 with no body.
 //!   - A request is answered with JSON or an SSE stream as `Accept` and
@@ -37,6 +43,8 @@
 //!   session sink writes there). A new GET replaces the previous connection; with
 //!   `Last-Event-ID` it first replays what the client missed, on the stream the id names.
 //! - **DELETE** ends the session ([`crate::Server::close_session`]): 204.
+//! - GET and DELETE with `MCP-Protocol-Version: 2026-07-28` get 405 (`Allow: POST`): that era
+//!   has no session and no GET stream.
 //! - SSE streams carry a keep-alive comment every [`HttpConfig::keep_alive`], and end when
 //!   their session ends or the server shuts down.
 //!

@@ -12,11 +12,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use mcp_protocol::mcp::methods;
-use mcp_protocol::mcp::stateless::RequestMeta;
 use mcp_protocol::streamable::{
-    accepts_event_stream, header_version, negotiate_post, sends_priming_event, sse_event,
-    sse_priming_event, EventId, ResponseMode, EVENT_STREAM, JSON, KEEP_ALIVE, LAST_EVENT_ID_HEADER,
-    PROTOCOL_VERSION_HEADER, SESSION_ID_HEADER,
+    accepts_event_stream, classify_request, header_version, negotiate_post, sends_priming_event,
+    sse_event, sse_priming_event, stateless_error_status, unsupported_version_error, Era, EventId,
+    ResponseMode, RoutingHeaders, EVENT_STREAM, JSON, KEEP_ALIVE, LAST_EVENT_ID_HEADER,
+    METHOD_HEADER, NAME_HEADER, PROTOCOL_VERSION_HEADER, SESSION_ID_HEADER,
 };
 use mcp_protocol::version;
 use mcp_protocol::{ErrorCode, ErrorObject, Message};
@@ -178,17 +178,29 @@ fn check_host(t: &Transport, headers: &HeaderMap, uri: &Uri) -> Result<(), Refus
     Ok(())
 }
 
-/// The request's protocol version from its header, or 400 naming the supported ones.
+/// The request's protocol version from its header, or 400 -32022 naming the supported ones.
 fn check_version(headers: &HeaderMap) -> Result<String, Box<Response>> {
     header_version(header(headers, PROTOCOL_VERSION_HEADER))
         .map(str::to_owned)
         .map_err(|e| {
-            Box::new(refuse(
+            let answer = mcp_protocol::Response::error(None, unsupported_version_error(&e.0));
+            Box::new(json_body(
                 StatusCode::BAD_REQUEST,
-                ErrorCode::INVALID_REQUEST,
-                e.to_string(),
+                &Message::Response(answer),
+                None,
             ))
         })
+}
+
+/// 405 for a GET or DELETE of the stateless era, which has no session and no GET stream.
+fn refuse_stateless_method(headers: &HeaderMap) -> Result<(), Refused> {
+    let stateless = header(headers, PROTOCOL_VERSION_HEADER)
+        .is_some_and(|v| mcp_protocol::version::is_stateless(v.trim()));
+    if stateless {
+        let refusal = (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")]);
+        return Err(Refused(Box::new(refusal.into_response())));
+    }
+    Ok(())
 }
 
 async fn post(
@@ -227,14 +239,45 @@ async fn post(
     let session_header = header(&headers, SESSION_ID_HEADER);
 
     if let Message::Request(r) = &message {
-        if r.method == methods::INITIALIZE {
+        let routing = RoutingHeaders {
+            protocol_version: header(&headers, PROTOCOL_VERSION_HEADER),
+            method: header(&headers, METHOD_HEADER),
+            name: header(&headers, NAME_HEADER),
+        };
+        let era = classify_request(routing, &r.method, r.params.as_ref());
+        if r.method == methods::INITIALIZE && era != Ok(Era::Stateless) {
             // The version travels in the body; the session is new whatever the client sent.
             return Ok(initialize(&t, message, mode).await);
         }
-        let stateless =
-            RequestMeta::protocol_version_of(r.params.as_ref()).is_some_and(version::is_stateless);
-        let discover = r.method == methods::SERVER_DISCOVER && session_header.is_none();
-        if stateless || discover {
+        let era = era.map_err(|refusal| {
+            let answer =
+                mcp_protocol::Response::error(Some(r.id.clone()), refusal.to_error_object());
+            Box::new(json_body(
+                StatusCode::BAD_REQUEST,
+                &Message::Response(answer),
+                None,
+            ))
+        })?;
+        if era == Era::Stateless {
+            // Served without a session (any `Mcp-Session-Id` is ignored). When the client takes
+            // both, JSON unless the handler sends something first, so that errors keep their
+            // HTTP status (404 for an unknown method, 400 for bad params).
+            let mode = match mode {
+                Mode::Sse if t.config.response == ResponsePreference::Sse => choose_mode(
+                    header(&headers, header::ACCEPT),
+                    ResponsePreference::Adaptive,
+                )
+                .unwrap_or(mode),
+                other => other,
+            };
+            let version = routing
+                .protocol_version
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
+            return Ok(answer(&t, None, message, mode, &version).await);
+        }
+        if r.method == methods::SERVER_DISCOVER && session_header.is_none() {
             let version = check_version(&headers)?;
             return Ok(answer(&t, None, message, mode, &version).await);
         }
@@ -300,6 +343,7 @@ async fn answer(
     version: &str,
 ) -> Response {
     let sid = session.as_ref().map(|(id, _)| id.clone());
+    let stateless = version::is_stateless(version);
     if mode == Mode::Json {
         // The handler's messages go to the session's GET stream (if the client opened one).
         let outbound = match &session {
@@ -310,7 +354,7 @@ async fn answer(
             None => Outbound::none(),
         };
         let response = t.server.handle(sid.as_deref(), message, outbound).await;
-        return json_answer(response);
+        return json_answer(response, stateless);
     }
     let (tx, mut rx) = unbounded_channel();
     let server = t.server.clone();
@@ -326,16 +370,19 @@ async fn answer(
             biased;
             m = rx.recv() => match m {
                 Some(m) => first = Some(m),
-                None => return json_answer(work.await),
+                None => return json_answer(work.await, stateless),
             },
             response = &mut work => {
                 if rx.is_empty() {
-                    return json_answer(response);
+                    return json_answer(response, stateless);
                 }
                 // The handler sent messages and finished in one go: stream them, then the
                 // answer.
                 work = Box::pin(std::future::ready(response));
             }
+            // A long, silent handler: commit to SSE so keep-alive comments hold the
+            // connection open through idle timeouts on the way.
+            () = tokio::time::sleep(t.config.keep_alive) => {}
         }
     }
     match session {
@@ -418,18 +465,19 @@ async fn drive(
     }
 }
 
-/// A JSON answer: 200, or 404 when the server no longer knows the session.
-fn json_answer(response: Option<mcp_protocol::Response>) -> Response {
+/// A JSON answer: 200, or 404 when the server no longer knows the session. Errors answering a
+/// stateless-era request get the spec's status (404 for an unknown method, 400 for bad params).
+fn json_answer(response: Option<mcp_protocol::Response>, stateless: bool) -> Response {
     let Some(response) = response else {
         return StatusCode::ACCEPTED.into_response();
     };
-    let gone = response
-        .as_error()
-        .is_some_and(|e| e.code == ErrorCode::UNKNOWN_SESSION);
-    let status = if gone {
-        StatusCode::NOT_FOUND
-    } else {
-        StatusCode::OK
+    let code = response.as_error().map(|e| e.code);
+    let status = match code {
+        Some(code) if stateless => stateless_error_status(code)
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::OK),
+        Some(ErrorCode::UNKNOWN_SESSION) => StatusCode::NOT_FOUND,
+        _ => StatusCode::OK,
     };
     json_body(status, &Message::Response(response), None)
 }
@@ -493,6 +541,7 @@ async fn get_stream(
     headers: HeaderMap,
 ) -> Result<Response, Refused> {
     check_host(&t, &headers, &uri)?;
+    refuse_stateless_method(&headers)?;
     if !accepts_event_stream(header(&headers, header::ACCEPT)) {
         return Err(Refusal::new(
             StatusCode::NOT_ACCEPTABLE,
@@ -533,6 +582,7 @@ async fn delete(
     headers: HeaderMap,
 ) -> Result<StatusCode, Refused> {
     check_host(&t, &headers, &uri)?;
+    refuse_stateless_method(&headers)?;
     let sid = header(&headers, SESSION_ID_HEADER).ok_or(MISSING_SESSION)?;
     check_version(&headers)?;
     t.session(sid).ok_or(UNKNOWN_SESSION)?;

@@ -12,6 +12,9 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 
+/// The 2026-07-28 era on the same endpoint.
+mod stateless;
+
 const BOTH: &str = "application/json, text/event-stream";
 const JSON_ONLY: &str = "application/json";
 const SSE_ONLY: &str = "text/event-stream";
@@ -244,10 +247,10 @@ async fn protocol_version_header_is_checked() {
     let r = within(send(Some("1999-01-01"))).await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let body: Value = r.json().await.unwrap();
-    assert!(body["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("2025-11-25"));
+    assert_eq!(body["error"]["code"], -32022);
+    assert_eq!(body["error"]["data"]["requested"], "1999-01-01");
+    let supported = body["error"]["data"]["supported"].as_array().unwrap();
+    assert!(supported.contains(&json!("2025-11-25")));
     // Absent reads as 2025-03-26, which is supported.
     assert_eq!(within(send(None)).await.unwrap().status(), StatusCode::OK);
     assert_eq!(
@@ -681,25 +684,8 @@ async fn host_and_origin_outside_the_allow_list_get_403() {
 }
 
 #[tokio::test]
-async fn stateless_requests_need_no_session() {
+async fn a_sessionless_discover_is_answered_in_any_era() {
     let (_, _, peer) = start_default().await;
-    let mut echo = call(1, "echo", json!({"text": "new era"}));
-    echo["params"]["_meta"] = json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": {}
-    });
-    let r = peer.post(None, BOTH, &echo).await;
-    assert_eq!(r.status(), StatusCode::OK);
-    assert!(r.headers().get("mcp-session-id").is_none());
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(text(&body["result"]), "new era");
-    assert_eq!(body["result"]["resultType"], "complete");
-
-    let r = peer.post(None, SSE_ONLY, &echo).await;
-    let mut sse = Sse::new(r);
-    assert_eq!(text(&sse.next().await.json()["result"]), "new era");
-    sse.ended().await;
-
     let discover = json!({"jsonrpc": "2.0", "id": 2, "method": "server/discover"});
     let r = peer.post(None, BOTH, &discover).await;
     assert_eq!(r.status(), StatusCode::OK);
