@@ -27,6 +27,10 @@ pub(crate) const GET_STREAM: &str = "g";
 pub(crate) const GET_STREAM_LOG: usize = 256;
 /// Events kept for replay on one request's stream.
 pub(crate) const REQUEST_STREAM_LOG: usize = 64;
+/// How long a client that lost a stream should wait before resuming it with `Last-Event-ID`
+/// (the `retry` field of every priming event, in milliseconds): the SDKs' own default, said
+/// out loud as SEP-1699 asks, so every client resumes the same way.
+pub(crate) const SSE_RETRY_MS: u64 = 1000;
 /// Finished request streams a session keeps for resumption (oldest forgotten first).
 pub(crate) const FINISHED_STREAMS_KEPT: usize = 16;
 /// Server-to-client requests awaiting the client's answer, per session.
@@ -121,10 +125,10 @@ impl StreamState {
     }
 }
 
-/// An SSE event with an id and empty data: it sets the client's last event id and carries
-/// no message (the 2025-11-25 "priming" event).
+/// An SSE event with an id, the reconnection delay and empty data: it sets the client's last
+/// event id and carries no message (the 2025-11-25 "priming" event).
 pub(crate) fn priming_event(id: &EventId) -> String {
-    format!("id: {id}\ndata:\n\n")
+    format!("id: {id}\nretry: {SSE_RETRY_MS}\ndata:\n\n")
 }
 
 /// A server-to-client request awaiting the client's answer.
@@ -335,7 +339,7 @@ mod tests {
     fn a_stream_replays_after_the_last_event_and_skips_priming() {
         let mut st = StreamState::new("p1", 8);
         let (first, rx) = st.attach(1, None);
-        assert_eq!(first, ["id: p1.1\ndata:\n\n"]);
+        assert_eq!(first, ["id: p1.1\nretry: 1000\ndata:\n\n"]);
         assert!(rx.is_some());
         st.push("a".into());
         st.finish("b".into());
