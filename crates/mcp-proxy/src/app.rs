@@ -22,8 +22,10 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::{info, info_span, warn, Level};
 
+use crate::auth::{self, Auth};
 use crate::broker::Broker;
 use crate::routes;
+use crate::tls::TlsListener;
 use crate::{Config, Error};
 
 /// What every handler shares: the broker (which owns the configuration).
@@ -52,14 +54,8 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.config().max_body_bytes;
     Router::new()
         .merge(mcp_routes(state.config()))
-        .route(
-            "/register",
-            post(routes::register::register).delete(routes::register::deregister),
-        )
-        .route("/poll", get(routes::poll::poll))
-        .route("/response", post(routes::response::response))
-        .route("/message", post(routes::message::default_pool))
-        .route("/servers/{name}/message", post(routes::message::named_pool))
+        .merge(reverse_client_routes(&state.config().auth))
+        .merge(message_routes(&state.config().auth))
         .route("/healthz", get(routes::health::healthz))
         .route("/servers", get(routes::servers::servers))
         .layer(DefaultBodyLimit::max(body_limit))
@@ -76,8 +72,36 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `/mcp` and `/servers/{name}/mcp`, behind the Host/Origin check and, when origins are
-/// configured, CORS (outermost, so preflights are answered before the check).
+/// `/register`, `/poll`, `/response`: a server token when server auth is on.
+fn reverse_client_routes(auth: &Auth) -> Router<AppState> {
+    Router::new()
+        .route(
+            "/register",
+            post(routes::register::register).delete(routes::register::deregister),
+        )
+        .route("/poll", get(routes::poll::poll))
+        .route("/response", post(routes::response::response))
+        .route_layer(middleware::from_fn_with_state(
+            auth.clone(),
+            auth::require_server,
+        ))
+}
+
+/// `/message` and `/servers/{name}/message`: a client token for the pool when client auth
+/// is on.
+fn message_routes(auth: &Auth) -> Router<AppState> {
+    Router::new()
+        .route("/message", post(routes::message::default_pool))
+        .route("/servers/{name}/message", post(routes::message::named_pool))
+        .route_layer(middleware::from_fn_with_state(
+            auth.clone(),
+            auth::require_client,
+        ))
+}
+
+/// `/mcp` and `/servers/{name}/mcp`, behind the Host/Origin check, then the client token
+/// check and, when origins are configured, CORS (outermost, so preflights, which carry no
+/// token, are answered before the checks).
 fn mcp_routes(config: &Config) -> Router<AppState> {
     let guard = Arc::new(HostGuard::new(config));
     let mut routes = Router::new()
@@ -93,6 +117,10 @@ fn mcp_routes(config: &Config) -> Router<AppState> {
                 .get(routes::mcp::get_named)
                 .delete(routes::mcp::delete_named),
         )
+        .route_layer(middleware::from_fn_with_state(
+            config.auth.clone(),
+            auth::require_client,
+        ))
         .layer(middleware::from_fn_with_state(guard, check_host));
     if let Some(cors) = cors_layer(&config.cors_origins) {
         routes = routes.layer(cors);
@@ -213,15 +241,14 @@ pub async fn serve_with_state(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let drain = state.config().shutdown_drain;
+    let tls = state.config().tls.clone();
+    if let Ok(addr) = listener.local_addr() {
+        state.config().auth.warn_if_open(addr);
+    }
+    let reloader = state.config().auth.spawn_reloader(shutdown.child_token());
     let sweeper = state.broker.spawn_sweeper(shutdown.child_token());
     let broker = state.broker.clone();
     let app = router(state);
-    let listener = listener.tap_io(|tcp| {
-        // Nagle's algorithm meeting delayed ACKs stalls bodies of 8 KiB and more by ~40-90 ms.
-        if let Err(e) = tcp.set_nodelay(true) {
-            warn!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
     let signal = {
         let shutdown = shutdown.clone();
         async move {
@@ -230,14 +257,43 @@ pub async fn serve_with_state(
             broker.shutdown();
         }
     };
-    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
-    let result = tokio::select! {
-        r = server.into_future() => r,
+    let result = match tls {
+        None => {
+            let listener = listener.tap_io(|tcp| {
+                // Nagle's algorithm meeting delayed ACKs stalls bodies of 8 KiB and more by
+                // ~40-90 ms.
+                if let Err(e) = tcp.set_nodelay(true) {
+                    warn!(error = %e, "could not set TCP_NODELAY");
+                }
+            });
+            let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+            drain_until(server.into_future(), &shutdown, drain).await
+        }
+        Some(tls) => {
+            // The TLS listener sets TCP_NODELAY itself, before the handshake.
+            let listener = TlsListener::new(listener, &tls)?;
+            let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+            drain_until(server.into_future(), &shutdown, drain).await
+        }
+    };
+    sweeper.abort();
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
+    result
+}
+
+/// Runs `server` to its end, or until `drain` after `shutdown` is cancelled.
+async fn drain_until(
+    server: impl std::future::Future<Output = io::Result<()>>,
+    shutdown: &CancellationToken,
+    drain: std::time::Duration,
+) -> io::Result<()> {
+    tokio::select! {
+        r = server => r,
         _ = async { shutdown.cancelled().await; tokio::time::sleep(drain).await } => {
             warn!(?drain, "drain deadline passed; closing remaining connections");
             Ok(())
         }
-    };
-    sweeper.abort();
-    result
+    }
 }

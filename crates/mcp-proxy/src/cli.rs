@@ -1,11 +1,15 @@
 //! The `mcp-proxy` command line: every flag is also an environment variable.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::auth::{Auth, TokenKind, TokenSet};
 use crate::config::{self, Config};
+use crate::tls::TlsConfig;
+use crate::Error;
 
 /// The port the seed's proxy was started on in its examples.
 pub const DEFAULT_PORT: u16 = 9000;
@@ -101,9 +105,78 @@ pub struct Cli {
     #[arg(long, env = "MCP_PROXY_SESSION_IDLE", value_name = "SECS", default_value = "1800", value_parser = parse_secs)]
     pub session_idle: Duration,
 
+    /// A server token, for reverse clients (`/register`, `/poll`, `/response`), as
+    /// TOKEN[:NAMES]: NAMES is `*` (every pool) or comma-separated pool names, `@default` for
+    /// the default pool; without NAMES the token reaches the default pool only. Repeat the
+    /// flag for several tokens (rotation); the variable takes space-separated specs. Once any
+    /// server token is configured, those routes need one (401 otherwise). Tokens: at least 16
+    /// characters of A-Z a-z 0-9 - . _ ~ + / = (e.g. `openssl rand -hex 32`).
+    #[arg(
+        long = "server-token",
+        env = "MCP_PROXY_SERVER_TOKENS",
+        hide_env_values = true,
+        value_name = "TOKEN[:NAMES]",
+        value_delimiter = ' '
+    )]
+    pub server_tokens: Vec<Secret>,
+
+    /// A client token, for MCP clients (`/message`, `/mcp`, `/servers/NAME/...`), as
+    /// TOKEN[:NAMES] like --server-token. Once any client token is configured, client routes
+    /// need one for the server they address (401 otherwise).
+    #[arg(
+        long = "client-token",
+        env = "MCP_PROXY_CLIENT_TOKENS",
+        hide_env_values = true,
+        value_name = "TOKEN[:NAMES]",
+        value_delimiter = ' '
+    )]
+    pub client_tokens: Vec<Secret>,
+
+    /// A token file: one token per line, `server|client TOKEN [NAMES]` (NAMES as in
+    /// --server-token), `#` comments. Re-read on SIGHUP and whenever its content changes; a
+    /// malformed file is refused at start and ignored (old tokens stay) on reload. Its tokens
+    /// add to the flags'. See docs/security.md.
+    #[arg(long, env = "MCP_PROXY_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+
+    /// Serve HTTPS: the certificate chain, PEM (leaf first). Needs --tls-key.
+    #[arg(
+        long,
+        env = "MCP_PROXY_TLS_CERT",
+        value_name = "PATH",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert, PEM (PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "MCP_PROXY_TLS_KEY",
+        value_name = "PATH",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
     /// Log format on stderr.
     #[arg(long, env = "MCP_PROXY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// A secret given on the command line; its `Debug` hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// How logs are written.
@@ -145,7 +218,27 @@ impl Cli {
         Ok(SocketAddr::new(ip, port.unwrap_or(DEFAULT_PORT)))
     }
 
-    /// The proxy configuration these flags describe.
+    /// [`Cli::config`] with the tokens and the TLS certificate, which need files read.
+    pub fn try_config(&self) -> Result<Config, Error> {
+        let mut fixed = TokenSet::new();
+        for (kind, specs, origin) in [
+            (TokenKind::Server, &self.server_tokens, "--server-token"),
+            (TokenKind::Client, &self.client_tokens, "--client-token"),
+        ] {
+            for spec in specs.iter().filter(|s| !s.0.trim().is_empty()) {
+                fixed.add_spec(kind, &spec.0, origin)?;
+            }
+        }
+        let mut config = self.config();
+        config.auth = Auth::new(fixed, self.token_file.clone())?;
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            config.tls = Some(TlsConfig::from_pem_files(cert, key)?);
+        }
+        Ok(config)
+    }
+
+    /// The proxy configuration these flags describe, without tokens or TLS (see
+    /// [`Cli::try_config`]).
     pub fn config(&self) -> Config {
         Config {
             poll_timeout: self.poll_timeout,
@@ -159,6 +252,7 @@ impl Cli {
             cors_origins: self.cors_origins.clone(),
             sse_keep_alive: self.sse_keep_alive,
             session_idle: self.session_idle,
+            ..Config::default()
         }
     }
 }
@@ -186,6 +280,50 @@ mod tests {
             .unwrap();
         assert!(cli.addr().is_err());
         assert!(Cli::try_parse_from(["mcp-proxy", "1", "--port", "2"]).is_err());
+    }
+
+    #[test]
+    fn tokens_from_flags_and_tls_needs_both_files() {
+        use crate::auth::TokenKind;
+        let cli = Cli::try_parse_from([
+            "mcp-proxy",
+            "--server-token",
+            "ssssssssssssssssssss:alpha,beta",
+            "--server-token",
+            "tttttttttttttttttttt:*",
+            "--client-token",
+            "cccccccccccccccccccc",
+        ])
+        .unwrap();
+        assert!(
+            !format!("{cli:?}").contains("ssssssss"),
+            "Debug hides tokens"
+        );
+        let auth = cli.try_config().unwrap().auth;
+        assert_eq!(auth.count(TokenKind::Server), 2);
+        assert_eq!(auth.count(TokenKind::Client), 1);
+        let cli = Cli::try_parse_from(["mcp-proxy", "--client-token", "short"]).unwrap();
+        assert!(cli.try_config().is_err());
+        let open = Cli::try_parse_from(["mcp-proxy"])
+            .unwrap()
+            .try_config()
+            .unwrap();
+        assert!(!open.auth.enforced(TokenKind::Server) && !open.auth.enforced(TokenKind::Client));
+        assert!(open.tls.is_none());
+        assert!(Cli::try_parse_from(["mcp-proxy", "--tls-cert", "c.pem"]).is_err());
+        let cli = Cli::try_parse_from([
+            "mcp-proxy",
+            "--tls-cert",
+            "/nonexistent/c.pem",
+            "--tls-key",
+            "k.pem",
+        ])
+        .unwrap();
+        assert!(cli
+            .try_config()
+            .unwrap_err()
+            .to_string()
+            .contains("/nonexistent/c.pem"));
     }
 
     #[test]

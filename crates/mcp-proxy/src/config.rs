@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use crate::auth::Auth;
+use crate::tls::TlsConfig;
+
 /// Default poll hold when the poll names no `timeout` (and the cap for legacy registrations).
 pub const DEFAULT_POLL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default longest poll hold granted to a modern registration.
@@ -49,6 +52,10 @@ pub struct Config {
     pub sse_keep_alive: Duration,
     /// A client session with no request and no open stream for this long ends.
     pub session_idle: Duration,
+    /// Server and client tokens; [`Auth::off`] (the default) leaves every route open.
+    pub auth: Auth,
+    /// Serve HTTPS with this certificate; `None` serves plain HTTP.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for Config {
@@ -65,6 +72,8 @@ impl Default for Config {
             cors_origins: Vec::new(),
             sse_keep_alive: DEFAULT_SSE_KEEP_ALIVE,
             session_idle: DEFAULT_SESSION_IDLE,
+            auth: Auth::off(),
+            tls: None,
         }
     }
 }

@@ -93,6 +93,31 @@ pub enum Error {
         /// The limit in bytes.
         limit: usize,
     },
+    /// Client route: the client token is missing, wrong or not bound to the addressed server.
+    #[error("unauthorized")]
+    Unauthorized,
+    /// Reverse-client route: the server token is missing or wrong, not bound to the pool, or
+    /// not the token the registration was made with.
+    #[error("unauthorized")]
+    ServerUnauthorized,
+    /// A token source (flag, environment, token file) is malformed. Never names the token.
+    #[error("{origin}{}: {reason}", line.map(|l| format!(" line {l}")).unwrap_or_default())]
+    TokenConfig {
+        /// The flag, variable or file.
+        origin: String,
+        /// The file's line (1-based), when a file.
+        line: Option<usize>,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The TLS certificate or key cannot be used.
+    #[error("TLS {path}: {reason}")]
+    Tls {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -109,6 +134,8 @@ impl Error {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             Error::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
+            Error::Unauthorized | Error::ServerUnauthorized => StatusCode::UNAUTHORIZED,
+            Error::TokenConfig { .. } | Error::Tls { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Forbidden => StatusCode::FORBIDDEN,
             Error::BadVersionHeader(_) | Error::MissingClientSession | Error::CannotResume => {
                 StatusCode::BAD_REQUEST
@@ -175,12 +202,19 @@ impl Error {
             Error::CannotResume => {
                 ErrorObject::invalid_request("cannot resume the stream named by Last-Event-ID")
             }
+            Error::Unauthorized => ErrorObject::new(
+                ErrorCode::SERVER_ERROR,
+                "unauthorized: a valid client token for this server is required (Authorization: Bearer)",
+            ),
             Error::UnknownSession
             | Error::UnknownRequest
             | Error::InvalidBody(_)
             | Error::InvalidQuery(_)
             | Error::InvalidName
-            | Error::BodyTooLarge { .. } => return None,
+            | Error::BodyTooLarge { .. }
+            | Error::ServerUnauthorized
+            | Error::TokenConfig { .. }
+            | Error::Tls { .. } => return None,
         })
     }
 
@@ -204,6 +238,11 @@ impl Error {
             Error::BodyTooLarge { limit } => (
                 WireErrorCode::PayloadTooLarge,
                 format!("body larger than {limit} bytes"),
+            ),
+            Error::ServerUnauthorized => (
+                WireErrorCode::Unauthorized,
+                "a valid server token for this server name and registration is required (Authorization: Bearer)"
+                    .to_owned(),
             ),
             other => (WireErrorCode::Other, other.to_string()),
         };
@@ -235,10 +274,22 @@ impl IntoResponse for RpcError {
             e if status.is_server_error() => tracing::info!(error = %e, "message failed"),
             e => tracing::debug!(error = %e, "message refused"),
         }
-        match self.error.to_error_object() {
+        let mut response = match self.error.to_error_object() {
             Some(obj) => (status, Json(RpcResponse::error(self.id, obj))).into_response(),
             None => (status, Json(self.error.to_wire_error())).into_response(),
-        }
+        };
+        challenge(&mut response);
+        response
+    }
+}
+
+/// RFC 6750: a 401 names the scheme it wants.
+fn challenge(response: &mut Response) {
+    if response.status() == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer realm=\"mcp-proxy\""),
+        );
     }
 }
 
@@ -249,7 +300,9 @@ impl IntoResponse for Error {
         }
         let status = self.status();
         tracing::debug!(error = %self, status = status.as_u16(), "wire request refused");
-        (status, Json(self.to_wire_error())).into_response()
+        let mut response = (status, Json(self.to_wire_error())).into_response();
+        challenge(&mut response);
+        response
     }
 }
 

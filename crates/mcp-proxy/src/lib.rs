@@ -18,6 +18,9 @@
 //!   of `/mcp` with their resumable SSE streams, behind the narrow
 //!   [`Broker`] API so a distributed backend can be added later.
 //! - [`config`]: [`Config`] and its defaults.
+//! - [`auth`]: server and client bearer tokens bound to pool names, the token file and its
+//!   reload, and the middleware that answers 401.
+//! - [`tls`]: rustls from PEM files and the TLS listener (docs/security.md).
 //! - [`cli`]: the `mcp-proxy` command line (clap), which builds a [`Config`].
 //! - [`error`]: [`Error`], the crate's one error type, and how it looks on the wire.
 //!
@@ -40,11 +43,13 @@
 //! ```
 
 pub mod app;
+pub mod auth;
 pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod error;
 mod routes;
+pub mod tls;
 
 pub use app::{router, serve, serve_with_state, AppState};
 pub use broker::Broker;

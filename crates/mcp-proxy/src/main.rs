@@ -27,6 +27,14 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Tokens and certificate first: a bad file is refused before anything listens.
+    let config = match cli.try_config() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("mcp-proxy: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -36,13 +44,18 @@ async fn main() -> ExitCode {
     };
     let bound = listener.local_addr().unwrap_or(addr);
     // The e2e harness reads the real port from this line (it matters with port 0).
-    println!("mcp-proxy listening on http://{bound}");
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("mcp-proxy listening on {scheme}://{bound}");
     let _ = std::io::stdout().flush();
     tracing::info!(%bound, "listening");
 
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    match mcp_proxy::serve(listener, cli.config(), shutdown).await {
+    match mcp_proxy::serve(listener, config, shutdown).await {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS

@@ -7,11 +7,13 @@ mod proxy {
     pub(crate) mod modern;
     pub(crate) mod seed;
 
+    mod auth;
     mod mcp;
     mod pools;
     mod routing;
     mod seed_compat;
     mod talkback;
+    mod tls;
     mod trouble;
     mod wire;
 }

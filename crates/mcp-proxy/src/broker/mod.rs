@@ -46,6 +46,7 @@ use registration::{
 };
 use sessions::{stream_answer, ClientSession, StreamRef, StreamState, GET_STREAM};
 
+use crate::auth::TokenId;
 use crate::{Config, Error};
 
 /// The MCP protocol version whose requests are probed (answered at once when unsupported).
@@ -141,6 +142,16 @@ impl Broker {
 
     /// Registers a server and returns its new session id.
     pub fn register(&self, req: &RegisterRequest) -> Result<String, Error> {
+        self.register_as(req, None)
+    }
+
+    /// [`Broker::register`] with the server token it registers with (auth on): from then on
+    /// only that token is accepted for the registration ([`Broker::check_owner`]).
+    pub fn register_as(
+        &self,
+        req: &RegisterRequest,
+        owner: Option<TokenId>,
+    ) -> Result<String, Error> {
         let pool = req.name.clone().unwrap_or_default();
         if req.name.is_some() && !is_valid_pool_name(&pool) {
             return Err(Error::InvalidName);
@@ -152,6 +163,9 @@ impl Broker {
         };
         let mut st = self.lock();
         st.insert_registration(id.clone(), pool, req.capabilities.clone());
+        if let Some(reg) = st.registrations.get_mut(&id) {
+            reg.owner = owner;
+        }
         info!(session = %Short(&id), modern = req.is_modern(), pool = req.name.as_deref().unwrap_or("default"), "registered");
         Ok(id)
     }
@@ -167,6 +181,15 @@ impl Broker {
         Ok(())
     }
 
+    /// Refuses (401) a caller whose server token is not the one `session_id` registered
+    /// with. An unknown id passes: the route's own answer for unknown ids applies.
+    pub fn check_owner(&self, session_id: &str, owner: Option<&TokenId>) -> Result<(), Error> {
+        match self.lock().registrations.get(session_id) {
+            Some(reg) if reg.owner.as_ref() != owner => Err(Error::ServerUnauthorized),
+            _ => Ok(()),
+        }
+    }
+
     /// Holds a poll until an item arrives (`Some`) or the hold ends (`None`).
     ///
     /// `requested` is the poll's `timeout`; the hold is capped by the configuration (legacy
@@ -176,6 +199,19 @@ impl Broker {
         &self,
         session_id: &str,
         requested: Option<Duration>,
+    ) -> Result<Option<Claimed>, Error> {
+        self.poll_as(session_id, requested, None, true).await
+    }
+
+    /// [`Broker::poll`] by the holder of server token `owner` (auth on): 401 unless the
+    /// registration was made with it. An unknown legacy id is re-adopted with `owner` only
+    /// when `may_adopt` (the token reaches the default pool), else 401.
+    pub async fn poll_as(
+        &self,
+        session_id: &str,
+        requested: Option<Duration>,
+        owner: Option<TokenId>,
+        may_adopt: bool,
     ) -> Result<Option<Claimed>, Error> {
         let kind = SessionIdKind::of(session_id).ok_or(Error::UnknownSession)?;
         let cfg = &self.inner.config;
@@ -188,13 +224,22 @@ impl Broker {
                 if kind == SessionIdKind::Modern {
                     return Err(Error::UnknownSession);
                 }
+                if !may_adopt {
+                    return Err(Error::ServerUnauthorized);
+                }
                 st.insert_registration(session_id.to_owned(), String::new(), None);
+                if let Some(reg) = st.registrations.get_mut(session_id) {
+                    reg.owner = owner;
+                }
                 info!(session = %Short(session_id), "re-adopted an unknown legacy session");
             }
             let reg = st
                 .registrations
                 .get_mut(session_id)
                 .expect("present or just inserted");
+            if reg.owner != owner {
+                return Err(Error::ServerUnauthorized);
+            }
             reg.open_polls += 1;
             reg.last_activity = Instant::now();
             let cap = if reg.is_modern() {

@@ -8,6 +8,7 @@ use mcp_protocol::wire::{RegistrationCapabilities, MODERN_SESSION_PREFIX};
 use tokio::sync::Notify;
 
 use super::queue::Queue;
+use crate::auth::TokenId;
 use crate::Config;
 
 /// A registration's state inside the broker.
@@ -21,6 +22,9 @@ pub(crate) struct Registration {
     pub(crate) pool: String,
     /// What it declared; `None` for a legacy (seed) registration.
     pub(crate) capabilities: Option<RegistrationCapabilities>,
+    /// The server token it registered with (auth on): the only one its polls, answers and
+    /// deregistration are accepted with.
+    pub(crate) owner: Option<TokenId>,
     /// Items waiting for a poll.
     pub(crate) queue: Queue,
     /// Wakes held polls: `notify_one` per queued item, `notify_waiters` when it goes away.
@@ -53,6 +57,7 @@ impl Registration {
             generation,
             pool,
             capabilities,
+            owner: None,
             queue: Queue::default(),
             notify: Arc::new(Notify::new()),
             open_polls: 0,

@@ -6,8 +6,10 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use serde::Deserialize;
 
+use crate::auth::Grant;
 use crate::{AppState, Error};
 
 /// The poll's query.
@@ -21,6 +23,7 @@ pub(crate) struct PollQuery {
 /// Holds the poll until an item arrives or the hold ends.
 pub(crate) async fn poll(
     State(state): State<AppState>,
+    grant: Option<Extension<Grant>>,
     query: Result<Query<PollQuery>, QueryRejection>,
 ) -> Result<Response, Error> {
     let Query(q) = query.map_err(|e| Error::InvalidQuery(e.body_text()))?;
@@ -33,7 +36,16 @@ pub(crate) async fn poll(
             Error::InvalidQuery("timeout must be a non-negative integer".into())
         })?)),
     };
-    let Some(claimed) = state.broker.poll(&id, requested).await? else {
+    // With auth on, a legacy id is re-adopted only for a token that reaches the default pool.
+    let (owner, may_adopt) = match grant {
+        Some(Extension(g)) => (Some(g.id), g.names.allows("")),
+        None => (None, true),
+    };
+    let Some(claimed) = state
+        .broker
+        .poll_as(&id, requested, owner, may_adopt)
+        .await?
+    else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
     // Serializing our own item cannot fail; if it somehow did, dropping `claimed` requeues.

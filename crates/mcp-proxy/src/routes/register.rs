@@ -3,6 +3,7 @@
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
+use axum::Extension;
 use axum::Json;
 use bytes::Bytes;
 use mcp_protocol::wire::{
@@ -10,12 +11,14 @@ use mcp_protocol::wire::{
 };
 
 use super::{session_id, wire_body, SessionQuery};
+use crate::auth::Grant;
 use crate::{AppState, Error};
 
 /// Registers a server; a body without `capabilities` (the seed's) makes a legacy registration.
 /// An empty body is taken as the seed's.
 pub(crate) async fn register(
     State(state): State<AppState>,
+    grant: Option<Extension<Grant>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<RegisterResponse>, Error> {
     let body = wire_body(body, state.config().max_body_bytes)?;
@@ -29,7 +32,17 @@ pub(crate) async fn register(
             "\"type\" must be \"{SERVER_TYPE}\""
         )));
     }
-    let session_id = state.broker.register(&req)?;
+    // A server token reaches only its pools: no one joins `alpha` with `beta`'s token.
+    if let Some(Extension(grant)) = &grant {
+        let pool = req.name.as_deref().unwrap_or_default();
+        if !grant.names.allows(pool) {
+            tracing::info!(token = %grant.id.fingerprint(), pool, "refused: server token not bound to this pool");
+            return Err(Error::ServerUnauthorized);
+        }
+    }
+    let session_id = state
+        .broker
+        .register_as(&req, grant.map(|Extension(g)| g.id))?;
     Ok(Json(RegisterResponse {
         session_id,
         poll_endpoint: POLL_PATH.to_owned(),
@@ -40,9 +53,13 @@ pub(crate) async fn register(
 /// Deregisters: pending requests fail at once (502), held polls end with 404. 204.
 pub(crate) async fn deregister(
     State(state): State<AppState>,
+    grant: Option<Extension<Grant>>,
     query: Result<Query<SessionQuery>, QueryRejection>,
 ) -> Result<StatusCode, Error> {
     let id = session_id(query)?;
+    state
+        .broker
+        .check_owner(&id, grant.as_ref().map(|Extension(g)| &g.id))?;
     state.broker.deregister(&id)?;
     Ok(StatusCode::NO_CONTENT)
 }
