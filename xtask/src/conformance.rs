@@ -84,24 +84,14 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
             }
         }
     }
-    let began = Instant::now();
     match run_suite(url, scenario.as_deref(), &suite) {
-        Ok(true) => {
-            println!("conformance: OK ({:.1}s)", began.elapsed().as_secs_f64());
-            ExitCode::SUCCESS
-        }
+        Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
-            println!(
-                "conformance: FAILED ({:.1}s)",
-                began.elapsed().as_secs_f64()
-            );
+            eprintln!("conformance: FAILED (a scenario not passing is not listed, or a listed one passes)");
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!(
-                "conformance: error: {e} ({:.1}s)",
-                began.elapsed().as_secs_f64()
-            );
+            eprintln!("conformance: error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -196,14 +186,18 @@ fn run_suite(url: Option<String>, scenario: Option<&str>, suite: &str) -> Result
     }
     let count = |o| rows.iter().filter(|r| r.outcome == o).count();
     println!(
-        "\n{} scenarios: {} passed, {} warned, {} failed, {} expected to fail; suite ran {:.1}s; full output in {}",
+        "\n{} scenarios ({} warned, {} listed as expected failures); suite ran {:.1}s; full output in {}",
         rows.len(),
-        count(Outcome::Pass),
         count(Outcome::Warn),
-        count(Outcome::Fail),
         expected.len(),
         took.as_secs_f64(),
         log.display()
+    );
+    // The plain closing line CI reads: scenarios passing, and not passing (listed or not).
+    println!(
+        "conformance: {} passed, {} failed",
+        count(Outcome::Pass),
+        rows.len() - count(Outcome::Pass)
     );
     Ok(ok)
 }
