@@ -12,6 +12,7 @@ mod proxy {
     mod pools;
     mod routing;
     mod seed_compat;
+    mod stateless;
     mod talkback;
     mod tls;
     mod trouble;

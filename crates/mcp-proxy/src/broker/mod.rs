@@ -833,17 +833,29 @@ impl State {
                 let pool = pools
                     .get_mut(&sub.pool)
                     .ok_or_else(|| pool_error(&sub.pool))?;
-                if sub.stateless_era
-                    && !pool.members.iter().any(|m| {
-                        registrations
-                            .get(m)
-                            .is_some_and(|r| r.speaks(STATELESS_ERA))
-                    })
-                {
+                let speaks = |m: &String| {
+                    registrations
+                        .get(m)
+                        .is_some_and(|r| r.speaks(STATELESS_ERA))
+                };
+                if sub.stateless_era && !pool.members.iter().any(speaks) {
                     return Err(Error::UnsupportedProtocolVersion);
                 }
-                pool.sticky_member(registrations)
-                    .ok_or_else(|| pool_error(&sub.pool))?
+                let sticky = pool
+                    .sticky_member(registrations)
+                    .ok_or_else(|| pool_error(&sub.pool))?;
+                if sub.stateless_era && !speaks(&sticky) {
+                    // A mixed pool: a stateless request goes to a member that speaks its era
+                    // (the least loaded, healthy ones first), leaving stickiness alone.
+                    let pick = pool.members.iter().filter(|m| speaks(m)).min_by_key(|m| {
+                        registrations
+                            .get(*m)
+                            .map_or((true, usize::MAX), |r| (r.is_suspect(), r.outstanding))
+                    });
+                    pick.cloned().ok_or_else(|| pool_error(&sub.pool))?
+                } else {
+                    sticky
+                }
             }
         };
         let reg = self.registrations.get(&target).expect("checked above");

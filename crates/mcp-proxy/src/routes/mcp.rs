@@ -1,5 +1,9 @@
 //! `/mcp` and `/servers/{name}/mcp`: MCP Streamable HTTP (2025-11-25), plus stateless-era
-//! (2026-07-28) requests, which need no session.
+//! (2026-07-28) requests, which need no session. The era is decided per request
+//! ([`classify_request`]): a 2026-07-28 request has its `MCP-Protocol-Version`, `Mcp-Method`
+//! and `Mcp-Name` headers checked against its body (400 -32020), is routed without a session,
+//! gets the spec's statuses on errors (404 for an unknown method) and is cancelled when its
+//! response is closed; GET and DELETE of that era get 405.
 //!
 //! - `POST`: one JSON-RPC message. A request is answered as JSON or as an SSE stream (the
 //!   client's `Accept` decides; SSE when both are allowed, so progress and requests to the
@@ -22,9 +26,12 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt;
 use mcp_protocol::jsonrpc::Message;
+use mcp_protocol::jsonrpc::{ErrorCode, RequestId, Response as RpcResponse};
 use mcp_protocol::streamable::{
-    accepts_event_stream, header_version, is_valid_session_id, negotiate_post, ResponseMode,
-    EVENT_STREAM, KEEP_ALIVE, LAST_EVENT_ID_HEADER, PROTOCOL_VERSION_HEADER, SESSION_ID_HEADER,
+    accepts_event_stream, classify_request, header_version, is_valid_session_id, negotiate_post,
+    stateless_error_status, Era, RequestRefusal, ResponseMode, RoutingHeaders, EVENT_STREAM,
+    KEEP_ALIVE, LAST_EVENT_ID_HEADER, METHOD_HEADER, NAME_HEADER, PROTOCOL_VERSION_HEADER,
+    SESSION_ID_HEADER,
 };
 use mcp_protocol::wire::is_valid_pool_name;
 use serde_json::Value;
@@ -108,6 +115,69 @@ fn version(headers: &HeaderMap) -> Result<&str, Error> {
         .map_err(|e| Error::BadVersionHeader(e.0))
 }
 
+/// A request refused before routing (400 with -32020, or -32022 naming the supported versions).
+fn refused(id: RequestId, refusal: &RequestRefusal) -> Response {
+    tracing::debug!(%refusal, "2026-07-28 request refused");
+    let body = RpcResponse::error(Some(id), refusal.to_error_object());
+    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+}
+
+/// 405 for a GET or DELETE of the stateless era (it has no session and no GET stream).
+fn stateless_method(headers: &HeaderMap) -> Option<Response> {
+    let version = header(headers, PROTOCOL_VERSION_HEADER)?.trim();
+    mcp_protocol::version::is_stateless(version)
+        .then(|| (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")]).into_response())
+}
+
+/// The HTTP status of a final answer to a stateless-era request, by its error code: the
+/// spec's (404 for -32601, 400 for bad params), or the proxy's own (503, 504, 502).
+fn stateless_status(code: Option<i64>) -> StatusCode {
+    let Some(code) = code.and_then(|c| i32::try_from(c).ok()).map(ErrorCode) else {
+        return StatusCode::OK;
+    };
+    let proxy_status = match code {
+        ErrorCode::NO_SERVER => Some(StatusCode::SERVICE_UNAVAILABLE),
+        ErrorCode::REQUEST_TIMEOUT => Some(StatusCode::GATEWAY_TIMEOUT),
+        ErrorCode::SERVER_GONE => Some(StatusCode::BAD_GATEWAY),
+        _ => None,
+    };
+    proxy_status
+        .or_else(|| stateless_error_status(code).and_then(|s| StatusCode::from_u16(s).ok()))
+        .unwrap_or(StatusCode::OK)
+}
+
+/// The error code of a JSON-RPC answer, if it is an error.
+fn error_code(answer: &str) -> Option<i64> {
+    #[derive(serde::Deserialize)]
+    struct View {
+        error: Option<Code>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Code {
+        code: i64,
+    }
+    serde_json::from_str::<View>(answer)
+        .ok()?
+        .error
+        .map(|e| e.code)
+}
+
+/// The JSON-RPC answer an SSE event carries, when the event is a final answer (not progress,
+/// a log message or a request to the client).
+fn final_answer(event: &str) -> Option<String> {
+    let data: Vec<&str> = event
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| d.strip_prefix(' ').unwrap_or(d))
+        .collect();
+    let data = data.join("\n");
+    let v: Value = serde_json::from_str(&data).ok()?;
+    let is_answer = v.get("method").is_none()
+        && v.get("id").is_some()
+        && (v.get("result").is_some() || v.get("error").is_some());
+    is_answer.then_some(data)
+}
+
 async fn post(
     state: AppState,
     pool: String,
@@ -120,9 +190,30 @@ async fn post(
         _ => None,
     };
     let fail = |e: Error| e.with_id(id.clone());
+    let era = match &message {
+        Message::Request(r) => {
+            let routing = RoutingHeaders {
+                protocol_version: header(&headers, PROTOCOL_VERSION_HEADER),
+                method: header(&headers, METHOD_HEADER),
+                name: header(&headers, NAME_HEADER),
+            };
+            match classify_request(routing, &r.method, r.params.as_ref()) {
+                Ok(era) => era,
+                Err(refusal) => return Ok(refused(r.id.clone(), &refusal)),
+            }
+        }
+        _ => Era::Handshake,
+    };
     let version = version(&headers).map_err(fail)?;
-    let stateless = version == STATELESS_ERA || message.method() == Some("server/discover");
-    let session = session_header(&headers).map_err(fail)?;
+    // A 2026-07-28 request (or notification) has no session: any `Mcp-Session-Id` is ignored.
+    let stateless_era = era == Era::Stateless
+        || (!matches!(message, Message::Request(_)) && version == STATELESS_ERA);
+    let stateless = stateless_era || message.method() == Some("server/discover");
+    let session = if stateless_era {
+        None
+    } else {
+        session_header(&headers).map_err(fail)?
+    };
     let broker = &state.broker;
 
     let request = match message {
@@ -164,12 +255,26 @@ async fn post(
     let session_to_send = session.as_deref().filter(|_| minted);
 
     if mode == ResponseMode::Sse {
-        let attached = broker.submit_streamed(sub, id.clone()).map_err(forget)?;
-        return Ok(sse_response(
-            attached,
-            state.config().sse_keep_alive,
-            session_to_send,
-        ));
+        let mut attached = broker.submit_streamed(sub, id.clone()).map_err(forget)?;
+        let keep_alive = state.config().sse_keep_alive;
+        if !stateless_era {
+            return Ok(sse_response(attached, keep_alive, session_to_send, None));
+        }
+        // A stateless stream cannot be resumed: no priming event. The answer is JSON unless
+        // something comes before it (progress, a log message), so errors keep their HTTP status
+        // (404 for an unknown method); a silent wait past the keep-alive interval commits to SSE
+        // so comments hold the connection open. Dropping `attached` (the client went away)
+        // cancels the request.
+        attached.take_initial();
+        let first = match tokio::time::timeout(keep_alive, attached.next()).await {
+            Ok(Some(event)) => event,
+            Ok(None) | Err(_) => return Ok(sse_response(attached, keep_alive, None, None)),
+        };
+        if let Some(answer) = final_answer(&first) {
+            let status = stateless_status(error_code(&answer));
+            return Ok(super::message::json_response(status, answer));
+        }
+        return Ok(sse_response(attached, keep_alive, None, Some(first)));
     }
 
     let mut waiter = broker.submit(sub).map_err(forget)?.expect("a request");
@@ -180,11 +285,15 @@ async fn post(
         Err(_) => return Err(forget(Error::RequestTimeout)),
     };
     drop(waiter);
+    let code = stateless_era.then(|| error_code(answer.get())).flatten();
     let failed_init = minted
         && serde_json::from_str::<Value>(answer.get()).map_or(true, |v| v.get("error").is_some());
     let notification_method = request.method.starts_with("notifications/");
     let mut response =
         client_answer(answer, &id, notification_method, session.is_some()).map_err(forget)?;
+    if stateless_era && response.status() == StatusCode::OK {
+        *response.status_mut() = stateless_status(code);
+    }
     if let Some(s) = &session {
         // The server forgot the session (404) or refused to open it: so does the proxy.
         if response.status() == StatusCode::NOT_FOUND || failed_init {
@@ -218,6 +327,9 @@ fn submission(
 }
 
 fn get(state: AppState, headers: HeaderMap) -> Result<Response, RpcError> {
+    if let Some(refused) = stateless_method(&headers) {
+        return Ok(refused);
+    }
     let fail = |e: Error| e.with_id(None);
     if !accepts_event_stream(header(&headers, header::ACCEPT.as_str())) {
         return Err(fail(Error::NotAcceptable));
@@ -230,10 +342,18 @@ fn get(state: AppState, headers: HeaderMap) -> Result<Response, RpcError> {
         .broker
         .open_stream(&session, header(&headers, LAST_EVENT_ID_HEADER))
         .map_err(fail)?;
-    Ok(sse_response(attached, state.config().sse_keep_alive, None))
+    Ok(sse_response(
+        attached,
+        state.config().sse_keep_alive,
+        None,
+        None,
+    ))
 }
 
 fn delete(state: AppState, headers: HeaderMap) -> Result<Response, RpcError> {
+    if let Some(refused) = stateless_method(&headers) {
+        return Ok(refused);
+    }
     let fail = |e: Error| e.with_id(None);
     let session = session_header(&headers)
         .map_err(fail)?
@@ -248,10 +368,17 @@ fn set_session_header(response: &mut Response, session: &str) {
     }
 }
 
-/// An SSE response fed by an attached stream: the replayed and priming events, then live
-/// events until the stream ends, with a keep-alive comment whenever it has been quiet.
-fn sse_response(mut attached: Attached, keep_alive: Duration, session: Option<&str>) -> Response {
-    let initial = attached.take_initial();
+/// An SSE response fed by an attached stream: the replayed and priming events (then `first`,
+/// an event already taken off it), then live events until the stream ends, with a keep-alive
+/// comment whenever it has been quiet.
+fn sse_response(
+    mut attached: Attached,
+    keep_alive: Duration,
+    session: Option<&str>,
+    first: Option<String>,
+) -> Response {
+    let mut initial = attached.take_initial();
+    initial.extend(first);
     let keep_alive = keep_alive.max(Duration::from_millis(10));
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -454,7 +454,9 @@ async fn the_era_probe_fails_fast_on_mcp() {
     let proxy = Proxy::start(test_config()).await;
     let _server = FakeServer::register(&proxy, None, &["2025-11-25"]).await;
     let http = client();
-    let discover = json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover"});
+    let discover = json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                  "io.modelcontextprotocol/clientCapabilities": {}}}});
     let resp = http
         .post(proxy.url("/mcp"))
         .header("accept", BOTH)

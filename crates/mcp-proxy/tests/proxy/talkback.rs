@@ -311,17 +311,22 @@ async fn under_2026_07_28_closing_the_stream_cancels_at_the_server() {
     let proxy = Proxy::start(test_config()).await;
     let server = FakeServer::register(&proxy, None, &["2025-11-25", "2026-07-28"]).await;
     let http = client();
+    let mut call = echo(json!("c-9"), "x");
+    call["params"]["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                                     "io.modelcontextprotocol/clientCapabilities": {}});
     let resp = http
         .post(proxy.url("/mcp"))
         .header("accept", BOTH)
         .header("mcp-protocol-version", "2026-07-28")
         .header("mcp-method", "tools/call")
-        .body(echo(json!("c-9"), "x").to_string())
+        .header("mcp-name", "echo")
+        .body(call.to_string())
         .send()
         .await
         .unwrap();
-    let mut sse = Sse::new(resp);
-    sse.priming().await;
+    // Silent past the keep-alive interval: the answer commits to SSE (without a priming
+    // event: a stateless stream cannot be resumed).
+    let sse = Sse::new(resp);
     let item = server.next_item(&proxy).await;
     assert!(
         item.get("client_session").is_none(),
