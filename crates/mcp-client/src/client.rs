@@ -121,6 +121,9 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// Sent as `Authorization: Bearer <token>` when set.
     pub token: Option<String>,
+    /// PEM certificates (one or more) trusted for `https://` besides the built-in public
+    /// roots: the CA of a private deployment, or a self-signed proxy certificate.
+    pub ca_cert: Option<String>,
     /// The protocol version offered in `initialize`.
     pub protocol_version: String,
     /// Who this client says it is.
@@ -144,6 +147,7 @@ impl std::fmt::Debug for ClientOptions {
         f.debug_struct("ClientOptions")
             .field("timeout", &self.timeout)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("ca_cert", &self.ca_cert.is_some())
             .field("protocol_version", &self.protocol_version)
             .field("client_info", &self.client_info)
             .field("transport", &self.transport)
@@ -159,6 +163,7 @@ impl Default for ClientOptions {
         ClientOptions {
             timeout: Duration::from_secs(330),
             token: None,
+            ca_cert: None,
             protocol_version: version::LATEST_HANDSHAKE.to_owned(),
             client_info: Implementation::new("mcp-client", env!("CARGO_PKG_VERSION")),
             transport: None,
@@ -242,11 +247,21 @@ impl Client {
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .default_headers(headers)
             .timeout(options.timeout)
-            .tcp_nodelay(true)
-            .build()?;
+            .tcp_nodelay(true);
+        if let Some(pem) = &options.ca_cert {
+            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                .map_err(|e| invalid(format!("CA certificate: {e}")))?;
+            if certs.is_empty() {
+                return Err(invalid("CA certificate: no PEM CERTIFICATE block".into()));
+            }
+            for cert in certs {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http.build()?;
         Ok(Client {
             http,
             endpoint,

@@ -27,6 +27,10 @@ struct Cli {
     /// Bearer token for the proxy.
     #[arg(long, env = "MCP_CLIENT_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// PEM file of the CA (or self-signed certificate) to trust for https://, besides the
+    /// built-in public roots: for private deployments.
+    #[arg(long, env = "MCP_CLIENT_CA_CERT", value_name = "PATH")]
+    ca_cert: Option<std::path::PathBuf>,
     /// Seconds to wait for each answer.
     #[arg(long, default_value_t = 330)]
     timeout: u64,
@@ -115,6 +119,13 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let options = ClientOptions {
         timeout: Duration::from_secs(cli.timeout),
         token: cli.token.clone(),
+        ca_cert: match &cli.ca_cert {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+            ),
+            None => None,
+        },
         transport: match cli.transport {
             TransportArg::Auto => None,
             TransportArg::Message => Some(Transport::Message),

@@ -139,14 +139,8 @@ impl ReverseClient {
             reason: reason.to_owned(),
         };
         let base = Url::parse(&config.proxy_url).map_err(|e| invalid(&e.to_string()))?;
-        match base.scheme() {
-            "http" => {}
-            "https" => {
-                return Err(invalid(
-                    "https is not supported by this build yet; use http",
-                ))
-            }
-            _ => return Err(invalid("the scheme must be http")),
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(invalid("the scheme must be http or https"));
         }
         if let Some(name) = &config.server_name {
             if !wire::is_valid_pool_name(name) {
@@ -179,8 +173,8 @@ impl ReverseClient {
             .default_headers(headers)
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10))
-            .pool_max_idle_per_host(config.held_polls as usize * 2 + 8)
-            .build()?;
+            .pool_max_idle_per_host(config.held_polls as usize * 2 + 8);
+        let http = crate::config::trust_pem(http, config.ca_cert_pem.as_deref())?.build()?;
         let service: Arc<dyn Service> = Arc::new(service);
         let (session_tx, session_rx) = mpsc::channel(SESSION_QUEUE);
         let sink: SessionSink = Arc::new(move |session: &str, message: Message| {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 /// How the reverse client reaches the proxy. The first six fields and their defaults are the
 /// seed's `mcp::reverse_client::configuration`.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Configuration {
     /// The proxy's base URL, e.g. `http://proxy.example.com:9000` (required).
     pub proxy_url: String,
@@ -22,6 +22,9 @@ pub struct Configuration {
     pub server_name: Option<String>,
     /// Sent as `Authorization: Bearer <token>` when set.
     pub auth_token: Option<String>,
+    /// PEM certificates (one or more) trusted for an `https://` proxy besides the built-in
+    /// public roots: the CA of a private deployment, or a self-signed proxy certificate.
+    pub ca_cert_pem: Option<String>,
     /// How many polls to keep open at all times (the proxy's liveness signal).
     pub held_polls: u32,
     /// How long a graceful shutdown waits for requests in flight before deregistering.
@@ -40,6 +43,7 @@ impl Configuration {
             retry_delay_seconds: 5,
             server_name: None,
             auth_token: None,
+            ca_cert_pem: None,
             held_polls: 4,
             shutdown_grace: Duration::from_secs(10),
         }
@@ -57,9 +61,57 @@ impl Configuration {
         self
     }
 
+    /// Trusts the PEM certificates in `pem` for an `https://` proxy (besides the public roots).
+    pub fn with_ca_cert_pem(mut self, pem: impl Into<String>) -> Self {
+        self.ca_cert_pem = Some(pem.into());
+        self
+    }
+
     /// Keeps `n` polls open.
     pub fn with_held_polls(mut self, n: u32) -> Self {
         self.held_polls = n;
         self
     }
+}
+
+impl std::fmt::Debug for Configuration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Configuration")
+            .field("proxy_url", &self.proxy_url)
+            .field("register_endpoint", &self.register_endpoint)
+            .field("poll_endpoint", &self.poll_endpoint)
+            .field("response_endpoint", &self.response_endpoint)
+            .field("poll_timeout_seconds", &self.poll_timeout_seconds)
+            .field("retry_delay_seconds", &self.retry_delay_seconds)
+            .field("server_name", &self.server_name)
+            // The token is a credential: never in logs.
+            .field(
+                "auth_token",
+                &self.auth_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("ca_cert_pem", &self.ca_cert_pem.is_some())
+            .field("held_polls", &self.held_polls)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .finish()
+    }
+}
+
+/// Adds the PEM certificates in `pem` to `builder`'s trusted roots.
+pub(crate) fn trust_pem(
+    builder: reqwest::ClientBuilder,
+    pem: Option<&str>,
+) -> Result<reqwest::ClientBuilder, crate::Error> {
+    let Some(pem) = pem else {
+        return Ok(builder);
+    };
+    let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+        .map_err(|e| crate::Error::InvalidConfig(format!("CA certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(crate::Error::InvalidConfig(
+            "CA certificate: no PEM CERTIFICATE block found".into(),
+        ));
+    }
+    Ok(certs
+        .into_iter()
+        .fold(builder, |b, cert| b.add_root_certificate(cert)))
 }

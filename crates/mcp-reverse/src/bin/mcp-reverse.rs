@@ -50,6 +50,20 @@ struct Cli {
     )]
     token: Option<String>,
 
+    /// PEM file of the CA (or self-signed certificate) to trust for an https:// proxy, besides
+    /// the built-in public roots: for private deployments.
+    #[arg(long, env = "MCP_REVERSE_CA_CERT", value_name = "PATH")]
+    ca_cert: Option<std::path::PathBuf>,
+
+    /// PEM file of a CA to trust for an https:// --upstream, besides the public roots.
+    #[arg(
+        long,
+        env = "MCP_REVERSE_UPSTREAM_CA_CERT",
+        value_name = "PATH",
+        requires = "upstream"
+    )]
+    upstream_ca_cert: Option<std::path::PathBuf>,
+
     /// A local Streamable HTTP MCP endpoint to publish, instead of a command.
     #[arg(long, value_name = "URL", conflicts_with_all = ["command", "session_mode"])]
     upstream: Option<String>,
@@ -134,12 +148,24 @@ async fn run(cli: Cli) -> Result<(), mcp_reverse::Error> {
     config.poll_timeout_seconds = cli.poll_timeout;
     config.retry_delay_seconds = cli.retry_delay;
     config.shutdown_grace = seconds(cli.shutdown_grace, "--shutdown-grace")?;
+    let read_pem = |path: &std::path::Path| {
+        std::fs::read_to_string(path).map_err(|e| {
+            mcp_reverse::Error::InvalidConfig(format!("cannot read {}: {e}", path.display()))
+        })
+    };
+    if let Some(path) = &cli.ca_cert {
+        config.ca_cert_pem = Some(read_pem(path)?);
+    }
 
     let stop = CancellationToken::new();
     tokio::spawn(cancel_on_signal(stop.clone()));
 
     if let Some(url) = &cli.upstream {
-        let bridge = UpstreamBridge::new(UpstreamConfig::new(url))?;
+        let mut upstream = UpstreamConfig::new(url);
+        if let Some(path) = &cli.upstream_ca_cert {
+            upstream.ca_cert_pem = Some(read_pem(path)?);
+        }
+        let bridge = UpstreamBridge::new(upstream)?;
         info!(upstream = %url, "publishing a Streamable HTTP MCP server");
         return serve(ReverseClient::with_service(bridge, config)?, stop).await;
     }

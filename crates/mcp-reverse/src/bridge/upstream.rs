@@ -30,6 +30,8 @@ pub struct UpstreamConfig {
     pub url: String,
     /// The longest wait for one answer (tools can be slow; the proxy has its own timeout).
     pub request_timeout: Duration,
+    /// PEM certificates trusted for an `https://` upstream besides the public roots.
+    pub ca_cert_pem: Option<String>,
 }
 
 impl UpstreamConfig {
@@ -38,6 +40,7 @@ impl UpstreamConfig {
         UpstreamConfig {
             url: url.into(),
             request_timeout: Duration::from_secs(600),
+            ca_cert_pem: None,
         }
     }
 }
@@ -99,17 +102,17 @@ impl UpstreamBridge {
     pub fn new(config: UpstreamConfig) -> Result<UpstreamBridge, Error> {
         let url = Url::parse(&config.url)
             .map_err(|e| Error::InvalidConfig(format!("upstream URL {:?}: {e}", config.url)))?;
-        if url.scheme() != "http" {
+        if !matches!(url.scheme(), "http" | "https") {
             return Err(Error::InvalidConfig(format!(
-                "upstream URL {:?}: the scheme must be http (a local server)",
+                "upstream URL {:?}: the scheme must be http or https",
                 config.url
             )));
         }
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10))
-            .timeout(config.request_timeout)
-            .build()?;
+            .timeout(config.request_timeout);
+        let http = crate::config::trust_pem(http, config.ca_cert_pem.as_deref())?.build()?;
         Ok(UpstreamBridge {
             inner: Arc::new(Inner {
                 http,

@@ -6,4 +6,5 @@ mod common;
 mod embedded;
 mod interop;
 mod stdio;
+mod tls;
 mod upstream;
