@@ -3,8 +3,9 @@
 //!
 //! Each SDK is installed once at a pinned version under `target/interop/` (a Python venv, an
 //! npm folder) and reused while the pin holds. The client scripts live in `xtask/interop/`:
-//! each runs initialize, tools/list and tools/call echo, printing PASS/FAIL per check. This
-//! workspace's own `mcp-client` then makes the same checks.
+//! each runs initialize, tools/list and tools/call echo, printing PASS/FAIL per check. The
+//! Python SDK then runs `python_client_2026.py` (its 2026-07-28 modes, and auto mode falling
+//! back to `initialize`). This workspace's own `mcp-client` then makes the same checks.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -118,6 +119,22 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
             &format!("{} against {endpoint}", sdk.name),
             &mut results,
             || run_client(&sdk.name, program, leading, &endpoint),
+        );
+    }
+    // The Python SDK's `Client` in its 2026-07-28 modes through our proxy: the default auto
+    // mode (discover probe), mode "2026-07-28", and auto mode's fallback to `initialize` on a
+    // pool with no 2026-07-28 member (the script registers that member itself, so only
+    // against the proxy this command started).
+    let python = runners
+        .iter()
+        .find(|(sdk, _)| sdk.name.starts_with("python"));
+    if let (Some((sdk, (program, _))), true) = (python, _stack.is_some()) {
+        let script = procs::workspace_root().join("xtask/interop/python_client_2026.py");
+        let leading = [script.to_string_lossy().into_owned()];
+        timed(
+            &format!("{} 2026-07-28 modes against {endpoint}", sdk.name),
+            &mut results,
+            || run_client(&sdk.name, program, &leading, &endpoint),
         );
     }
     // This workspace's own client, held to the same three checks.

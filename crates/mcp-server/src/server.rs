@@ -594,10 +594,24 @@ impl Server {
             outbound,
             pending: Arc::clone(&self.inner.pending),
         };
+        let cacheable = matches!(
+            request.method.as_str(),
+            methods::TOOLS_LIST
+                | methods::PROMPTS_LIST
+                | methods::RESOURCES_LIST
+                | methods::RESOURCES_TEMPLATES_LIST
+                | methods::RESOURCES_READ
+        );
         let mut result = self.run(session_id, request, ctx, Era::Stateless).await?;
         if let Value::Object(obj) = &mut result {
             obj.entry("resultType")
                 .or_insert_with(|| ResultType::COMPLETE.into());
+            if cacheable {
+                // 2026-07-28 requires caching directives on these results: immediately stale and
+                // private, since a list may depend on who asks.
+                obj.entry("ttlMs").or_insert_with(|| 0.into());
+                obj.entry("cacheScope").or_insert_with(|| "private".into());
+            }
         }
         Ok(result)
     }

@@ -70,6 +70,11 @@ async fn stateless_requests_need_no_handshake_or_session() {
     let result = ok(&r);
     assert_eq!(result["resultType"], "complete");
     assert!(!result["tools"].as_array().unwrap().is_empty());
+    // A cacheable list carries the era's caching directives: immediately stale, private.
+    assert_eq!(
+        (&result["ttlMs"], &result["cacheScope"]),
+        (&json!(0), &json!("private"))
+    );
 
     let r = ask(
         &server,
@@ -83,6 +88,10 @@ async fn stateless_requests_need_no_handshake_or_session() {
     .await;
     assert_eq!(text(ok(&r)), "x");
     assert_eq!(ok(&r)["resultType"], "complete");
+    assert!(
+        ok(&r).get("ttlMs").is_none(),
+        "a tool call is not cacheable"
+    );
     assert_eq!(server.session_count(), 0);
 }
 
