@@ -5,6 +5,7 @@
 //! - `bench`: latency, throughput and idle cost of every path to the same tool.
 //! - `e2e`: the seed's walkthrough and the fault scenarios, as real processes on loopback.
 //! - `interop`: the official Python and TypeScript SDK clients through the proxy.
+//! - `conformance`: the official MCP conformance suite against the proxy's `/mcp`.
 
 mod bench;
 mod conformance;
