@@ -31,8 +31,10 @@ pub fn wait_cancel_observed() -> usize {
 ///   the text it got;
 /// - `elicit` (`message`): asks the user for a `name` (`elicitation/create`) and answers with
 ///   `{"action": ..., "content": ...}` as JSON text;
-/// - `wait_cancel` (`seconds`, default 600): waits until cancelled; when its token fires it
-///   logs "wait_cancel observed cancellation" and counts it ([`wait_cancel_observed`]).
+/// - `wait_cancel` (`seconds`, default 600): sends the client the info log message
+///   `{"message": "wait_cancel started", "requestId": <its id>}`, then waits until cancelled;
+///   when its token fires it logs "wait_cancel observed cancellation" (tracing) and counts it
+///   ([`wait_cancel_observed`]).
 pub fn register_seed_tools(server: &Server, test_tools: bool) {
     server.register_tool(
         tool_builder("get_time")
@@ -187,6 +189,11 @@ fn register_talk_back_tools(server: &Server) {
             // The server drops a cancelled handler's future; the guard sees the token on drop.
             let _observer = CancelObserver::new(&ctx);
             tracing::info!("wait_cancel started");
+            // Tells the client the handler runs, and which id `notifications/cancelled` names.
+            ctx.log(
+                LoggingLevel::Info,
+                json!({"message": "wait_cancel started", "requestId": ctx.request_id()}),
+            );
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_secs_f64(seconds)) => {
                     Ok(CallToolResult::text("never cancelled"))

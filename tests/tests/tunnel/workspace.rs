@@ -1,4 +1,4 @@
-//! Whole-workspace checks that no single crate can make.
+//! Whole-workspace checks that no single crate can make: wire shapes shared by the seed and us.
 
 use mcp_protocol::wire::{RegisterRequest, SessionIdKind};
 
