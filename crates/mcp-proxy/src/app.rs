@@ -57,7 +57,15 @@ pub fn router(state: AppState) -> Router {
         .merge(reverse_client_routes(&state.config().auth))
         .merge(message_routes(&state.config().auth))
         .route("/healthz", get(routes::health::healthz))
-        .route("/servers", get(routes::servers::servers))
+        .merge(
+            // Pool names and load are for operators: a client token for every pool (`*`).
+            Router::new()
+                .route("/servers", get(routes::servers::servers))
+                .route_layer(middleware::from_fn_with_state(
+                    state.config().auth.clone(),
+                    auth::require_operator,
+                )),
+        )
         .layer(DefaultBodyLimit::max(body_limit))
         // The span names the path only: session ids travel in the query string.
         .layer(

@@ -300,6 +300,23 @@ pub(crate) async fn require_client(State(auth): State<Auth>, req: Request, next:
     }
 }
 
+/// Middleware of operator routes (`GET /servers`): when client auth is on, a client token
+/// whose names are `*` (a token bound to some pools must not learn the others' names).
+pub(crate) async fn require_operator(
+    State(auth): State<Auth>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match auth.check(TokenKind::Client, req.headers()) {
+        Ok(None) => next.run(req).await,
+        Ok(Some(grant)) if *grant.names == Names::Any => next.run(req).await,
+        Ok(Some(_)) | Err(_) => {
+            info!(path = %req.uri().path(), "refused: operator route needs a client token for `*`");
+            Error::Unauthorized.into_response()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

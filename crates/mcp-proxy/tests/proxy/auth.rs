@@ -150,6 +150,20 @@ async fn missing_or_wrong_token_is_401_on_every_route() {
     assert_eq!(poll(&owner, &proxy, &session, 0).await.0, 204);
     let health = nobody.get(proxy.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
+    // The operator's view of the pools needs a client token for every pool.
+    for (token, status) in [
+        (None, 401),
+        (Some(CLIENT_ALPHA), 401),
+        (Some(SERVER_ANY), 401),
+        (Some(CLIENT_ANY), 200),
+    ] {
+        let resp = client_with(token)
+            .get(proxy.url("/servers"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "{token:?}");
+    }
     proxy.stop().await;
 }
 
