@@ -5,7 +5,8 @@
 //! npm folder) and reused while the pin holds. The client scripts live in `xtask/interop/`:
 //! each runs initialize, tools/list and tools/call echo, printing PASS/FAIL per check. The
 //! Python SDK then runs `python_client_2026.py` (its 2026-07-28 modes, and auto mode falling
-//! back to `initialize`). This workspace's own `mcp-client` then makes the same checks.
+//! back to `initialize`) and `python_client_talkback.py` (a progress callback, a logging
+//! callback, and a sampling callback answering a tool's request through the proxy). This workspace's own `mcp-client` then makes the same checks.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -136,6 +137,16 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
             &mut results,
             || run_client(&sdk.name, program, &leading, &endpoint),
         );
+        // Talk-back through the tunnel: progress and a log line reach the SDK's callbacks, and
+        // its sampling callback answers the `sample` test tool's request (the reverse server
+        // this command started has `--test-tools`).
+        let script = procs::workspace_root().join("xtask/interop/python_client_talkback.py");
+        let leading = [script.to_string_lossy().into_owned()];
+        timed(
+            &format!("{} progress and sampling against {endpoint}", sdk.name),
+            &mut results,
+            || run_client(&sdk.name, program, &leading, &endpoint),
+        );
     }
     // This workspace's own client, held to the same three checks.
     if only.as_deref().is_none_or(|o| o == "rust") {
@@ -165,7 +176,7 @@ fn start_stack() -> Result<(Proc, Proc, String), String> {
     let reverse = Proc::spawn(
         "reverse_server_example",
         &procs::binary("examples/reverse_server_example"),
-        &[&url],
+        &[&url, "--test-tools"],
     )?;
     procs::wait_registrations(&url, 1, START)?;
     Ok((proxy, reverse, url))
