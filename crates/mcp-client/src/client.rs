@@ -42,6 +42,10 @@ const ACCEPT_BOTH: &str = "application/json, text/event-stream";
 /// message in between, before the client gives up resuming it.
 const MAX_RESUMES: u32 = 5;
 
+/// The longest life of the session's GET stream: it idles for hours by design, so
+/// [`ClientOptions::timeout`] (meant for one answer) does not apply to it.
+const SESSION_STREAM_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
 /// How long to wait before resuming a stream when the server gave no `retry:` field.
 const DEFAULT_RETRY: Duration = Duration::from_millis(500);
 
@@ -604,12 +608,14 @@ impl Client {
     /// Opens the session's own stream (`GET` with `Accept: text/event-stream`), where the server
     /// sends what belongs to no request: list changes, resource updates, log lines, and its
     /// requests while the client takes JSON answers. Returns once the server has accepted the
-    /// stream; read it with [`ServerStream::next`], or hand it to [`Client::listen`].
+    /// stream; read it with [`ServerStream::next`], or hand it to [`Client::listen`]. The
+    /// stream ends after a day at the latest; open it again to go on listening.
     pub async fn open_stream(&self) -> Result<ServerStream, Error> {
         let req = self
             .http
             .get(self.endpoint.clone())
-            .header(ACCEPT, EVENT_STREAM);
+            .header(ACCEPT, EVENT_STREAM)
+            .timeout(SESSION_STREAM_LIFETIME);
         let (req, had_session) = self.with_session(req);
         let resp = req.send().await?;
         match resp.status() {
