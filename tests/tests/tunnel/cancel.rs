@@ -76,6 +76,28 @@ async fn under_2025_11_25_notifications_cancelled_reaches_the_handler_and_a_drop
 }
 
 #[tokio::test]
+async fn ending_the_session_cancels_its_running_handlers() {
+    let stack = Stack::start().await;
+    let client = Arc::new(client(&stack.proxy.mcp(), Default::default()).await);
+    let call = {
+        let client = client.clone();
+        tokio::spawn(async move { client.call_tool("hold", json!({})).await })
+    };
+    let (_, token) = stack.held.call(1).await;
+    // DELETE on /mcp: the proxy sends the registration `session_closed`, the server drops the
+    // session and cancels what it runs.
+    client.close().await.unwrap();
+    fires(&token, "the session ended").await;
+    let answer = tokio::time::timeout(DEADLINE, call).await.unwrap().unwrap();
+    assert!(answer.is_err(), "{answer:?}");
+    wait_for("the server forgetting the session", || {
+        stack.server.session_count() == 0
+    })
+    .await;
+    stack.stop().await;
+}
+
+#[tokio::test]
 async fn the_demo_wait_cancel_tool_observes_its_cancellation() {
     let stack = Stack::start().await;
     let (options, notes) = recording();
