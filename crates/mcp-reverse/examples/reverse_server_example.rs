@@ -6,7 +6,8 @@
 //! cargo run -p mcp-reverse --example reverse_server_example -- http://localhost:9000 --name alpha --test-tools
 //! ```
 //!
-//! `--test-tools` adds `sleep` (argument `seconds`), which answers when done: for fault tests.
+//! `--test-tools` adds the test tools of `mcp_server::demo::register_seed_tools`: `sleep` for
+//! fault tests, and `progress`, `sample`, `elicit` and `wait_cancel` for talk-back tests.
 
 use clap::Parser;
 use mcp_reverse::{Configuration, ReverseClient};
@@ -24,7 +25,7 @@ struct Args {
     /// Bearer token for the proxy.
     #[arg(long, env = "MCP_REVERSE_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Also offer `sleep`, for fault tests.
+    /// Also offer the test tools (`sleep`, `progress`, `sample`, `elicit`, `wait_cancel`).
     #[arg(long)]
     test_tools: bool,
     /// Polls to keep open.
@@ -85,7 +86,7 @@ async fn shutdown_signal() {
 
 fn build_server(test_tools: bool) -> Server {
     let server = Server::new(ServerConfig::new("Reverse MCP Server", "1.0.0"));
-    // The seed's three tools (and `sleep` with --test-tools), shared with mcp-server's
+    // The seed's three tools (and the test tools with --test-tools), shared with mcp-server's
     // direct_server example so both serve exactly the same code.
     demo::register_seed_tools(&server, test_tools);
     server
