@@ -250,41 +250,52 @@ impl Broker {
             let hold = requested.unwrap_or(cfg.poll_timeout).min(cap);
             (reg.notify.clone(), reg.generation, hold)
         };
-        let _open = OpenPoll {
+        let mut open = OpenPoll {
             broker: self,
             session_id,
             generation,
+            end: PollEnd::Dropped,
         };
         let deadline = tokio::time::Instant::now() + hold;
-        loop {
-            let notified = notify.notified();
-            tokio::pin!(notified);
-            {
-                let mut st = self.lock();
-                if st.shutting_down {
-                    return Ok(None);
+        // Not reached when hyper drops this future (the peer closed the connection): the
+        // guard then marks the registration suspect (see `Registration::is_suspect`).
+        let result = async {
+            loop {
+                let notified = notify.notified();
+                tokio::pin!(notified);
+                {
+                    let mut st = self.lock();
+                    if st.shutting_down {
+                        return Ok(None);
+                    }
+                    if let Some(entry) = st.claim(session_id, generation)? {
+                        return Ok(Some(Claimed {
+                            broker: self.clone(),
+                            session_id: session_id.to_owned(),
+                            generation,
+                            entry: Some(entry),
+                        }));
+                    }
+                    if hold.is_zero() {
+                        return Ok(None);
+                    }
+                    // Registered as a waiter before the lock is released, so an item queued in
+                    // between cannot be missed.
+                    notified.as_mut().enable();
                 }
-                if let Some(entry) = st.claim(session_id, generation)? {
-                    return Ok(Some(Claimed {
-                        broker: self.clone(),
-                        session_id: session_id.to_owned(),
-                        generation,
-                        entry: Some(entry),
-                    }));
+                tokio::select! {
+                    _ = &mut notified => {}
+                    _ = tokio::time::sleep_until(deadline) => return Ok(None),
+                    _ = self.inner.shutdown.cancelled() => return Ok(None),
                 }
-                if hold.is_zero() {
-                    return Ok(None);
-                }
-                // Registered as a waiter before the lock is released, so an item queued in
-                // between cannot be missed.
-                notified.as_mut().enable();
-            }
-            tokio::select! {
-                _ = &mut notified => {}
-                _ = tokio::time::sleep_until(deadline) => return Ok(None),
-                _ = self.inner.shutdown.cancelled() => return Ok(None),
             }
         }
+        .await;
+        open.end = match &result {
+            Ok(Some(_)) => PollEnd::Item,
+            _ => PollEnd::Empty,
+        };
+        result
     }
 
     /// Takes a server's `/response`: a final answer, an interim or a session message.
@@ -512,10 +523,19 @@ impl Broker {
             sessions,
             ..
         } = &mut *st;
-        let member = pools
-            .get(pool)
-            .and_then(|p| p.least_loaded(registrations))
-            .ok_or_else(|| pool_error(pool))?;
+        let pool_ref = pools.get(pool).ok_or_else(|| pool_error(pool))?;
+        // Counting is O(sessions), paid once per `initialize`, not per request.
+        let mut per_member: HashMap<&str, usize> = HashMap::new();
+        for s in sessions.values() {
+            if pool_ref.members.contains(&s.registration) {
+                *per_member.entry(s.registration.as_str()).or_default() += 1;
+            }
+        }
+        let member = pool_ref
+            .least_loaded_for_session(registrations, &per_member)
+            .ok_or_else(|| pool_error(pool))?
+            .clone();
+        let member = &member;
         let generation = registrations[member].generation;
         let id = new_client_session_id();
         sessions.insert(
@@ -1227,6 +1247,19 @@ struct OpenPoll<'a> {
     broker: &'a Broker,
     session_id: &'a str,
     generation: u64,
+    /// How the poll ended; `Dropped` until it returns.
+    end: PollEnd,
+}
+
+/// How a held poll ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PollEnd {
+    /// Hyper dropped it: its connection closed (or the server died).
+    Dropped,
+    /// It returned an item.
+    Item,
+    /// It returned nothing (its hold ended): its server was alive all along.
+    Empty,
 }
 
 impl Drop for OpenPoll<'_> {
@@ -1240,6 +1273,14 @@ impl Drop for OpenPoll<'_> {
             let now = Instant::now();
             reg.open_polls = reg.open_polls.saturating_sub(1);
             reg.last_activity = now;
+            match self.end {
+                // Suspect until it proves alive or the grace decides.
+                PollEnd::Dropped => {
+                    reg.suspect_until = Some(now + self.broker.inner.config.liveness_grace)
+                }
+                PollEnd::Empty => reg.suspect_until = None,
+                PollEnd::Item => {}
+            }
             if reg.open_polls == 0 {
                 reg.no_polls_since = now;
             }

@@ -4,6 +4,7 @@
 //!
 //! Also the operator's view of the pools (`GET /servers`): [`PoolInfo`] and [`MemberInfo`].
 
+use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -22,35 +23,54 @@ pub(crate) struct Pool {
 
 impl Pool {
     /// The member with the fewest outstanding requests (the earliest on ties), preferring
-    /// members not [suspect](Registration::is_suspect): one whose held polls all closed is
-    /// most likely dead, and work sent there would wait for the grace and then fail.
+    /// members not [suspect](Registration::is_suspect): one whose polls were dropped with
+    /// their connections is most likely dead, and work sent there would wait for the grace
+    /// and then fail.
     pub(crate) fn least_loaded<'a>(
         &'a self,
         registrations: &HashMap<String, Registration>,
     ) -> Option<&'a String> {
+        self.least_loaded_for_session(registrations, &HashMap::new())
+    }
+
+    /// [`Pool::least_loaded`] for a new client session: ties go to the member with the fewest
+    /// client sessions pinned, so sessions opened one after another on an idle pool spread.
+    pub(crate) fn least_loaded_for_session<'a>(
+        &'a self,
+        registrations: &HashMap<String, Registration>,
+        sessions_per_member: &HashMap<&str, usize>,
+    ) -> Option<&'a String> {
         self.members.iter().min_by_key(|m| {
+            let sessions = sessions_per_member.get(m.as_str()).copied().unwrap_or(0);
             registrations
                 .get(*m)
-                .map_or((true, usize::MAX), |r| (r.is_suspect(), r.outstanding))
+                .map_or((true, true, Reverse(None), usize::MAX, usize::MAX), |r| {
+                    // Among suspects, one that is only busy beats one whose connections
+                    // dropped, then the one that had a poll open most recently.
+                    let since = r.is_suspect().then_some(r.no_polls_since);
+                    (
+                        r.is_suspect(),
+                        r.is_tainted(),
+                        Reverse(since),
+                        r.outstanding,
+                        sessions,
+                    )
+                })
         })
     }
 
     /// The member for sessionless traffic: the sticky one, or a new pick that becomes sticky.
-    /// A suspect sticky member gives way when a healthy member exists.
+    /// A suspect sticky member gives way to the best pick (which may be itself).
     pub(crate) fn sticky_member(
         &mut self,
         registrations: &HashMap<String, Registration>,
     ) -> Option<String> {
-        let pick = self.least_loaded(registrations)?.clone();
         if let Some(s) = &self.sticky {
-            match registrations.get(s) {
-                Some(r) if !r.is_suspect() => return Some(s.clone()),
-                Some(_) if registrations.get(&pick).is_some_and(|p| p.is_suspect()) => {
-                    return Some(s.clone());
-                }
-                _ => {}
+            if registrations.get(s).is_some_and(|r| !r.is_suspect()) {
+                return Some(s.clone());
             }
         }
+        let pick = self.least_loaded(registrations)?.clone();
         self.sticky = Some(pick.clone());
         Some(pick)
     }
@@ -159,8 +179,8 @@ pub struct MemberInfo {
     pub client_sessions: usize,
     /// It takes the pool's sessionless traffic.
     pub sticky: bool,
-    /// It declared held polls but has none open: probably dead, avoided for new work until a
-    /// poll reopens or the grace ends.
+    /// It declared held polls and has none open, or one was dropped with its connection
+    /// within the grace: probably dead, avoided for new work while a healthy member exists.
     pub suspect: bool,
     /// MCP versions it declared.
     pub protocol_versions: Vec<String>,

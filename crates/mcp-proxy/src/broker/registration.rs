@@ -37,6 +37,10 @@ pub(crate) struct Registration {
     pub(crate) last_activity: Instant,
     /// When it registered (or was re-adopted).
     pub(crate) registered_at: Instant,
+    /// A poll was dropped with its connection: it is suspect until then (the end of the
+    /// liveness grace), unless a poll returns empty first. Polls that open meanwhile do not
+    /// clear it: requests the dead server sent just before it died are still read.
+    pub(crate) suspect_until: Option<Instant>,
     /// Pending requests routed here (queued or handed over).
     pub(crate) outstanding: usize,
     /// Pending requests handed to a poll and not yet answered.
@@ -64,6 +68,7 @@ impl Registration {
             no_polls_since: now,
             last_activity: now,
             registered_at: now,
+            suspect_until: None,
             outstanding: 0,
             in_flight: 0,
         }
@@ -79,11 +84,19 @@ impl Registration {
         self.capabilities.as_ref().map_or(0, |c| c.held_polls)
     }
 
-    /// Whether it looks dead: it declared held polls and has none open (its connections
-    /// closed, or it has not polled yet). New work avoids it while a healthy member exists;
-    /// the sweeper removes it once the grace passes without a poll.
+    /// Whether it looks dead: it declared held polls and has none open, or one of its polls
+    /// was dropped with its connection within the grace ([`Registration::is_tainted`]). New
+    /// work avoids a suspect member while a healthy one exists; the sweeper removes it once
+    /// the grace passes without a poll.
     pub(crate) fn is_suspect(&self) -> bool {
-        self.held_polls() > 0 && self.open_polls == 0
+        self.held_polls() > 0 && (self.open_polls == 0 || self.is_tainted())
+    }
+
+    /// A poll was dropped with its connection and nothing has proved it alive since: a
+    /// stronger sign of death than having no poll open, which a busy server shows for a
+    /// moment whenever all its polls just returned items.
+    pub(crate) fn is_tainted(&self) -> bool {
+        self.suspect_until.is_some_and(|t| Instant::now() < t)
     }
 
     /// Whether items should carry `client_session`.

@@ -159,6 +159,22 @@ async fn new_sessions_go_to_the_member_with_fewest_outstanding_requests() {
 }
 
 #[tokio::test]
+async fn sessions_opened_one_after_another_on_an_idle_pool_spread() {
+    let proxy = Proxy::start(test_config()).await;
+    let _a = FakeServer::register(&proxy, Some("p"), &[]).await;
+    let _b = FakeServer::register(&proxy, Some("p"), &[]).await;
+    for _ in 0..4 {
+        proxy.state.broker.open_session("p").unwrap();
+    }
+    let p = pool(&proxy, Some("p")).unwrap();
+    assert_eq!(
+        (p.members[0].client_sessions, p.members[1].client_sessions),
+        (2, 2)
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
 async fn a_pool_fails_over_to_the_survivor_without_a_gap() {
     // A long grace: the dead member stays registered (suspect) for the whole test, which
     // shows that new work avoids it before the proxy declares it dead.
@@ -172,6 +188,8 @@ async fn a_pool_fails_over_to_the_survivor_without_a_gap() {
         pool(&proxy, Some("p")).unwrap().members[0].polls_open == 2
     })
     .await;
+    // A client session on `a`, opened before `b` joins.
+    let cs = proxy.state.broker.open_session("p").unwrap();
     let b = ModernServer::spawn(&proxy, Some("p"), 2).await;
     wait_until("b's polls", || async {
         pool(&proxy, Some("p")).unwrap().members[1].polls_open == 2
@@ -179,8 +197,7 @@ async fn a_pool_fails_over_to_the_survivor_without_a_gap() {
     .await;
     let http = client();
     let url = proxy.url("/servers/p/message");
-    // A client session and the sessionless traffic both land on `a` (ties: earliest).
-    let cs = proxy.state.broker.open_session("p").unwrap();
+    // The sessionless traffic lands on `a` too (ties: the earliest).
     let wait_call = {
         let (http, url) = (http.clone(), url.clone());
         tokio::spawn(async move {
