@@ -24,15 +24,19 @@ use tracing::{info, info_span, warn, Level};
 
 use crate::auth::{self, Auth};
 use crate::broker::Broker;
+use crate::limits::{self, RateLimiter};
+use crate::metrics::{self, Metrics};
 use crate::routes;
 use crate::tls::TlsListener;
 use crate::{Config, Error};
 
-/// What every handler shares: the broker (which owns the configuration).
+/// What every handler shares: the broker (which owns the configuration) and the metrics.
 #[derive(Clone, Debug)]
 pub struct AppState {
     /// The session broker.
     pub broker: Broker,
+    /// Counters and histograms for `/metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -40,6 +44,7 @@ impl AppState {
     pub fn new(config: Config) -> Self {
         AppState {
             broker: Broker::new(config),
+            metrics: Arc::new(Metrics::new()),
         }
     }
 
@@ -52,6 +57,7 @@ impl AppState {
 /// The proxy's routes. No router-wide timeout: polls are held for tens of seconds.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config().max_body_bytes;
+    let limiter = RateLimiter::new(state.config().server_rate, state.config().client_rate);
     Router::new()
         .merge(mcp_routes(state.config()))
         .merge(reverse_client_routes(&state.config().auth))
@@ -61,17 +67,31 @@ pub fn router(state: AppState) -> Router {
             // Pool names and load are for operators: a client token for every pool (`*`).
             Router::new()
                 .route("/servers", get(routes::servers::servers))
+                .route("/metrics", get(metrics::serve))
                 .route_layer(middleware::from_fn_with_state(
                     state.config().auth.clone(),
                     auth::require_operator,
                 )),
         )
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(limiter, limits::rate_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::measure,
+        ))
         // The span names the path only: session ids travel in the query string.
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request| {
-                    info_span!("http", method = %req.method(), path = %req.uri().path())
+                    // `request_id` is the proxy's id of the forwarded request, recorded by
+                    // the broker in the client's span, the poll's and the answer's: one call
+                    // can be followed from client to server and back.
+                    info_span!(
+                        "http",
+                        method = %req.method(),
+                        path = %req.uri().path(),
+                        request_id = tracing::field::Empty,
+                    )
                 })
                 // 502/503/504 are answers about servers, not proxy failures; the routes log
                 // them at the right level themselves.
@@ -256,7 +276,8 @@ pub async fn serve_with_state(
     let reloader = state.config().auth.spawn_reloader(shutdown.child_token());
     let sweeper = state.broker.spawn_sweeper(shutdown.child_token());
     let broker = state.broker.clone();
-    let app = router(state);
+    // The peer address is the rate limiter's key for callers without a token.
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let signal = {
         let shutdown = shutdown.clone();
         async move {
@@ -278,8 +299,9 @@ pub async fn serve_with_state(
             drain_until(server.into_future(), &shutdown, drain).await
         }
         Some(tls) => {
+            // `tap_io` (a no-op here) gives the listener axum's `ConnectInfo` support.
+            let listener = TlsListener::new(listener, &tls)?.tap_io(|_| {});
             // The TLS listener sets TCP_NODELAY itself, before the handshake.
-            let listener = TlsListener::new(listener, &tls)?;
             let server = axum::serve(listener, app).with_graceful_shutdown(signal);
             drain_until(server.into_future(), &shutdown, drain).await
         }

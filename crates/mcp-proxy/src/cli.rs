@@ -8,6 +8,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::auth::{Auth, TokenKind, TokenSet};
 use crate::config::{self, Config};
+use crate::limits::Rate;
 use crate::tls::TlsConfig;
 use crate::Error;
 
@@ -160,6 +161,38 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, env = "MCP_PROXY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Requests per second each caller may make on the client routes (/message, /mcp,
+    /// /servers/...), sustained. A caller is its bearer token, else its IP address. Above it:
+    /// 429 with Retry-After. 0 turns the limit off.
+    #[arg(long, env = "MCP_PROXY_RATE_LIMIT", value_name = "PER_SEC", default_value_t = config::DEFAULT_CLIENT_RATE.per_second)]
+    pub rate_limit: f64,
+
+    /// Requests each caller may make at once on the client routes, above the sustained rate.
+    #[arg(long, env = "MCP_PROXY_RATE_BURST", value_name = "N", default_value_t = config::DEFAULT_CLIENT_RATE.burst)]
+    pub rate_burst: u32,
+
+    /// Requests per second each caller may make on /register, /poll and /response: a budget
+    /// of their own, so clients cannot starve servers. 0 turns the limit off.
+    #[arg(long, env = "MCP_PROXY_SERVER_RATE_LIMIT", value_name = "PER_SEC", default_value_t = config::DEFAULT_SERVER_RATE.per_second)]
+    pub server_rate_limit: f64,
+
+    /// Requests each caller may make at once on the reverse-client routes.
+    #[arg(long, env = "MCP_PROXY_SERVER_RATE_BURST", value_name = "N", default_value_t = config::DEFAULT_SERVER_RATE.burst)]
+    pub server_rate_burst: u32,
+
+    /// Pending requests one registered server may have (queued or being handled); a client's
+    /// next request to it gets 503 until some are answered.
+    #[arg(long, env = "MCP_PROXY_MAX_PENDING", value_name = "N", default_value_t = config::DEFAULT_MAX_PENDING_PER_REGISTRATION)]
+    pub max_pending: usize,
+
+    /// Polls one registered server may hold open at once; the next poll gets 429.
+    #[arg(long, env = "MCP_PROXY_MAX_POLLS", value_name = "N", default_value_t = config::DEFAULT_MAX_POLLS_PER_REGISTRATION)]
+    pub max_polls: usize,
+
+    /// Registrations one server token may have at once (with auth on); the next gets 429.
+    #[arg(long, env = "MCP_PROXY_MAX_REGISTRATIONS_PER_TOKEN", value_name = "N", default_value_t = config::DEFAULT_MAX_REGISTRATIONS_PER_TOKEN)]
+    pub max_registrations_per_token: usize,
 }
 
 /// A secret given on the command line; its `Debug` hides it.
@@ -186,6 +219,8 @@ pub enum LogFormat {
     Text,
     /// Compact single-line records (no colours), for log collectors.
     Compact,
+    /// One JSON object per line (timestamp, level, target, fields, spans), for log shippers.
+    Json,
 }
 
 /// Parses seconds, fractions allowed (`30`, `0.25`).
@@ -252,6 +287,17 @@ impl Cli {
             cors_origins: self.cors_origins.clone(),
             sse_keep_alive: self.sse_keep_alive,
             session_idle: self.session_idle,
+            client_rate: Rate {
+                per_second: self.rate_limit,
+                burst: self.rate_burst,
+            },
+            server_rate: Rate {
+                per_second: self.server_rate_limit,
+                burst: self.server_rate_burst,
+            },
+            max_pending_per_registration: self.max_pending,
+            max_polls_per_registration: self.max_polls,
+            max_registrations_per_token: self.max_registrations_per_token,
             ..Config::default()
         }
     }

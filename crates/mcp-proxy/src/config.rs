@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::auth::Auth;
+use crate::limits::Rate;
 use crate::tls::TlsConfig;
 
 /// Default poll hold when the poll names no `timeout` (and the cap for legacy registrations).
@@ -23,6 +24,24 @@ pub const DEFAULT_SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 pub const DEFAULT_SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Default idle time after which a client session on `/mcp` ends.
 pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
+
+/// Default request rate per client caller (token, else address) on client routes.
+pub const DEFAULT_CLIENT_RATE: Rate = Rate {
+    per_second: 1000.0,
+    burst: 2000,
+};
+/// Default request rate per caller on `/register`, `/poll`, `/response`: their own budget,
+/// generous, since every forwarded request costs a server one poll and one answer.
+pub const DEFAULT_SERVER_RATE: Rate = Rate {
+    per_second: 10_000.0,
+    burst: 20_000,
+};
+/// Default pending requests one registration may have (queued or handed over).
+pub const DEFAULT_MAX_PENDING_PER_REGISTRATION: usize = 1024;
+/// Default polls one registration may hold open at once.
+pub const DEFAULT_MAX_POLLS_PER_REGISTRATION: usize = 64;
+/// Default registrations one server token may have at once (auth on).
+pub const DEFAULT_MAX_REGISTRATIONS_PER_TOKEN: usize = 256;
 
 /// Everything the proxy can be told; [`Config::default`] is what the CLI starts from.
 #[derive(Clone, Debug)]
@@ -56,6 +75,16 @@ pub struct Config {
     pub auth: Auth,
     /// Serve HTTPS with this certificate; `None` serves plain HTTP.
     pub tls: Option<TlsConfig>,
+    /// Request rate per caller on client routes (429 with Retry-After above it).
+    pub client_rate: Rate,
+    /// Request rate per caller on the reverse-client routes, a budget of their own.
+    pub server_rate: Rate,
+    /// Pending requests one registration may have; a client's next one gets 503.
+    pub max_pending_per_registration: usize,
+    /// Polls one registration may hold open; the next poll gets 429.
+    pub max_polls_per_registration: usize,
+    /// Registrations one server token may have at once (auth on); the next gets 429.
+    pub max_registrations_per_token: usize,
 }
 
 impl Default for Config {
@@ -74,6 +103,11 @@ impl Default for Config {
             session_idle: DEFAULT_SESSION_IDLE,
             auth: Auth::off(),
             tls: None,
+            client_rate: DEFAULT_CLIENT_RATE,
+            server_rate: DEFAULT_SERVER_RATE,
+            max_pending_per_registration: DEFAULT_MAX_PENDING_PER_REGISTRATION,
+            max_polls_per_registration: DEFAULT_MAX_POLLS_PER_REGISTRATION,
+            max_registrations_per_token: DEFAULT_MAX_REGISTRATIONS_PER_TOKEN,
         }
     }
 }

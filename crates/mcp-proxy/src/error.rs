@@ -110,6 +110,17 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// Reverse-client route: the caller's request rate is over its budget (429, Retry-After),
+    /// or a registration holds as many polls or a token as many registrations as allowed.
+    #[error("rate limited: {0}")]
+    RateLimited(&'static str),
+    /// Client route: the caller's request rate is over its budget (429, Retry-After).
+    #[error("too many requests")]
+    ClientRateLimited,
+    /// Client route: the registration the message goes to has as many pending requests as
+    /// allowed (503).
+    #[error("server busy: too many pending requests")]
+    QueueFull,
     /// The TLS certificate or key cannot be used.
     #[error("TLS {path}: {reason}")]
     Tls {
@@ -124,7 +135,10 @@ impl Error {
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::NoServer { .. } | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Error::NoServer { .. } | Error::ShuttingDown | Error::QueueFull => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Error::RateLimited(_) | Error::ClientRateLimited => StatusCode::TOO_MANY_REQUESTS,
             Error::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             Error::ServerGone | Error::InvalidServerResponse(_) => StatusCode::BAD_GATEWAY,
             Error::UnknownClientSession | Error::UnknownSession | Error::UnknownRequest => {
@@ -206,7 +220,16 @@ impl Error {
                 ErrorCode::SERVER_ERROR,
                 "unauthorized: a valid client token for this server is required (Authorization: Bearer)",
             ),
+            Error::ClientRateLimited => ErrorObject::new(
+                ErrorCode::SERVER_ERROR,
+                "too many requests: retry after the number of seconds in Retry-After",
+            ),
+            Error::QueueFull => ErrorObject::new(
+                ErrorCode::SERVER_ERROR,
+                "server busy: too many pending requests, retry later",
+            ),
             Error::UnknownSession
+            | Error::RateLimited(_)
             | Error::UnknownRequest
             | Error::InvalidBody(_)
             | Error::InvalidQuery(_)
@@ -244,6 +267,7 @@ impl Error {
                 "a valid server token for this server name and registration is required (Authorization: Bearer)"
                     .to_owned(),
             ),
+            Error::RateLimited(what) => (WireErrorCode::RateLimited, (*what).to_owned()),
             other => (WireErrorCode::Other, other.to_string()),
         };
         WireError::new(code, message)

@@ -23,6 +23,8 @@
 //! - [`tls`]: rustls from PEM files and the TLS listener (docs/security.md).
 //! - [`cli`]: the `mcp-proxy` command line (clap), which builds a [`Config`].
 //! - [`error`]: [`Error`], the crate's one error type, and how it looks on the wire.
+//! - [`limits`]: request-rate limits per caller (429 with Retry-After).
+//! - [`metrics`]: Prometheus text at `/metrics`, and the middleware that measures routes.
 //!
 //! # Example
 //! Start a proxy in-process on an ephemeral port, then stop it:
@@ -48,6 +50,8 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod limits;
+pub mod metrics;
 mod routes;
 pub mod tls;
 

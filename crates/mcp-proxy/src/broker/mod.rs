@@ -162,6 +162,16 @@ impl Broker {
             new_legacy_id()
         };
         let mut st = self.lock();
+        if let Some(owner) = &owner {
+            let held = st
+                .registrations
+                .values()
+                .filter(|r| r.owner.as_ref() == Some(owner))
+                .count();
+            if held >= self.inner.config.max_registrations_per_token {
+                return Err(Error::RateLimited("too many registrations for this token"));
+            }
+        }
         st.insert_registration(id.clone(), pool, req.capabilities.clone());
         if let Some(reg) = st.registrations.get_mut(&id) {
             reg.owner = owner;
@@ -240,6 +250,11 @@ impl Broker {
             if reg.owner != owner {
                 return Err(Error::ServerUnauthorized);
             }
+            if reg.open_polls >= cfg.max_polls_per_registration {
+                return Err(Error::RateLimited(
+                    "too many polls open for this registration",
+                ));
+            }
             reg.open_polls += 1;
             reg.last_activity = Instant::now();
             let cap = if reg.is_modern() {
@@ -269,6 +284,9 @@ impl Broker {
                         return Ok(None);
                     }
                     if let Some(entry) = st.claim(session_id, generation)? {
+                        if let Some(id) = &entry.pending {
+                            tracing::Span::current().record("request_id", id.as_str());
+                        }
                         return Ok(Some(Claimed {
                             broker: self.clone(),
                             session_id: session_id.to_owned(),
@@ -333,6 +351,7 @@ impl Broker {
                 request_id,
                 response,
             } => {
+                tracing::Span::current().record("request_id", request_id.as_str());
                 if st.owns(&request_id, session_id, generation) {
                     let pending = st.take_pending(&request_id).expect("owned above");
                     st.answered
@@ -882,12 +901,16 @@ impl State {
         if sub.client_session.is_some() && sub.stateless_era && !reg.speaks(STATELESS_ERA) {
             return Err(Error::UnsupportedProtocolVersion);
         }
+        if reg.outstanding >= config.max_pending_per_registration {
+            return Err(Error::QueueFull);
+        }
         let request_id = self.queue_request(
             &target,
             sub.message,
             sub.client_session.clone(),
             sub.headers,
         );
+        tracing::Span::current().record("request_id", request_id.as_str());
         let p = self.pending.get_mut(&request_id).expect("just queued");
         p.waiter = waiter;
         p.client_id = client_id;
