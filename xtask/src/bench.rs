@@ -356,7 +356,18 @@ fn bench(options: &Options) -> Result<(), String> {
     let mut proxy = spawn_unlimited(
         "mcp-proxy",
         &procs::release_binary("mcp-proxy"),
-        &["--listen", "127.0.0.1", "--port", "0"],
+        // The bench measures the path, not the rate limiter: its per-caller default (1000/s)
+        // would turn the load generator's calls into 429s.
+        &[
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--rate-limit",
+            "0",
+            "--server-rate-limit",
+            "0",
+        ],
     )?;
     let proxy_url = proxy.wait_for_line(START, listening_url)?;
     let _reverse = Proc::spawn(

@@ -21,7 +21,8 @@ Usage: cargo xtask <TASK>
 Tasks:
   e2e      Build once, then run the proxy, a reverse server and the seed's client as real
            processes on free loopback ports: the seed's walkthrough, 200 concurrent calls,
-           a reverse server killed mid-call, and a proxy restart. Prints PASS/FAIL per
+           a reverse server killed mid-call, a proxy restart, two named servers side by
+           side, and a pool of two with one killed under load. Prints PASS/FAIL per
            scenario; exits non-zero if any fails.
   interop  Install the official MCP SDK clients at pinned versions under target/interop
            (Python `mcp` from PyPI in a venv, `@modelcontextprotocol/sdk` from npm; cached),
