@@ -64,9 +64,9 @@ pub struct RegisterRequest {
     /// Always `"mcp_server"`.
     #[serde(rename = "type", default = "server_type")]
     pub kind: String,
-    /// The server's clock, in seconds (informational).
+    /// The server's clock in units of its choosing (the seed sends a tick count); informational.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timestamp: Option<i64>,
+    pub timestamp: Option<serde_json::Number>,
     /// The pool to join; absent means the default pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -87,7 +87,7 @@ impl RegisterRequest {
     pub fn legacy(timestamp: i64) -> Self {
         RegisterRequest {
             kind: server_type(),
-            timestamp: Some(timestamp),
+            timestamp: Some(timestamp.into()),
             name: None,
             capabilities: None,
             extra: JsonObject::new(),

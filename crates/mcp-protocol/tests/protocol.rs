@@ -378,7 +378,10 @@ mod wire {
     fn seed_register_roundtrip_and_answer() {
         let r: RegisterRequest = roundtrip(json!({"type": "mcp_server", "timestamp": 1234567890}));
         assert!(!r.is_modern());
-        assert_eq!(r.timestamp, Some(1234567890));
+        assert_eq!(r.timestamp, Some(1234567890.into()));
+        // Informational only: a float or a huge tick count is not an error.
+        let r: RegisterRequest = roundtrip(json!({"type": "mcp_server", "timestamp": 1.5}));
+        assert!(r.timestamp.is_some());
         let a: RegisterResponse = roundtrip(json!({
             "session_id": "abc123...", "poll_endpoint": "/poll", "response_endpoint": "/response"
         }));

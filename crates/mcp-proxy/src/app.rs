@@ -180,7 +180,7 @@ impl HostGuard {
 
     fn allows(&self, host: Option<&str>, origin: Option<&str>) -> bool {
         // HTTP/1.0 requests may lack Host; they carry nothing a rebinding page could forge.
-        let host_ok = host.map_or(true, |h| self.hosts.allows_host(h));
+        let host_ok = host.is_none_or(|h| self.hosts.allows_host(h));
         let origin_ok = match origin {
             None => true,
             Some(o) => {

@@ -118,7 +118,8 @@ struct Registration {
 impl Registration {
     /// A short prefix for logs: the id is the registration's only credential.
     fn short(&self) -> &str {
-        &self.id[..self.id.len().min(8)]
+        // `get` rather than indexing: the id comes from the proxy and need not be ASCII.
+        self.id.get(..8).unwrap_or("?")
     }
 }
 
@@ -431,7 +432,7 @@ impl Inner {
                     match resp.bytes().await {
                         Ok(body) => match serde_json::from_slice::<PollItem>(&body) {
                             Ok(item) => self.dispatch(&registration, item, &handlers, &hard_stop),
-                            Err(e) => error!("unreadable poll item, dropped: {e}"),
+                            Err(e) => self.refuse_unreadable(&registration, &body, &e).await,
                         },
                         Err(e) => warn!("poll item lost while reading it: {e}"),
                     }
@@ -447,6 +448,33 @@ impl Inner {
                     }
                 }
             }
+        }
+    }
+
+    /// Answers a poll item this client cannot read with an error, when the item names its
+    /// request, so its client learns at once instead of waiting for the proxy's timeout.
+    async fn refuse_unreadable(
+        &self,
+        registration: &Registration,
+        body: &[u8],
+        why: &serde_json::Error,
+    ) {
+        let request_id = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.get("request_id")?.as_str().map(str::to_owned));
+        match request_id {
+            Some(request_id) => {
+                warn!("unreadable poll item ({why}); answering its request with an error");
+                let error = Response::error(
+                    None,
+                    ErrorObject::invalid_request(format!(
+                        "the server could not read this request: {why}"
+                    )),
+                );
+                self.post_final(registration, &request_id, Some(error))
+                    .await;
+            }
+            None => error!("unreadable poll item without a request id, dropped: {why}"),
         }
     }
 

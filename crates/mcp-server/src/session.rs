@@ -143,7 +143,7 @@ impl Session {
 
     /// Whether the client wants a log message of `level` (everything until it sets a level).
     pub(crate) fn wants_log(&self, level: LoggingLevel) -> bool {
-        self.log_level().map_or(true, |min| level >= min)
+        self.log_level().is_none_or(|min| level >= min)
     }
 
     /// The client was heard from.

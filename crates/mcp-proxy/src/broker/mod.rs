@@ -803,7 +803,7 @@ impl Broker {
             None => st.loose.get_mut(&stream.name),
         };
         let Some(state) = state else { return };
-        if !state.live.as_ref().is_some_and(|(c, _)| *c == conn) {
+        if state.live.as_ref().is_none_or(|(c, _)| *c != conn) {
             return; // finished, or taken over by a newer connection
         }
         state.live = None;
