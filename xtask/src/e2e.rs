@@ -54,77 +54,42 @@ pub(crate) fn run() -> ExitCode {
         .build()
         .expect("tokio runtime");
     let mut results = Vec::new();
-    let mut world = match timed("start proxy and reverse server", &mut results, || start(rt)) {
+    let mut world = match procs::timed("start proxy and reverse server", &mut results, || start(rt))
+    {
         Some(w) => w,
-        None => return summary(&results),
+        None => return procs::summary(&results, "scenarios", None),
     };
-    timed(
+    procs::timed(
         "seed walkthrough (proxy_client_example)",
         &mut results,
         || walkthrough(&world),
     );
-    timed(
+    procs::timed(
         "200 concurrent calls, each answer matches its question",
         &mut results,
         || concurrent_calls(&world, 200),
     );
-    timed(
+    procs::timed(
         "reverse server killed mid-call: client fails fast",
         &mut results,
         || killed_server(&mut world),
     );
-    timed(
+    procs::timed(
         "proxy restart: reverse server comes back by itself",
         &mut results,
         || proxy_restart(&mut world),
     );
-    timed(
+    procs::timed(
         "two named servers side by side, each reached by name",
         &mut results,
         || named_servers(&world),
     );
-    timed(
+    procs::timed(
         "pool of two, one killed mid-load: calls keep succeeding, pinned sessions re-initialize",
         &mut results,
         || pool_failover(&world),
     );
-    summary(&results)
-}
-
-fn timed<T>(
-    name: &str,
-    results: &mut Vec<bool>,
-    scenario: impl FnOnce() -> Result<T, String>,
-) -> Option<T> {
-    let start = Instant::now();
-    let outcome = scenario();
-    let took = start.elapsed().as_secs_f64();
-    match outcome {
-        Ok(v) => {
-            println!("PASS {name} ({took:.2}s)");
-            results.push(true);
-            Some(v)
-        }
-        Err(e) => {
-            println!("FAIL {name} ({took:.2}s): {e}");
-            results.push(false);
-            None
-        }
-    }
-}
-
-fn summary(results: &[bool]) -> ExitCode {
-    let failed = results.iter().filter(|ok| !**ok).count();
-    println!(
-        "\n{} scenarios, {} passed, {failed} failed",
-        results.len(),
-        results.len() - failed
-    );
-    if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    procs::summary(&results, "scenarios", None)
 }
 
 fn start_proxy(port: u16) -> Result<(Proc, String), String> {

@@ -89,7 +89,7 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
 
     let mut runners = Vec::new();
     for sdk in &sdks {
-        let ready = timed(&format!("install {}", sdk.name), &mut results, || {
+        let ready = procs::timed(&format!("install {}", sdk.name), &mut results, || {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             (sdk.setup)(&dir)
@@ -103,7 +103,7 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
     let mut _stack = None;
     let endpoint = match url {
         Some(url) => url,
-        None => match timed(
+        None => match procs::timed(
             "build, start mcp-proxy and reverse_server_example",
             &mut results,
             start_stack,
@@ -112,11 +112,11 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
                 _stack = Some((proxy, reverse));
                 format!("{base}/mcp")
             }
-            None => return summary(&results, began),
+            None => return procs::summary(&results, "steps", Some(began)),
         },
     };
     for (sdk, (program, leading)) in &runners {
-        timed(
+        procs::timed(
             &format!("{} against {endpoint}", sdk.name),
             &mut results,
             || run_client(&sdk.name, program, leading, &endpoint),
@@ -132,7 +132,7 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
     if let (Some((sdk, (program, _))), true) = (python, _stack.is_some()) {
         let script = procs::workspace_root().join("xtask/interop/python_client_2026.py");
         let leading = [script.to_string_lossy().into_owned()];
-        timed(
+        procs::timed(
             &format!("{} 2026-07-28 modes against {endpoint}", sdk.name),
             &mut results,
             || run_client(&sdk.name, program, &leading, &endpoint),
@@ -142,7 +142,7 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
         // this command started has `--test-tools`).
         let script = procs::workspace_root().join("xtask/interop/python_client_talkback.py");
         let leading = [script.to_string_lossy().into_owned()];
-        timed(
+        procs::timed(
             &format!("{} progress and sampling against {endpoint}", sdk.name),
             &mut results,
             || run_client(&sdk.name, program, &leading, &endpoint),
@@ -150,7 +150,7 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
     }
     // This workspace's own client, held to the same three checks.
     if only.as_deref().is_none_or(|o| o == "rust") {
-        timed(
+        procs::timed(
             &format!("rust (mcp-client) against {endpoint}"),
             &mut results,
             || rust_client(&endpoint),
@@ -160,7 +160,7 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
         reverse.terminate(Duration::from_secs(10));
         proxy.terminate(Duration::from_secs(10));
     }
-    summary(&results, began)
+    procs::summary(&results, "steps", Some(began))
 }
 
 /// Builds the binaries, starts the proxy on a free port and a reverse server behind it, and
@@ -354,41 +354,4 @@ fn output_of(program: &Path, args: &[&str]) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-fn timed<T>(
-    name: &str,
-    results: &mut Vec<bool>,
-    step: impl FnOnce() -> Result<T, String>,
-) -> Option<T> {
-    let start = Instant::now();
-    let outcome = step();
-    let took = start.elapsed().as_secs_f64();
-    match outcome {
-        Ok(v) => {
-            println!("PASS {name} ({took:.2}s)");
-            results.push(true);
-            Some(v)
-        }
-        Err(e) => {
-            println!("FAIL {name} ({took:.2}s): {e}");
-            results.push(false);
-            None
-        }
-    }
-}
-
-fn summary(results: &[bool], began: Instant) -> ExitCode {
-    let failed = results.iter().filter(|ok| !**ok).count();
-    println!(
-        "\n{} steps, {} passed, {failed} failed ({:.1}s)",
-        results.len(),
-        results.len() - failed,
-        began.elapsed().as_secs_f64()
-    );
-    if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
 }

@@ -260,6 +260,51 @@ pub(crate) fn listening_url(line: &str) -> Option<String> {
     Some(rest[..end].trim_end_matches('/').to_owned())
 }
 
+/// Runs one scenario or step, prints `PASS`/`FAIL` with its duration, and records the outcome.
+pub(crate) fn timed<T>(
+    name: &str,
+    results: &mut Vec<bool>,
+    step: impl FnOnce() -> Result<T, String>,
+) -> Option<T> {
+    let start = Instant::now();
+    let outcome = step();
+    let took = start.elapsed().as_secs_f64();
+    match outcome {
+        Ok(v) => {
+            println!("PASS {name} ({took:.2}s)");
+            results.push(true);
+            Some(v)
+        }
+        Err(e) => {
+            println!("FAIL {name} ({took:.2}s): {e}");
+            results.push(false);
+            None
+        }
+    }
+}
+
+/// Prints the tally of [`timed`] outcomes (`what` names them) and turns it into the exit code.
+pub(crate) fn summary(
+    results: &[bool],
+    what: &str,
+    began: Option<Instant>,
+) -> std::process::ExitCode {
+    let failed = results.iter().filter(|ok| !**ok).count();
+    let took = began.map_or(String::new(), |b| {
+        format!(" ({:.1}s)", b.elapsed().as_secs_f64())
+    });
+    println!(
+        "\n{} {what}, {} passed, {failed} failed{took}",
+        results.len(),
+        results.len() - failed
+    );
+    if failed == 0 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
