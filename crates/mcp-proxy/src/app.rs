@@ -57,7 +57,11 @@ impl AppState {
 /// The proxy's routes. No router-wide timeout: polls are held for tens of seconds.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config().max_body_bytes;
-    let limiter = RateLimiter::new(state.config().server_rate, state.config().client_rate);
+    let limiter = RateLimiter::new(
+        state.config().server_rate,
+        state.config().client_rate,
+        state.config().auth.clone(),
+    );
     Router::new()
         .merge(mcp_routes(state.config()))
         .merge(reverse_client_routes(&state.config().auth))

@@ -1,10 +1,19 @@
 //! Request-rate limits: a token bucket per caller and budget, answered with 429 and
 //! `Retry-After`.
 //!
-//! A caller is its bearer token when it presents one (hashed with a per-process random key:
-//! the token itself is never stored or logged), else its address. Reverse-client routes
-//! (`/register`, `/poll`, `/response`) have their own budget, so servers are never starved
-//! by clients sharing their address or token; `/healthz` and `/metrics` are not limited.
+//! A caller is its bearer token when that token is one the proxy has configured for the
+//! route's kind (keyed by the token's digest: the token itself is never stored or logged),
+//! else its address (an IPv6 address by its /64, what one host is usually given). Keying on
+//! *any* presented token would let a caller mint a fresh bucket per request by sending random
+//! tokens; checking the token costs one SHA-256 and a compare per configured token, the same
+//! work the auth check after this layer does. Reverse-client routes (`/register`, `/poll`,
+//! `/response`) have their own budget, so servers are never starved by clients sharing their
+//! address or token; `/healthz` and `/metrics` are not limited.
+//!
+//! The map of buckets is bounded: full (idle) buckets are swept out at most once per
+//! [`SWEEP_EVERY`] once there are more than [`SWEEP_ABOVE`], so no request pays for a sweep
+//! more often than that; and at [`MAX_BUCKETS`] a caller without a bucket shares one overflow
+//! bucket per budget until a sweep makes room.
 //!
 //! Our own layer rather than `tower::limit::RateLimitLayer` (one global rate, and it makes
 //! callers wait instead of answering 429) or `tower_governor` (its key extractors take the
@@ -12,10 +21,8 @@
 //! budgets chosen by route): the whole of it is one map of buckets under a mutex held for a
 //! few arithmetic operations.
 
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,6 +31,7 @@ use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::auth::{Auth, TokenId, TokenKind};
 use crate::Error;
 
 /// A sustained rate and the burst allowed above it.
@@ -42,8 +50,10 @@ impl Rate {
         burst: 0,
     };
 
+    /// Off for 0 and, defensively, for anything that is not a positive number (the CLI
+    /// refuses NaN and negatives; an embedder's `Config` is not checked).
     fn is_off(&self) -> bool {
-        self.per_second <= 0.0
+        self.per_second.is_nan() || self.per_second <= 0.0
     }
 }
 
@@ -56,13 +66,27 @@ enum Budget {
     Client,
 }
 
-/// Who is calling: a hashed bearer token, or an address.
+impl Budget {
+    /// The kind of token that opens this budget's routes.
+    fn token_kind(self) -> TokenKind {
+        match self {
+            Budget::Server => TokenKind::Server,
+            Budget::Client => TokenKind::Client,
+        }
+    }
+}
+
+/// Who is calling: a configured token, or an address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Caller {
-    Token(u64),
+    /// A valid token of the route's kind, by its digest.
+    Token(TokenId),
+    /// An address; IPv6 by its /64.
     Addr(IpAddr),
-    /// No token and no known address (an in-process router without connection info).
+    /// No valid token and no known address (an in-process router without connection info).
     Unknown,
+    /// Everyone without a bucket while the map is at [`MAX_BUCKETS`].
+    Overflow,
 }
 
 #[derive(Debug)]
@@ -72,53 +96,78 @@ struct Bucket {
 }
 
 /// Buckets kept before idle ones are swept out.
-const SWEEP_ABOVE: usize = 10_000;
+pub const SWEEP_ABOVE: usize = 10_000;
+/// The shortest interval between two sweeps: bounds the work any one request can cause.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// The most buckets kept (about 100 bytes each); callers beyond share an overflow bucket.
+pub const MAX_BUCKETS: usize = 100_000;
+
+#[derive(Debug)]
+struct Buckets {
+    map: HashMap<(Budget, Caller), Bucket>,
+    /// No sweep before this.
+    next_sweep: Instant,
+}
 
 /// The rate limiter shared by every request.
 #[derive(Debug)]
 pub(crate) struct RateLimiter {
     server: Rate,
     client: Rate,
-    hasher: RandomState,
-    buckets: Mutex<HashMap<(Budget, Caller), Bucket>>,
+    /// The configured tokens: only a valid one keys a bucket of its own.
+    auth: Auth,
+    buckets: Mutex<Buckets>,
 }
 
 impl RateLimiter {
-    /// A limiter with these budgets.
-    pub(crate) fn new(server: Rate, client: Rate) -> Arc<Self> {
+    /// A limiter with these budgets; `auth` tells configured tokens from made-up ones.
+    pub(crate) fn new(server: Rate, client: Rate, auth: Auth) -> Arc<Self> {
         Arc::new(RateLimiter {
             server,
             client,
-            hasher: RandomState::new(),
-            buckets: Mutex::new(HashMap::new()),
+            auth,
+            buckets: Mutex::new(Buckets {
+                map: HashMap::new(),
+                next_sweep: Instant::now(),
+            }),
         })
+    }
+
+    fn rate(&self, budget: Budget) -> Rate {
+        match budget {
+            Budget::Server => self.server,
+            Budget::Client => self.client,
+        }
     }
 
     /// Takes one request from the caller's bucket; `Err(wait)` when it is empty.
     fn take(&self, budget: Budget, caller: Caller, now: Instant) -> Result<(), Duration> {
-        let rate = match budget {
-            Budget::Server => self.server,
-            Budget::Client => self.client,
-        };
+        let rate = self.rate(budget);
         if rate.is_off() {
             return Ok(());
         }
         let capacity = f64::from(rate.burst.max(1));
-        // A plain mutex: a few float operations under it, never an `.await`.
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if buckets.len() > SWEEP_ABOVE {
+        // A plain mutex: arithmetic under it, never an `.await`; a sweep at most once per
+        // `SWEEP_EVERY`.
+        let mut guard = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let buckets = &mut *guard;
+        if buckets.map.len() > SWEEP_ABOVE && now >= buckets.next_sweep {
+            buckets.next_sweep = now + SWEEP_EVERY;
             // Full buckets carry no state worth keeping.
-            buckets.retain(|(b, _), bucket| {
-                let r = if *b == Budget::Server {
-                    self.server
-                } else {
-                    self.client
-                };
-                let refill = now.duration_since(bucket.updated).as_secs_f64() * r.per_second;
+            buckets.map.retain(|(b, _), bucket| {
+                let r = self.rate(*b);
+                let refill =
+                    now.saturating_duration_since(bucket.updated).as_secs_f64() * r.per_second;
                 bucket.tokens + refill < f64::from(r.burst.max(1))
             });
         }
-        let bucket = buckets.entry((budget, caller)).or_insert(Bucket {
+        let key =
+            if buckets.map.len() >= MAX_BUCKETS && !buckets.map.contains_key(&(budget, caller)) {
+                (budget, Caller::Overflow)
+            } else {
+                (budget, caller)
+            };
+        let bucket = buckets.map.entry(key).or_insert(Bucket {
             tokens: capacity,
             updated: now,
         });
@@ -129,27 +178,39 @@ impl RateLimiter {
             bucket.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64(
-                (1.0 - bucket.tokens) / rate.per_second,
-            ))
+            // A tiny rate means a wait too long for a `Duration`: never panic, wait "forever".
+            Err(
+                Duration::try_from_secs_f64((1.0 - bucket.tokens) / rate.per_second)
+                    .unwrap_or(Duration::MAX),
+            )
         }
     }
 
-    fn caller(&self, req: &Request) -> Caller {
-        let token = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty());
-        if let Some(t) = token {
-            return Caller::Token(self.hasher.hash_one(t));
+    fn caller(&self, budget: Budget, req: &Request) -> Caller {
+        // Only a token the proxy knows for this kind of route names a caller; anything else
+        // (a made-up token, the other kind's, auth off) is the address's.
+        if let Ok(Some(grant)) = self.auth.check(budget.token_kind(), req.headers()) {
+            return Caller::Token(grant.id);
         }
         match req.extensions().get::<ConnectInfo<SocketAddr>>() {
-            Some(ConnectInfo(addr)) => Caller::Addr(addr.ip()),
+            Some(ConnectInfo(addr)) => Caller::Addr(address_key(addr.ip())),
             None => Caller::Unknown,
         }
+    }
+}
+
+/// The address a bucket is keyed on: IPv4 as is, IPv6 by its /64 (a host usually has a whole
+/// /64 and could otherwise take a fresh bucket per address).
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(bits))
+            }
+        },
     }
 }
 
@@ -172,7 +233,7 @@ pub(crate) async fn rate_limit(
     let Some(budget) = budget(req.uri().path()) else {
         return next.run(req).await;
     };
-    let caller = limiter.caller(&req);
+    let caller = limiter.caller(budget, &req);
     match limiter.take(budget, caller, Instant::now()) {
         Ok(()) => next.run(req).await,
         Err(wait) => {
@@ -182,6 +243,7 @@ pub(crate) async fn rate_limit(
                 Budget::Client => Error::ClientRateLimited,
             };
             let mut resp = error.into_response();
+            // `as` saturates: a wait too long for a u64 is sent as u64::MAX seconds.
             let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -202,6 +264,7 @@ mod tests {
                 burst: 3,
             },
             Rate::OFF,
+            Auth::off(),
         );
         let a = Caller::Addr("10.0.0.1".parse().unwrap());
         let b = Caller::Addr("10.0.0.2".parse().unwrap());
@@ -229,5 +292,77 @@ mod tests {
         assert_eq!(budget("/servers/a/mcp"), Some(Budget::Client));
         assert_eq!(budget("/healthz"), None);
         assert_eq!(budget("/metrics"), None);
+    }
+
+    #[test]
+    fn the_map_is_swept_at_most_once_per_interval_and_capped() {
+        let l = RateLimiter::new(
+            Rate {
+                per_second: 1.0,
+                burst: 1,
+            },
+            Rate::OFF,
+            Auth::off(),
+        );
+        let t0 = Instant::now();
+        let addr = |i: u32| Caller::Addr(IpAddr::from(i.to_be_bytes()));
+        // Fill to the cap with callers whose buckets are empty (not sweepable).
+        for i in 0..MAX_BUCKETS as u32 {
+            assert!(l.take(Budget::Server, addr(i), t0).is_ok());
+        }
+        let len = || l.buckets.lock().unwrap().map.len();
+        assert_eq!(len(), MAX_BUCKETS);
+        // Newcomers share the overflow bucket: one gets through, the next waits.
+        assert!(l.take(Budget::Server, addr(u32::MAX), t0).is_ok());
+        assert!(l.take(Budget::Server, addr(u32::MAX - 1), t0).is_err());
+        assert_eq!(len(), MAX_BUCKETS + 1);
+        // Known callers keep their own bucket.
+        assert!(l.take(Budget::Server, addr(0), t0).is_err());
+        // Every bucket is full again two seconds later; the first call then sweeps them.
+        let t1 = t0 + Duration::from_secs(2);
+        assert!(l.take(Budget::Server, addr(7), t1).is_ok());
+        assert_eq!(len(), 1);
+        // Many new callers, but no second sweep within `SWEEP_EVERY`.
+        let base = 1_000_000;
+        for i in 0..(SWEEP_ABOVE as u32 + 5) {
+            assert!(l.take(Budget::Server, addr(base + i), t1).is_ok());
+        }
+        let t2 = t1 + Duration::from_millis(500);
+        assert!(l.take(Budget::Server, addr(base), t2).is_err());
+        assert_eq!(len(), SWEEP_ABOVE + 6);
+    }
+
+    #[test]
+    fn ipv6_callers_are_keyed_by_their_64() {
+        let a = address_key("2001:db8:1:2:aaaa::1".parse().unwrap());
+        let b = address_key("2001:db8:1:2:bbbb::2".parse().unwrap());
+        let c = address_key("2001:db8:1:3::1".parse().unwrap());
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        let mapped = address_key("::ffff:10.0.0.1".parse().unwrap());
+        assert_eq!(mapped, "10.0.0.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn a_tiny_rate_waits_forever_instead_of_panicking() {
+        let l = RateLimiter::new(
+            Rate {
+                per_second: 1e-30,
+                burst: 1,
+            },
+            Rate::OFF,
+            Auth::off(),
+        );
+        let t0 = Instant::now();
+        assert!(l.take(Budget::Server, Caller::Unknown, t0).is_ok());
+        assert_eq!(
+            l.take(Budget::Server, Caller::Unknown, t0),
+            Err(Duration::MAX)
+        );
+        assert!(Rate {
+            per_second: f64::NAN,
+            burst: 1
+        }
+        .is_off());
     }
 }

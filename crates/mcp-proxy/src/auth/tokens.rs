@@ -112,6 +112,14 @@ impl PartialEq for TokenId {
 
 impl Eq for TokenId {}
 
+/// Hashes the digest (for maps keyed by token, e.g. the rate limiter's buckets); the digest
+/// is already uniformly distributed and is not the token.
+impl std::hash::Hash for TokenId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
 impl fmt::Debug for TokenId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "TokenId({}…)", self.fingerprint())

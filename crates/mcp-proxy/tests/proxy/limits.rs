@@ -1,6 +1,7 @@
 //! Limits (413, 429 with Retry-After, queue full → 503, polls per registration) and the
 //! metrics at `/metrics` moving as calls go through.
 
+use mcp_proxy::auth::{Auth, TokenKind, TokenSet};
 use mcp_proxy::limits::Rate;
 use mcp_proxy::Config;
 use serde_json::{json, Value};
@@ -42,7 +43,7 @@ async fn over_the_client_rate_is_429_with_retry_after_and_servers_keep_their_bud
     assert!((1..=2).contains(&retry), "Retry-After {retry}");
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["code"], -32000);
-    // Another caller (a token is a caller of its own) is not limited.
+    // A made-up token is no caller of its own (auth is off: no token is configured).
     let resp = http
         .post(proxy.url("/message"))
         .bearer_auth("someone-else")
@@ -50,7 +51,7 @@ async fn over_the_client_rate_is_429_with_retry_after_and_servers_keep_their_bud
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 202);
+    assert_eq!(resp.status(), 429);
     // The server's routes draw from their own budget: it still polls and answers.
     for _ in 0..2 {
         let item = server.next_item(&proxy).await;
@@ -63,6 +64,50 @@ async fn over_the_client_rate_is_429_with_retry_after_and_servers_keep_their_bud
             .await;
         assert_eq!(s, 200);
     }
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn random_bearer_tokens_from_one_address_share_its_bucket_and_a_valid_token_has_its_own() {
+    const VALID: &str = "client-valid-0123456789";
+    let mut tokens = TokenSet::new();
+    tokens.add_spec(TokenKind::Client, VALID, "test").unwrap();
+    let config = Config {
+        client_rate: Rate {
+            per_second: 0.01,
+            burst: 3,
+        },
+        auth: Auth::with_tokens(tokens),
+        ..test_config()
+    };
+    let proxy = Proxy::start(config).await;
+    let http = client();
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/x"});
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let resp = http
+            .post(proxy.url("/message"))
+            .bearer_auth(format!("made-up-token-{i}-{}", uuid::Uuid::new_v4()))
+            .json(&note)
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 429 {
+            assert!(resp.headers().contains_key("retry-after"));
+        }
+        statuses.push(resp.status().as_u16());
+    }
+    // The burst is spent on 401s, then the address is limited whatever token it makes up.
+    assert_eq!(statuses, [401, 401, 401, 429, 429, 429]);
+    // A configured token is a caller of its own: not limited by its address's bucket.
+    let resp = http
+        .post(proxy.url("/message"))
+        .bearer_auth(VALID)
+        .json(&note)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503, "routed (no server), not limited");
     proxy.stop().await;
 }
 
