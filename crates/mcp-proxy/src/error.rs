@@ -164,6 +164,18 @@ impl Error {
         }
     }
 
+    /// The `Retry-After` seconds sent with this error: every 429 and the "busy" 503s carry
+    /// one. The rate limiter overrides it with the wait its bucket computed.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            // A poll slot frees up within a poll timeout, a registration within an expiry,
+            // a queue slot with the next answer: a second is an honest "soon", and a polite
+            // client backs off further on its own.
+            Error::RateLimited(_) | Error::ClientRateLimited | Error::QueueFull => Some(1),
+            _ => None,
+        }
+    }
+
     /// The JSON-RPC error object for client routes; `None` for reverse-client errors.
     pub fn to_error_object(&self) -> Option<ErrorObject> {
         Some(match self {
@@ -302,13 +314,20 @@ impl IntoResponse for RpcError {
             Some(obj) => (status, Json(RpcResponse::error(self.id, obj))).into_response(),
             None => (status, Json(self.error.to_wire_error())).into_response(),
         };
-        challenge(&mut response);
+        challenge(&self.error, &mut response);
         response
     }
 }
 
-/// RFC 6750: a 401 names the scheme it wants.
-fn challenge(response: &mut Response) {
+/// Headers the status implies: `Retry-After` on 429s and busy 503s ([`Error::retry_after`]);
+/// and, RFC 6750, a 401 names the scheme it wants.
+fn challenge(error: &Error, response: &mut Response) {
+    if let Some(secs) = error.retry_after() {
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(secs),
+        );
+    }
     if response.status() == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
             axum::http::header::WWW_AUTHENTICATE,
@@ -325,7 +344,7 @@ impl IntoResponse for Error {
         let status = self.status();
         tracing::debug!(error = %self, status = status.as_u16(), "wire request refused");
         let mut response = (status, Json(self.to_wire_error())).into_response();
-        challenge(&mut response);
+        challenge(&self, &mut response);
         response
     }
 }
@@ -355,6 +374,22 @@ mod tests {
         .unwrap();
         assert_eq!(named.message, "no MCP server named 'files'");
         assert_eq!(named.data, Some(json!({"pool": "files"})));
+    }
+
+    #[test]
+    fn every_429_carries_retry_after() {
+        for e in [
+            Error::RateLimited("x"),
+            Error::ClientRateLimited,
+            Error::QueueFull,
+        ] {
+            let status = e.status();
+            let resp = e.into_response();
+            assert_eq!(resp.status(), status);
+            assert_eq!(resp.headers()["retry-after"], "1");
+        }
+        let resp = Error::UnknownRequest.into_response();
+        assert!(!resp.headers().contains_key("retry-after"));
     }
 
     #[test]

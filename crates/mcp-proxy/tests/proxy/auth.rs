@@ -392,3 +392,34 @@ async fn the_token_file_is_reloaded_when_it_changes() {
     proxy.stop().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn registrations_over_the_per_token_limit_get_429_with_retry_after() {
+    let config = Config {
+        max_registrations_per_token: 2,
+        ..auth_config()
+    };
+    let proxy = Proxy::start(config).await;
+    let http = client_with(Some(SERVER_ANY));
+    for _ in 0..2 {
+        register(&http, &proxy, modern(Some("alpha"))).await;
+    }
+    let resp = http
+        .post(proxy.url("/register"))
+        .json(&modern(Some("beta")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"], "rate_limited");
+    // Another token has its own allowance.
+    register(
+        &client_with(Some(SERVER_ALPHA)),
+        &proxy,
+        modern(Some("alpha")),
+    )
+    .await;
+    proxy.stop().await;
+}

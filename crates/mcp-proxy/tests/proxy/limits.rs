@@ -6,7 +6,7 @@ use mcp_proxy::limits::Rate;
 use mcp_proxy::Config;
 use serde_json::{json, Value};
 
-use super::common::{client, echo, poll, post, post_raw, test_config, wait_until, Proxy};
+use super::common::{client, echo, post, post_raw, test_config, wait_until, Proxy};
 use super::fake::FakeServer;
 use super::modern::ModernServer;
 
@@ -210,8 +210,15 @@ async fn polls_over_the_per_registration_limit_get_429() {
         proxy.state.broker.servers()[0].members[0].polls_open == 1
     })
     .await;
-    let (s, v) = poll(&client(), &proxy, &server.session, 0).await;
-    assert_eq!((s, &v["error"]), (429, &json!("rate_limited")));
+    let resp = client()
+        .get(proxy.url(&format!("/poll?session_id={}&timeout=0", server.session)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"], "rate_limited");
     // The held poll still gets the next item.
     let (s, _) = post(
         &client(),
