@@ -163,9 +163,10 @@ pub struct Cli {
     pub log_format: LogFormat,
 
     /// Requests per second each caller may make on the client routes (/message, /mcp,
-    /// /servers/...), sustained. A caller is its bearer token, else its IP address. Above it:
-    /// 429 with Retry-After. 0 turns the limit off.
-    #[arg(long, env = "MCP_PROXY_RATE_LIMIT", value_name = "PER_SEC", default_value_t = config::DEFAULT_CLIENT_RATE.per_second)]
+    /// /servers/...), sustained. A caller is its bearer token when that is a configured client
+    /// token, else its IP address. Above it: 429 with Retry-After. A finite number >= 0;
+    /// 0 turns the limit off.
+    #[arg(long, env = "MCP_PROXY_RATE_LIMIT", value_name = "PER_SEC", default_value_t = config::DEFAULT_CLIENT_RATE.per_second, value_parser = parse_rate)]
     pub rate_limit: f64,
 
     /// Requests each caller may make at once on the client routes, above the sustained rate.
@@ -173,8 +174,9 @@ pub struct Cli {
     pub rate_burst: u32,
 
     /// Requests per second each caller may make on /register, /poll and /response: a budget
-    /// of their own, so clients cannot starve servers. 0 turns the limit off.
-    #[arg(long, env = "MCP_PROXY_SERVER_RATE_LIMIT", value_name = "PER_SEC", default_value_t = config::DEFAULT_SERVER_RATE.per_second)]
+    /// of their own, so clients cannot starve servers. A finite number >= 0; 0 turns the
+    /// limit off.
+    #[arg(long, env = "MCP_PROXY_SERVER_RATE_LIMIT", value_name = "PER_SEC", default_value_t = config::DEFAULT_SERVER_RATE.per_second, value_parser = parse_rate)]
     pub server_rate_limit: f64,
 
     /// Requests each caller may make at once on the reverse-client routes.
@@ -230,6 +232,20 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("`{s}` is not a number of seconds"))?;
     Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is not a valid duration"))
+}
+
+/// Parses a request rate: requests per second, finite and not negative (0 = off).
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let rate: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of requests per second"))?;
+    if !rate.is_finite() || rate < 0.0 {
+        return Err(format!(
+            "`{s}` is not a valid rate: give requests per second, a finite number >= 0 (0 turns the limit off)"
+        ));
+    }
+    Ok(rate)
 }
 
 impl Cli {
@@ -370,6 +386,29 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("/nonexistent/c.pem"));
+    }
+
+    #[test]
+    fn rates_must_be_finite_and_not_negative() {
+        for flag in ["--rate-limit", "--server-rate-limit"] {
+            for bad in ["NaN", "nan", "inf", "-1", "-0.5", "fast"] {
+                // `--flag=-1`: clap would take a separate `-1` for a flag.
+                let arg = format!("{flag}={bad}");
+                let e = Cli::try_parse_from(["mcp-proxy", &arg]).unwrap_err();
+                assert!(
+                    e.to_string().contains("requests per second"),
+                    "{flag} {bad}: {e}"
+                );
+            }
+            for good in ["0", "1e-30", "2.5"] {
+                assert!(
+                    Cli::try_parse_from(["mcp-proxy", flag, good]).is_ok(),
+                    "{flag} {good}"
+                );
+            }
+        }
+        let cli = Cli::try_parse_from(["mcp-proxy", "--rate-limit", "0"]).unwrap();
+        assert_eq!(cli.config().client_rate.per_second, 0.0);
     }
 
     #[test]
