@@ -195,6 +195,16 @@ pub struct Cli {
     /// Registrations one server token may have at once (with auth on); the next gets 429.
     #[arg(long, env = "MCP_PROXY_MAX_REGISTRATIONS_PER_TOKEN", value_name = "N", default_value_t = config::DEFAULT_MAX_REGISTRATIONS_PER_TOKEN)]
     pub max_registrations_per_token: usize,
+
+    /// `/mcp` client sessions the proxy keeps at once (each keeps a replay log until it ends
+    /// or idles out); the next `initialize` gets 503 with Retry-After.
+    #[arg(long, env = "MCP_PROXY_MAX_SESSIONS", value_name = "N", default_value_t = config::DEFAULT_MAX_SESSIONS)]
+    pub max_sessions: usize,
+
+    /// `/mcp` client sessions pinned to one registered server at once; new sessions go to
+    /// other members of the pool, and when all are full `initialize` gets 503.
+    #[arg(long, env = "MCP_PROXY_MAX_SESSIONS_PER_REGISTRATION", value_name = "N", default_value_t = config::DEFAULT_MAX_SESSIONS_PER_REGISTRATION)]
+    pub max_sessions_per_registration: usize,
 }
 
 /// A secret given on the command line; its `Debug` hides it.
@@ -314,6 +324,8 @@ impl Cli {
             max_pending_per_registration: self.max_pending,
             max_polls_per_registration: self.max_polls,
             max_registrations_per_token: self.max_registrations_per_token,
+            max_sessions: self.max_sessions,
+            max_sessions_per_registration: self.max_sessions_per_registration,
             ..Config::default()
         }
     }
@@ -425,6 +437,11 @@ mod tests {
         assert_eq!(c.max_body_bytes, 8 * 1024 * 1024);
         assert_eq!(c.sse_keep_alive, d.sse_keep_alive);
         assert_eq!(c.session_idle, d.session_idle);
+        assert_eq!(c.max_sessions, d.max_sessions);
+        assert_eq!(
+            c.max_sessions_per_registration,
+            d.max_sessions_per_registration
+        );
         assert!(c.allowed_hosts.is_empty() && c.cors_origins.is_empty());
         let cli = Cli::try_parse_from([
             "mcp-proxy",

@@ -42,6 +42,11 @@ pub const DEFAULT_MAX_PENDING_PER_REGISTRATION: usize = 1024;
 pub const DEFAULT_MAX_POLLS_PER_REGISTRATION: usize = 64;
 /// Default registrations one server token may have at once (auth on).
 pub const DEFAULT_MAX_REGISTRATIONS_PER_TOKEN: usize = 256;
+/// Default `/mcp` client sessions the proxy keeps at once (each holds up to a few hundred
+/// events for replay for as long as `--session-idle`).
+pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
+/// Default `/mcp` client sessions pinned to one registration at once.
+pub const DEFAULT_MAX_SESSIONS_PER_REGISTRATION: usize = 1_000;
 
 /// Everything the proxy can be told; [`Config::default`] is what the CLI starts from.
 #[derive(Clone, Debug)]
@@ -85,6 +90,11 @@ pub struct Config {
     pub max_polls_per_registration: usize,
     /// Registrations one server token may have at once (auth on); the next gets 429.
     pub max_registrations_per_token: usize,
+    /// `/mcp` client sessions kept at once; the next `initialize` gets 503.
+    pub max_sessions: usize,
+    /// `/mcp` client sessions pinned to one registration; a pool whose members are all full
+    /// answers the next `initialize` with 503.
+    pub max_sessions_per_registration: usize,
 }
 
 impl Default for Config {
@@ -108,6 +118,8 @@ impl Default for Config {
             max_pending_per_registration: DEFAULT_MAX_PENDING_PER_REGISTRATION,
             max_polls_per_registration: DEFAULT_MAX_POLLS_PER_REGISTRATION,
             max_registrations_per_token: DEFAULT_MAX_REGISTRATIONS_PER_TOKEN,
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            max_sessions_per_registration: DEFAULT_MAX_SESSIONS_PER_REGISTRATION,
         }
     }
 }

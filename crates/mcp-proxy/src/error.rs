@@ -121,6 +121,10 @@ pub enum Error {
     /// allowed (503).
     #[error("server busy: too many pending requests")]
     QueueFull,
+    /// `/mcp` `initialize`: the proxy, or every member of the pool, has as many client
+    /// sessions as allowed (503).
+    #[error("too many client sessions")]
+    TooManySessions,
     /// The TLS certificate or key cannot be used.
     #[error("TLS {path}: {reason}")]
     Tls {
@@ -135,9 +139,10 @@ impl Error {
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::NoServer { .. } | Error::ShuttingDown | Error::QueueFull => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Error::NoServer { .. }
+            | Error::ShuttingDown
+            | Error::QueueFull
+            | Error::TooManySessions => StatusCode::SERVICE_UNAVAILABLE,
             Error::RateLimited(_) | Error::ClientRateLimited => StatusCode::TOO_MANY_REQUESTS,
             Error::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             Error::ServerGone | Error::InvalidServerResponse(_) => StatusCode::BAD_GATEWAY,
@@ -171,7 +176,10 @@ impl Error {
             // A poll slot frees up within a poll timeout, a registration within an expiry,
             // a queue slot with the next answer: a second is an honest "soon", and a polite
             // client backs off further on its own.
-            Error::RateLimited(_) | Error::ClientRateLimited | Error::QueueFull => Some(1),
+            Error::RateLimited(_)
+            | Error::ClientRateLimited
+            | Error::QueueFull
+            | Error::TooManySessions => Some(1),
             _ => None,
         }
     }
@@ -239,6 +247,10 @@ impl Error {
             Error::QueueFull => ErrorObject::new(
                 ErrorCode::SERVER_ERROR,
                 "server busy: too many pending requests, retry later",
+            ),
+            Error::TooManySessions => ErrorObject::new(
+                ErrorCode::SERVER_ERROR,
+                "too many client sessions: retry later",
             ),
             Error::UnknownSession
             | Error::RateLimited(_)
@@ -382,6 +394,7 @@ mod tests {
             Error::RateLimited("x"),
             Error::ClientRateLimited,
             Error::QueueFull,
+            Error::TooManySessions,
         ] {
             let status = e.status();
             let resp = e.into_response();

@@ -71,6 +71,9 @@ struct State {
     pools: HashMap<String, Pool>,
     pending: HashMap<String, Pending>,
     sessions: HashMap<String, ClientSession>,
+    /// Sessions per registration id, kept with `sessions` (by `insert_session` and
+    /// `remove_session`) so opening one never counts them all under the lock.
+    sessions_per_registration: HashMap<String, usize>,
     /// Streams of stateless-era requests, which have no session (not resumable).
     loose: HashMap<String, StreamState>,
     /// Numbers attached connections and loose streams.
@@ -536,32 +539,47 @@ impl Broker {
         if st.shutting_down {
             return Err(Error::ShuttingDown);
         }
+        let cfg = &self.inner.config;
+        if st.sessions.len() >= cfg.max_sessions {
+            // `info`, not `warn`: a flood of initializes must not flood the log at warn.
+            info!(
+                max = cfg.max_sessions,
+                "client session refused: --max-sessions reached"
+            );
+            return Err(Error::TooManySessions);
+        }
         let State {
             pools,
             registrations,
-            sessions,
+            sessions_per_registration,
             ..
         } = &mut *st;
         let pool_ref = pools.get(pool).ok_or_else(|| pool_error(pool))?;
-        // Counting is O(sessions), paid once per `initialize`, not per request.
-        let mut per_member: HashMap<&str, usize> = HashMap::new();
-        for s in sessions.values() {
-            if pool_ref.members.contains(&s.registration) {
-                *per_member.entry(s.registration.as_str()).or_default() += 1;
-            }
+        if pool_ref.members.is_empty() {
+            return Err(pool_error(pool));
         }
         let member = pool_ref
-            .least_loaded_for_session(registrations, &per_member)
-            .ok_or_else(|| pool_error(pool))?
+            .least_loaded_for_session(
+                registrations,
+                sessions_per_registration,
+                cfg.max_sessions_per_registration,
+            )
+            .ok_or_else(|| {
+                info!(
+                    pool,
+                    max = cfg.max_sessions_per_registration,
+                    "client session refused: every member has --max-sessions-per-registration"
+                );
+                Error::TooManySessions
+            })?
             .clone();
-        let member = &member;
-        let generation = registrations[member].generation;
+        let generation = registrations[&member].generation;
         let id = new_client_session_id();
-        sessions.insert(
+        st.insert_session(
             id.clone(),
             ClientSession::new(member.clone(), generation, Instant::now()),
         );
-        debug!(client_session = %Short(&id), session = %Short(member), "client session opened");
+        debug!(client_session = %Short(&id), session = %Short(&member), "client session opened");
         Ok(id)
     }
 
@@ -770,17 +788,12 @@ impl Broker {
     pub fn servers(&self) -> Vec<PoolInfo> {
         let st = self.lock();
         let now = Instant::now();
-        let mut sessions_per_member: HashMap<&str, usize> = HashMap::new();
-        for s in st.sessions.values() {
-            *sessions_per_member
-                .entry(s.registration.as_str())
-                .or_default() += 1;
-        }
+        let sessions_per_member = &st.sessions_per_registration;
         let mut names: Vec<&String> = st.pools.keys().collect();
         names.sort();
         names
             .into_iter()
-            .map(|name| st.pools[name].info(name, &st.registrations, &sessions_per_member, now))
+            .map(|name| st.pools[name].info(name, &st.registrations, sessions_per_member, now))
             .collect()
     }
 
@@ -1101,7 +1114,7 @@ impl State {
                 .is_some_and(|r| r.generation == s.generation),
         };
         if !alive {
-            self.sessions.remove(client_session);
+            self.remove_session(client_session);
             return Err(Error::UnknownClientSession);
         }
         Ok(self
@@ -1110,10 +1123,34 @@ impl State {
             .expect("present above"))
     }
 
+    /// Adds a client session, counting it for its registration.
+    fn insert_session(&mut self, id: String, session: ClientSession) {
+        *self
+            .sessions_per_registration
+            .entry(session.registration.clone())
+            .or_default() += 1;
+        self.sessions.insert(id, session);
+    }
+
+    /// Removes a client session, uncounting it.
+    fn remove_session(&mut self, id: &str) -> Option<ClientSession> {
+        let session = self.sessions.remove(id)?;
+        if let Some(n) = self
+            .sessions_per_registration
+            .get_mut(&session.registration)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.sessions_per_registration.remove(&session.registration);
+            }
+        }
+        Some(session)
+    }
+
     /// Ends a client session: its streams close; with `notify`, its server gets a
     /// `session_closed` item (when it takes client sessions).
     fn close_session(&mut self, client_session: &str, notify: bool, why: &'static str) {
-        let Some(session) = self.sessions.remove(client_session) else {
+        let Some(session) = self.remove_session(client_session) else {
             return;
         };
         debug!(client_session = %Short(client_session), why, "client session ended");
@@ -1207,6 +1244,7 @@ impl State {
             }
         }
         self.sessions.retain(|_, s| s.registration != id);
+        self.sessions_per_registration.remove(id);
         reg.notify.notify_waiters();
         info!(session = %Short(id), why, failed, queued = reg.queue.len(), "registration removed");
     }

@@ -30,33 +30,40 @@ impl Pool {
         &'a self,
         registrations: &HashMap<String, Registration>,
     ) -> Option<&'a String> {
-        self.least_loaded_for_session(registrations, &HashMap::new())
+        self.least_loaded_for_session(registrations, &HashMap::new(), usize::MAX)
     }
 
     /// [`Pool::least_loaded`] for a new client session: ties go to the member with the fewest
     /// client sessions pinned, so sessions opened one after another on an idle pool spread.
+    /// Members with `max_sessions` sessions or more are not chosen.
     pub(crate) fn least_loaded_for_session<'a>(
         &'a self,
         registrations: &HashMap<String, Registration>,
-        sessions_per_member: &HashMap<&str, usize>,
+        sessions_per_member: &HashMap<String, usize>,
+        max_sessions: usize,
     ) -> Option<&'a String> {
-        self.members.iter().min_by_key(|m| {
-            let sessions = sessions_per_member.get(m.as_str()).copied().unwrap_or(0);
-            registrations
-                .get(*m)
-                .map_or((true, true, Reverse(None), usize::MAX, usize::MAX), |r| {
-                    // Among suspects, one that is only busy beats one whose connections
-                    // dropped, then the one that had a poll open most recently.
-                    let since = r.is_suspect().then_some(r.no_polls_since);
-                    (
-                        r.is_suspect(),
-                        r.is_tainted(),
-                        Reverse(since),
-                        r.outstanding,
-                        sessions,
-                    )
-                })
-        })
+        let sessions = |m: &str| sessions_per_member.get(m).copied().unwrap_or(0);
+        self.members
+            .iter()
+            .filter(|m| sessions(m) < max_sessions)
+            .min_by_key(|m| {
+                let sessions = sessions(m);
+                registrations.get(*m).map_or(
+                    (true, true, Reverse(None), usize::MAX, usize::MAX),
+                    |r| {
+                        // Among suspects, one that is only busy beats one whose connections
+                        // dropped, then the one that had a poll open most recently.
+                        let since = r.is_suspect().then_some(r.no_polls_since);
+                        (
+                            r.is_suspect(),
+                            r.is_tainted(),
+                            Reverse(since),
+                            r.outstanding,
+                            sessions,
+                        )
+                    },
+                )
+            })
     }
 
     /// The member for sessionless traffic: the sticky one, or a new pick that becomes sticky.
@@ -88,7 +95,7 @@ impl Pool {
         &self,
         name: &str,
         registrations: &HashMap<String, Registration>,
-        sessions_per_member: &HashMap<&str, usize>,
+        sessions_per_member: &HashMap<String, usize>,
         now: Instant,
     ) -> PoolInfo {
         let mut members: Vec<MemberInfo> = self

@@ -123,10 +123,15 @@ pub(crate) const BOTH: &str = "application/json, text/event-stream";
 
 /// Opens a session: `initialize` answered by `server`; returns the session id.
 pub(crate) async fn open_session(proxy: &Proxy, server: &FakeServer) -> String {
+    open_session_at(proxy, server, "/mcp").await
+}
+
+/// [`open_session`] on `path` (`/servers/{name}/mcp`).
+pub(crate) async fn open_session_at(proxy: &Proxy, server: &FakeServer, path: &str) -> String {
     let http = client();
     let call = mcp_post(
         &http,
-        &proxy.url("/mcp"),
+        &proxy.url(path),
         "application/json",
         None,
         &initialize(1),

@@ -6,7 +6,9 @@ use mcp_proxy::Config;
 use serde_json::{json, Value};
 
 use super::common::{client, echo, test_config, wait_until, Proxy};
-use super::fake::{init_result, initialize, mcp_post, open_session, FakeServer, Sse, BOTH};
+use super::fake::{
+    init_result, initialize, mcp_post, open_session, open_session_at, FakeServer, Sse, BOTH,
+};
 
 async fn json_of(resp: reqwest::Response) -> (u16, Value) {
     let status = resp.status().as_u16();
@@ -287,6 +289,54 @@ async fn notifications_get_202_and_delete_ends_the_session_at_the_server() {
     )
     .await;
     assert_eq!(s, 404);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn client_sessions_are_capped_per_registration_and_overall_with_503() {
+    let config = Config {
+        max_sessions: 3,
+        max_sessions_per_registration: 2,
+        ..test_config()
+    };
+    let proxy = Proxy::start(config).await;
+    let a = FakeServer::register(&proxy, None, &["2025-11-25"]).await;
+    let b = FakeServer::register(&proxy, Some("b"), &["2025-11-25"]).await;
+    let http = client();
+    let refused = |path: &str| mcp_post(&http, &proxy.url(path), BOTH, None, &initialize(7)).send();
+    let check_503 = |resp: reqwest::Response| async move {
+        assert_eq!(resp.status(), 503);
+        assert_eq!(resp.headers()["retry-after"], "1");
+        let (_, v) = json_of(resp).await;
+        assert_eq!(v["id"], 7);
+        assert_eq!(v["error"]["code"], -32000);
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("too many client sessions"));
+    };
+    let first = open_session(&proxy, &a).await;
+    open_session(&proxy, &a).await;
+    // The default pool's only member is full: refused at once, nothing reaches the server.
+    check_503(refused("/mcp").await.unwrap()).await;
+    open_session_at(&proxy, &b, "/servers/b/mcp").await;
+    // Three sessions in all: the proxy is full, though `b` has room.
+    check_503(refused("/servers/b/mcp").await.unwrap()).await;
+    assert_eq!(proxy.state.broker.stats().sessions, 3);
+    // Ending one makes room again.
+    let url = proxy.url("/mcp");
+    let resp = http
+        .delete(&url)
+        .header("mcp-session-id", &first)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    open_session_at(&proxy, &b, "/servers/b/mcp").await;
+    assert_eq!(
+        proxy.state.broker.servers()[1].members[0].client_sessions,
+        2
+    );
     proxy.stop().await;
 }
 
