@@ -577,16 +577,16 @@ impl Broker {
         let id = new_client_session_id();
         st.insert_session(
             id.clone(),
-            ClientSession::new(member.clone(), generation, Instant::now()),
+            ClientSession::new(member.clone(), pool.to_owned(), generation, Instant::now()),
         );
         debug!(client_session = %Short(&id), session = %Short(&member), "client session opened");
         Ok(id)
     }
 
-    /// Whether the client session exists and its registration lives (touching it).
-    pub fn check_session(&self, client_session: &str) -> Result<(), Error> {
+    /// Whether the client session exists in `pool` and its registration lives (touching it).
+    pub fn check_session(&self, pool: &str, client_session: &str) -> Result<(), Error> {
         let mut st = self.lock();
-        st.live_session(client_session)?.last_seen = Instant::now();
+        st.live_session(pool, client_session)?.last_seen = Instant::now();
         Ok(())
     }
 
@@ -597,6 +597,7 @@ impl Broker {
     /// stream; any other id this session cannot replay is [`Error::CannotResume`].
     pub fn open_stream(
         &self,
+        pool: &str,
         client_session: &str,
         last_event_id: Option<&str>,
     ) -> Result<Attached, Error> {
@@ -606,7 +607,7 @@ impl Broker {
         }
         st.next_conn += 1;
         let conn = st.next_conn;
-        let session = st.live_session(client_session)?;
+        let session = st.live_session(pool, client_session)?;
         session.last_seen = Instant::now();
         let (name, after) = match last_event_id {
             None => (GET_STREAM.to_owned(), None),
@@ -640,12 +641,13 @@ impl Broker {
     /// for the registration that asked. `Ok(false)`: nobody asked (unknown or late id).
     pub fn client_reply(
         &self,
+        pool: &str,
         client_session: &str,
         message: Box<RawValue>,
         id: Option<&RequestId>,
     ) -> Result<bool, Error> {
         let mut st = self.lock();
-        let session = st.live_session(client_session)?;
+        let session = st.live_session(pool, client_session)?;
         session.last_seen = Instant::now();
         let Some(out) = id.and_then(|id| session.take_outbound(&id_text(id))) else {
             debug!(client_session = %Short(client_session), "client answer for no pending server request dropped");
@@ -673,9 +675,9 @@ impl Broker {
 
     /// Ends a client session (`DELETE`): its streams close and its server gets a
     /// `session_closed` item.
-    pub fn end_session(&self, client_session: &str) -> Result<(), Error> {
+    pub fn end_session(&self, pool: &str, client_session: &str) -> Result<(), Error> {
         let mut st = self.lock();
-        st.live_session(client_session)?;
+        st.live_session(pool, client_session)?;
         st.close_session(client_session, true, "ended by the client");
         Ok(())
     }
@@ -872,7 +874,7 @@ impl State {
     ) -> Result<String, Error> {
         let target = match &sub.client_session {
             Some(cs) => {
-                let session = self.live_session(cs)?;
+                let session = self.live_session(&sub.pool, cs)?;
                 session.last_seen = Instant::now();
                 session.registration.clone()
             }
@@ -1103,11 +1105,18 @@ impl State {
             .is_some_and(|s| s.live.is_some())
     }
 
-    /// The client session, if it exists and its registration lives; a session whose
-    /// registration is gone is removed (404 for the client).
-    fn live_session(&mut self, client_session: &str) -> Result<&mut ClientSession, Error> {
+    /// The client session, if it exists, belongs to `pool` (the pool the route addresses) and
+    /// its registration lives; a session whose registration is gone is removed (404 for the
+    /// client). A session of another pool is answered as an unknown one: the route's token
+    /// check covered `pool` only, and the answer must not tell that the id exists elsewhere.
+    fn live_session(
+        &mut self,
+        pool: &str,
+        client_session: &str,
+    ) -> Result<&mut ClientSession, Error> {
         let alive = match self.sessions.get(client_session) {
             None => return Err(Error::UnknownClientSession),
+            Some(s) if s.pool != pool => return Err(Error::UnknownClientSession),
             Some(s) => self
                 .registrations
                 .get(&s.registration)

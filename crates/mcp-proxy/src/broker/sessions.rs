@@ -145,6 +145,9 @@ pub(crate) struct Outbound {
 pub(crate) struct ClientSession {
     /// The registration's session id.
     pub(crate) registration: String,
+    /// The pool it was opened in (`""`: the default pool): the only pool whose routes may use
+    /// it, so a client token bound to another pool cannot reach this one with its id.
+    pub(crate) pool: String,
     /// Its generation when pinned.
     pub(crate) generation: u64,
     /// Its streams by name: the GET stream and request streams.
@@ -162,8 +165,8 @@ pub(crate) struct ClientSession {
 }
 
 impl ClientSession {
-    /// A new session with an empty GET stream.
-    pub(crate) fn new(registration: String, generation: u64, now: Instant) -> Self {
+    /// A new session of `pool` with an empty GET stream.
+    pub(crate) fn new(registration: String, pool: String, generation: u64, now: Instant) -> Self {
         let mut streams = HashMap::new();
         streams.insert(
             GET_STREAM.to_owned(),
@@ -171,6 +174,7 @@ impl ClientSession {
         );
         ClientSession {
             registration,
+            pool,
             generation,
             streams,
             finished: VecDeque::new(),
@@ -317,7 +321,7 @@ mod tests {
 
     #[test]
     fn colliding_server_ids_are_rewritten_and_restored() {
-        let mut s = ClientSession::new("m-x".into(), 1, Instant::now());
+        let mut s = ClientSession::new("m-x".into(), String::new(), 1, Instant::now());
         let msg = raw(json!({"jsonrpc": "2.0", "id": 1, "method": "sampling/createMessage"}));
         let first = s.track_outbound("r-a", &RequestId::from(1), &msg);
         assert_eq!(first, msg.get(), "the first keeps its id and bytes");

@@ -68,30 +68,37 @@ pub(crate) async fn post_named(
 
 /// `GET /mcp`.
 pub(crate) async fn get_default(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    get(state, headers).unwrap_or_else(IntoResponse::into_response)
+    get(state, "", headers).unwrap_or_else(IntoResponse::into_response)
 }
 
-/// `GET /servers/{name}/mcp` (the session already names its server; the path is not needed).
+/// `GET /servers/{name}/mcp`. The session names its server, but must belong to `name`: the
+/// client token was checked for `name` only.
 pub(crate) async fn get_named(
     State(state): State<AppState>,
-    Path(_name): Path<String>,
+    Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    get(state, headers).unwrap_or_else(IntoResponse::into_response)
+    if !is_valid_pool_name(&name) {
+        return Error::InvalidPoolName.with_id(None).into_response();
+    }
+    get(state, &name, headers).unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `DELETE /mcp`.
 pub(crate) async fn delete_default(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    delete(state, headers).unwrap_or_else(IntoResponse::into_response)
+    delete(state, "", headers).unwrap_or_else(IntoResponse::into_response)
 }
 
-/// `DELETE /servers/{name}/mcp`.
+/// `DELETE /servers/{name}/mcp` (the session must belong to `name`, as for GET).
 pub(crate) async fn delete_named(
     State(state): State<AppState>,
-    Path(_name): Path<String>,
+    Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    delete(state, headers).unwrap_or_else(IntoResponse::into_response)
+    if !is_valid_pool_name(&name) {
+        return Error::InvalidPoolName.with_id(None).into_response();
+    }
+    delete(state, &name, headers).unwrap_or_else(IntoResponse::into_response)
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -219,7 +226,9 @@ async fn post(
     let request = match message {
         Message::Response(r) => {
             let cs = session.ok_or(Error::MissingClientSession).map_err(fail)?;
-            broker.client_reply(&cs, raw, r.id.as_ref()).map_err(fail)?;
+            broker
+                .client_reply(&pool, &cs, raw, r.id.as_ref())
+                .map_err(fail)?;
             return Ok(StatusCode::ACCEPTED.into_response());
         }
         Message::Notification(_) => {
@@ -326,7 +335,7 @@ fn submission(
     }
 }
 
-fn get(state: AppState, headers: HeaderMap) -> Result<Response, RpcError> {
+fn get(state: AppState, pool: &str, headers: HeaderMap) -> Result<Response, RpcError> {
     if let Some(refused) = stateless_method(&headers) {
         return Ok(refused);
     }
@@ -340,7 +349,7 @@ fn get(state: AppState, headers: HeaderMap) -> Result<Response, RpcError> {
         .ok_or_else(|| fail(Error::MissingClientSession))?;
     let attached = state
         .broker
-        .open_stream(&session, header(&headers, LAST_EVENT_ID_HEADER))
+        .open_stream(pool, &session, header(&headers, LAST_EVENT_ID_HEADER))
         .map_err(fail)?;
     Ok(sse_response(
         attached,
@@ -350,7 +359,7 @@ fn get(state: AppState, headers: HeaderMap) -> Result<Response, RpcError> {
     ))
 }
 
-fn delete(state: AppState, headers: HeaderMap) -> Result<Response, RpcError> {
+fn delete(state: AppState, pool: &str, headers: HeaderMap) -> Result<Response, RpcError> {
     if let Some(refused) = stateless_method(&headers) {
         return Ok(refused);
     }
@@ -358,7 +367,7 @@ fn delete(state: AppState, headers: HeaderMap) -> Result<Response, RpcError> {
     let session = session_header(&headers)
         .map_err(fail)?
         .ok_or_else(|| fail(Error::MissingClientSession))?;
-    state.broker.end_session(&session).map_err(fail)?;
+    state.broker.end_session(pool, &session).map_err(fail)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

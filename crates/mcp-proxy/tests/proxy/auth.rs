@@ -423,3 +423,91 @@ async fn registrations_over_the_per_token_limit_get_429_with_retry_after() {
     .await;
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn a_session_id_is_only_good_on_its_own_pools_routes() {
+    use super::fake::{init_result, initialize, mcp_post, BOTH};
+    let proxy = Proxy::start(auth_config()).await;
+    let server = client_with(Some(SERVER_ANY));
+    let alpha_server = register(&server, &proxy, modern(Some("alpha"))).await;
+    let alpha = client_with(Some(CLIENT_ALPHA));
+    let call = mcp_post(
+        &alpha,
+        &proxy.url("/servers/alpha/mcp"),
+        "application/json",
+        None,
+        &initialize(1),
+    )
+    .send();
+    let serve = async {
+        let (status, item) = poll(&server, &proxy, &alpha_server, 5).await;
+        assert_eq!(status, 200);
+        let answer = json!({"request_id": item["request_id"], "response":
+            {"jsonrpc": "2.0", "id": item["request"]["id"], "result": init_result()}});
+        respond(&server, &proxy, &alpha_server, answer).await;
+    };
+    let (resp, ()) = tokio::join!(call, serve);
+    let resp = resp.unwrap();
+    assert_eq!(resp.status(), 200);
+    let session = resp.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+
+    // A token for the default pool only, with alpha's session id, on the routes it may use;
+    // and a `*` token on another pool's route: 404 as for an unknown session, every method.
+    let default_only = client_with(Some(CLIENT_DEFAULT));
+    let any = client_with(Some(CLIENT_ANY));
+    let reply = json!({"jsonrpc": "2.0", "id": "s-1", "result": {}});
+    for (http, path) in [(&default_only, "/mcp"), (&any, "/servers/beta/mcp")] {
+        let url = proxy.url(path);
+        for body in [echo(json!(2), "stolen"), reply.clone()] {
+            let resp = mcp_post(http, &url, BOTH, Some(&session), &body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 404, "POST {path} {body}");
+            let v: Value = resp.json().await.unwrap();
+            assert_eq!(v["error"]["code"], -32001);
+        }
+        let get = http
+            .get(&url)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", &session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(get.status(), 404, "GET {path}");
+        let delete = http
+            .delete(&url)
+            .header("mcp-session-id", &session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(delete.status(), 404, "DELETE {path}");
+    }
+    let resp = default_only
+        .post(proxy.url("/message"))
+        .header("mcp-session-id", &session)
+        .json(&echo(json!(3), "stolen"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404, "/message with another pool's session");
+
+    // The session is intact for its own pool, and nothing reached the server in between.
+    let delete = alpha
+        .delete(proxy.url("/servers/alpha/mcp"))
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), 204);
+    let (status, item) = poll(&server, &proxy, &alpha_server, 5).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        item,
+        json!({"kind": "session_closed", "client_session": session})
+    );
+    proxy.stop().await;
+}
