@@ -195,9 +195,17 @@ async fn a_closed_poll_connection_counts_as_gone() {
         );
         tokio::spawn(async move { http.get(url).send().await })
     };
-    // While the poll is held the registration lives past the grace.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until("the poll held", || async {
+        proxy.state.broker.servers()[0].members[0].polls_open == 1
+    })
+    .await;
+    // While the poll is held the registration lives past the grace. This sleep is not
+    // synchronisation but the interval under test: with the poll known to be held, twice the
+    // grace passes (the sweeper runs every grace/4 meanwhile) and the registration must still
+    // be there, its poll still open.
+    tokio::time::sleep(proxy.state.config().liveness_grace * 2).await;
     assert_eq!(proxy.state.broker.stats().registrations, 1);
+    assert_eq!(proxy.state.broker.servers()[0].members[0].polls_open, 1);
     held.abort();
     wait_until("death after the poll closed", || async {
         proxy.state.broker.stats().registrations == 0
