@@ -222,7 +222,7 @@ impl Error {
                 ErrorCode::UNSUPPORTED_PROTOCOL_VERSION,
                 format!("unsupported MCP-Protocol-Version {v:?}"),
             )
-            .with_data(json!({ "supported": mcp_protocol::version::SUPPORTED })),
+            .with_data(json!({ "supported": mcp_protocol::version::SUPPORTED, "requested": v })),
             Error::MissingClientSession => ErrorObject::invalid_request(
                 "Mcp-Session-Id header is required (send initialize first)",
             ),
@@ -403,6 +403,21 @@ mod tests {
         }
         let resp = Error::UnknownRequest.into_response();
         assert!(!resp.headers().contains_key("retry-after"));
+    }
+
+    #[test]
+    fn a_bad_version_header_names_the_supported_and_the_requested_version() {
+        let e = Error::BadVersionHeader("1999-01-01".into());
+        assert_eq!(e.status().as_u16(), 400);
+        let obj = e.to_error_object().unwrap();
+        assert_eq!(obj.code.0, -32022);
+        assert_eq!(
+            obj.data,
+            Some(json!({
+                "supported": mcp_protocol::version::SUPPORTED,
+                "requested": "1999-01-01",
+            }))
+        );
     }
 
     #[test]

@@ -138,6 +138,11 @@ async fn missing_unknown_and_orphaned_sessions_and_bad_versions() {
         .unwrap();
     let (s, v) = json_of(resp).await;
     assert_eq!((s, v["error"]["code"].as_i64()), (400, Some(-32022)), "{v}");
+    assert_eq!(v["error"]["data"]["requested"], "1999-01-01", "{v}");
+    assert!(v["error"]["data"]["supported"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("2025-11-25")));
     // A batch: 400 -32600.
     let (s, v) = json_of(
         mcp_post(&http, &url, BOTH, Some(&session), &json!([ping, ping]))
