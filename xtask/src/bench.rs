@@ -313,10 +313,25 @@ fn spawn_unlimited(name: &str, program: &Path, args: &[&str]) -> Result<Proc, St
 
 fn bench(options: &Options) -> Result<(), String> {
     if options.install_tunnels {
-        for krate in ["rathole", "bore-cli"] {
+        // rathole 0.5's own lockfile pins a `time` that no longer builds on current Rust, and
+        // its default TLS feature wants OpenSSL: take fresh dependencies and plain TCP only.
+        let installs: [(&str, &[&str]); 2] = [
+            (
+                "rathole",
+                &[
+                    "rathole",
+                    "--no-default-features",
+                    "--features",
+                    "server,client",
+                ],
+            ),
+            ("bore-cli", &["--locked", "bore-cli"]),
+        ];
+        for (krate, args) in installs {
             println!("installing {krate} (cargo install)...");
             let ok = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
-                .args(["install", "--locked", krate])
+                .arg("install")
+                .args(args)
                 .status()
                 .map(|s| s.success())
                 .unwrap_or(false);
