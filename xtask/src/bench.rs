@@ -555,15 +555,14 @@ fn start_tunnels(direct_url: &str, paths: &mut Vec<Path_>) -> Vec<Proc> {
                 Path::new("bore"),
                 &["local", &port, "--to", "127.0.0.1"],
             )?;
+            // `bore local` logs `listening at 127.0.0.1:PORT` (with colour codes around it).
             let public = c.wait_for_line(START, |l| {
-                l.split_whitespace()
-                    .find(|w| w.starts_with("127.0.0.1:") || w.starts_with("bore.pub"))
-                    .map(|w| {
-                        w.trim_matches(|ch: char| {
-                            !ch.is_ascii_alphanumeric() && ch != ':' && ch != '.'
-                        })
-                        .to_owned()
-                    })
+                let rest = &l[l.find("listening at ")? + "listening at ".len()..];
+                let addr: String = rest
+                    .chars()
+                    .take_while(|ch| ch.is_ascii_digit() || *ch == '.' || *ch == ':')
+                    .collect();
+                addr.contains(':').then_some(addr)
             })?;
             Ok((s, c, public))
         })();
