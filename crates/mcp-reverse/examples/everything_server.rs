@@ -80,33 +80,14 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let token = reverse.shutdown_token();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        token.cancel();
-    });
     println!("everything_server connecting to {}", args.proxy_url);
-    match reverse.run().await {
+    match reverse.run_until_signal().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Builds a protocol type from JSON written as the suite's scenario text shows it, so the code

@@ -207,6 +207,19 @@ impl ReverseClient {
         self.inner.shutdown.clone()
     }
 
+    /// Serves until Ctrl-C or SIGTERM, then shuts down gracefully: what a `main` wants.
+    pub async fn run_until_signal(&self) -> Result<(), Error> {
+        let token = self.shutdown_token();
+        let watcher = tokio::spawn(async move {
+            crate::shutdown_signal().await;
+            info!("stop requested");
+            token.cancel();
+        });
+        let result = self.run().await;
+        watcher.abort();
+        result
+    }
+
     /// Runs in the background; the handle stops it (the seed's `start(false)`).
     pub fn spawn(self) -> ReverseHandle {
         let shutdown = self.shutdown_token();

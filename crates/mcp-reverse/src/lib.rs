@@ -44,6 +44,7 @@
 //! - [`client`]: [`ReverseClient`] and its background [`ReverseHandle`].
 //! - [`service`]: [`Service`], what a reverse client serves.
 //! - `bridge` (feature `bridge`): stdio and Streamable HTTP bridges.
+//! - `signal`: [`shutdown_signal`], Ctrl-C or SIGTERM.
 //! - [`error`]: [`Error`], the reasons it stops.
 //! - `backoff`: retry pauses.
 //! - `src/bin/mcp-reverse.rs` (feature `cli`): the command.
@@ -72,8 +73,10 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod service;
+mod signal;
 
 pub use client::{ReverseClient, ReverseHandle};
 pub use config::Configuration;
 pub use error::Error;
 pub use service::{BoxFuture, Service, SessionSink};
+pub use signal::shutdown_signal;

@@ -207,24 +207,7 @@ async fn serve(reverse: ReverseClient, stop: CancellationToken) -> Result<(), mc
 }
 
 async fn cancel_on_signal(stop: CancellationToken) {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
+    mcp_reverse::shutdown_signal().await;
     info!("shutting down");
     stop.cancel();
 }
