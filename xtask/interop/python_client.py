@@ -7,11 +7,12 @@ uppercase, printing one PASS or FAIL line per check; exits 1 on the first failur
 `cargo xtask interop` runs it against mcp-proxy with a reverse server behind it.
 """
 
-import asyncio
 import sys
 import time
 
 from mcp import ClientSession
+
+from checks import check, main
 
 try:  # mcp >= 1.2x names it streamable_http_client; older releases streamablehttp_client.
     from mcp.client.streamable_http import streamable_http_client as connect
@@ -22,21 +23,9 @@ EXPECTED_TOOLS = {"get_time", "calculator", "echo"}
 EXPECTED_ECHO = "HELLO FROM REVERSE PROXY!"
 
 
-class CheckFailed(Exception):
-    """A check saw something other than what the reverse server example answers."""
-
-
 def field(obj, snake, camel):
     """mcp 2.x names fields in snake_case, 1.x in camelCase."""
     return getattr(obj, snake, None) if hasattr(obj, snake) else getattr(obj, camel)
-
-
-def check(name, started, ok, detail=""):
-    elapsed = (time.monotonic() - started) * 1000
-    print(f"{'PASS' if ok else 'FAIL'} {name} ({elapsed:.0f} ms){': ' + detail if detail else ''}",
-          flush=True)
-    if not ok:
-        raise CheckFailed(name)
 
 
 async def run(url):
@@ -62,27 +51,5 @@ async def run(url):
             check("tools/call echo", t, text == EXPECTED_ECHO and not field(result, "is_error", "isError"), repr(text))
 
 
-def leaves(error):
-    """The innermost exceptions of a (possibly nested) ExceptionGroup, the ones that say why."""
-    if isinstance(getattr(error, "exceptions", None), (list, tuple)):
-        return [leaf for inner in error.exceptions for leaf in leaves(inner)]
-    return [error]
-
-
-def main():
-    if len(sys.argv) != 2:
-        print(__doc__, file=sys.stderr)
-        return 2
-    try:
-        asyncio.run(asyncio.wait_for(run(sys.argv[1]), timeout=60))
-    except CheckFailed:
-        return 1
-    except BaseException as e:  # the SDK raises ExceptionGroups from its task groups
-        for leaf in leaves(e):
-            print(f"FAIL {type(leaf).__name__}: {leaf}", flush=True)
-        return 1
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(run, __doc__))

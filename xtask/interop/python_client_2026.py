@@ -23,24 +23,14 @@ import urllib.request
 
 from mcp.client.client import Client
 
+from checks import check, main
+
 EXPECTED_TOOLS = {"get_time", "calculator", "echo"}
 EXPECTED_ECHO = "HELLO FROM REVERSE PROXY!"
 MODERN = "2026-07-28"
 LEGACY_POOL = "py-legacy"
 # The probe's own timeout is 10 s; a fast refusal keeps the whole connect far below it.
 FAST_FALLBACK_SECONDS = 3.0
-
-
-class CheckFailed(Exception):
-    """A check saw something other than what the reverse server example answers."""
-
-
-def check(name, started, ok, detail=""):
-    elapsed = (time.monotonic() - started) * 1000
-    print(f"{'PASS' if ok else 'FAIL'} {name} ({elapsed:.0f} ms){': ' + detail if detail else ''}",
-          flush=True)
-    if not ok:
-        raise CheckFailed(name)
 
 
 async def calls(label, client):
@@ -153,27 +143,5 @@ async def run(url):
     await fallback(url)
 
 
-def leaves(error):
-    """The innermost exceptions of a (possibly nested) ExceptionGroup, the ones that say why."""
-    if isinstance(getattr(error, "exceptions", None), (list, tuple)):
-        return [leaf for inner in error.exceptions for leaf in leaves(inner)]
-    return [error]
-
-
-def main():
-    if len(sys.argv) != 2:
-        print(__doc__, file=sys.stderr)
-        return 2
-    try:
-        asyncio.run(asyncio.wait_for(run(sys.argv[1]), timeout=60))
-    except CheckFailed:
-        return 1
-    except BaseException as e:  # the SDK raises ExceptionGroups from its task groups
-        for leaf in leaves(e):
-            print(f"FAIL {type(leaf).__name__}: {leaf}", flush=True)
-        return 1
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(run, __doc__))

@@ -12,11 +12,12 @@ Prints one PASS or FAIL line per check; exits 1 on the first failure. `cargo xta
 runs it against mcp-proxy with reverse_server_example --test-tools behind it.
 """
 
-import asyncio
 import sys
 import time
 
 from mcp import ClientSession, types
+
+from checks import check, main
 
 try:  # mcp >= 1.2x names it streamable_http_client; older releases streamablehttp_client.
     from mcp.client.streamable_http import streamable_http_client as connect
@@ -26,18 +27,6 @@ except ImportError:  # pragma: no cover - depends on the pinned SDK
 STEPS = 3
 PROMPT = "What is 6 x 7?"
 MODEL_TEXT = "42, said the Python SDK's sampling callback"
-
-
-class CheckFailed(Exception):
-    """A check saw something other than what the test tools answer."""
-
-
-def check(name, started, ok, detail=""):
-    elapsed = (time.monotonic() - started) * 1000
-    print(f"{'PASS' if ok else 'FAIL'} {name} ({elapsed:.0f} ms){': ' + detail if detail else ''}",
-          flush=True)
-    if not ok:
-        raise CheckFailed(name)
 
 
 def text_of(result):
@@ -90,27 +79,5 @@ async def run(url):
                   f"{text!r}, callback asked {prompts!r}")
 
 
-def leaves(error):
-    """The innermost exceptions of a (possibly nested) ExceptionGroup, the ones that say why."""
-    if isinstance(getattr(error, "exceptions", None), (list, tuple)):
-        return [leaf for inner in error.exceptions for leaf in leaves(inner)]
-    return [error]
-
-
-def main():
-    if len(sys.argv) != 2:
-        print(__doc__, file=sys.stderr)
-        return 2
-    try:
-        asyncio.run(asyncio.wait_for(run(sys.argv[1]), timeout=60))
-    except CheckFailed:
-        return 1
-    except BaseException as e:  # the SDK raises ExceptionGroups from its task groups
-        for leaf in leaves(e):
-            print(f"FAIL {type(leaf).__name__}: {leaf}", flush=True)
-        return 1
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(run, __doc__))
