@@ -14,6 +14,8 @@
 //! template arguments. Logging levels, subscriptions, ping and the lifecycle are
 //! `mcp_server`'s own.
 
+mod common;
+
 use std::time::Duration;
 
 use clap::Parser;
@@ -24,7 +26,6 @@ use mcp_protocol::mcp::prompts::{GetPromptResult, Prompt};
 use mcp_protocol::mcp::resources::{Resource, ResourceContents, ResourceTemplate};
 use mcp_protocol::mcp::tools::{CallToolResult, Tool};
 use mcp_protocol::ErrorObject;
-use mcp_reverse::{Configuration, ReverseClient};
 use mcp_server::{RequestContext, Server, ServerConfig, ToolError};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -40,54 +41,20 @@ const STEP: Duration = Duration::from_millis(50);
 /// The conformance suite's "everything" server, served through a reverse proxy.
 #[derive(Parser, Debug)]
 struct Args {
-    /// The proxy's base URL.
-    #[arg(default_value = "http://localhost:9000")]
-    proxy_url: String,
-    /// The pool to join (default: the proxy's default pool).
-    #[arg(long)]
-    name: Option<String>,
-    /// Bearer token for the proxy.
-    #[arg(long, env = "MCP_REVERSE_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// Polls to keep open.
-    #[arg(long, default_value_t = 4)]
-    polls: u32,
+    #[command(flatten)]
+    proxy: common::ProxyArgs,
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
-
     let server = Server::new(ServerConfig::new("everything_server", "1.0.0"));
     register_tools(&server);
     register_resources(&server);
     register_prompts(&server);
     server.set_completion_handler(|params, _ctx| async move { Ok(complete(&params)) });
 
-    let mut config = Configuration::new(&args.proxy_url).with_held_polls(args.polls);
-    config.server_name = args.name;
-    config.auth_token = args.token;
-    let reverse = match ReverseClient::new(server, config) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    println!("everything_server connecting to {}", args.proxy_url);
-    match reverse.run_until_signal().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    common::serve("everything_server", server, args.proxy).await
 }
 
 /// Builds a protocol type from JSON written as the suite's scenario text shows it, so the code
