@@ -170,25 +170,37 @@ pub(crate) fn client_answer(
     pinned: bool,
 ) -> Result<Response, Error> {
     let text = answer.get();
-    let empty = text == "null"
-        || serde_json::from_str::<Map<String, Value>>(text).is_ok_and(|m| m.is_empty());
-    if empty {
-        if notification_method {
-            // The seed's client sends `notifications/initialized` with an id and needs a body.
-            let body = format!(r#"{{"jsonrpc":"2.0","id":{},"result":{{}}}}"#, id_text(id));
-            return Ok(json_response(StatusCode::OK, body));
+    // One borrowed scan reads what routing needs; the answer's body (a tool result of
+    // megabytes, say) is never built into a tree on this path.
+    let view: Option<AnswerView<'_>> =
+        if text == "null" {
+            None
+        } else {
+            Some(serde_json::from_str(text).map_err(|e| {
+                Error::InvalidServerResponse(format!("not a JSON-RPC response: {e}"))
+            })?)
+        };
+    let view = match view {
+        Some(view) if view.result.is_some() || view.error.is_some() => view,
+        view => {
+            // No outcome: fine only as the empty answer to a notification-named request.
+            let empty = view.is_none()
+                || serde_json::from_str::<Map<String, Value>>(text).is_ok_and(|m| m.is_empty());
+            if !empty {
+                return Err(Error::InvalidServerResponse(
+                    "neither result nor error".into(),
+                ));
+            }
+            if notification_method {
+                // The seed's client sends `notifications/initialized` with an id and needs a body.
+                let body = format!(r#"{{"jsonrpc":"2.0","id":{},"result":{{}}}}"#, id_text(id));
+                return Ok(json_response(StatusCode::OK, body));
+            }
+            return Err(Error::InvalidServerResponse(
+                "empty answer to a request".into(),
+            ));
         }
-        return Err(Error::InvalidServerResponse(
-            "empty answer to a request".into(),
-        ));
-    }
-    let view: AnswerView<'_> = serde_json::from_str(text)
-        .map_err(|e| Error::InvalidServerResponse(format!("not a JSON-RPC response: {e}")))?;
-    if view.result.is_none() && view.error.is_none() {
-        return Err(Error::InvalidServerResponse(
-            "neither result nor error".into(),
-        ));
-    }
+    };
     let status = match view.error.as_ref().and_then(|e| e.code) {
         Some(code) if pinned && code == i64::from(ErrorCode::UNKNOWN_SESSION.0) => {
             StatusCode::NOT_FOUND
