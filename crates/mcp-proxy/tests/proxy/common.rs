@@ -45,7 +45,20 @@ impl Proxy {
 
     /// Starts a proxy on a given address (a restart on the same port).
     pub(crate) async fn start_at(addr: SocketAddr, config: Config) -> Proxy {
-        let listener = TcpListener::bind(addr).await.unwrap();
+        // The old proxy's sockets may still be closing, and another test may briefly hold the
+        // port as an ephemeral one: retry `AddrInUse` until the deadline instead of failing.
+        let start = std::time::Instant::now();
+        let listener = loop {
+            match TcpListener::bind(addr).await {
+                Ok(listener) => break listener,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse && start.elapsed() < PATIENCE =>
+                {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => panic!("cannot bind {addr} again: {e}"),
+            }
+        };
         Self::on(listener, config)
     }
 

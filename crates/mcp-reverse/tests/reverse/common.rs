@@ -57,19 +57,19 @@ impl Proxy {
     pub(crate) async fn restart(self) -> Proxy {
         let addr = self.addr;
         self.stop().await;
-        Proxy::start_on(TcpListener::bind(addr).await.unwrap()).await
+        Proxy::start_on(rebind(addr).await).await
     }
 
     /// Graceful stop.
     pub(crate) async fn stop(self) {
         self.shutdown.cancel();
         let _ = self.task.await;
-        self.runtime.shutdown_background();
+        close_runtime(self.runtime).await;
     }
 
     /// Abrupt stop: every task and connection of the proxy vanishes (a crash).
     pub(crate) async fn kill(self) -> SocketAddr {
-        self.runtime.shutdown_background();
+        close_runtime(self.runtime).await;
         self.addr
     }
 
@@ -96,6 +96,30 @@ impl Proxy {
             );
             tokio::task::yield_now().await;
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Drops every task of `runtime` and waits until they are gone, so the proxy's sockets are
+/// closed when this returns (`shutdown_background` alone closes them some time later).
+async fn close_runtime(runtime: tokio::runtime::Runtime) {
+    tokio::task::spawn_blocking(move || runtime.shutdown_timeout(DEADLINE))
+        .await
+        .unwrap();
+}
+
+/// Binds `addr` again for a restarted proxy. The port is only free once the kernel has let go
+/// of the old proxy's sockets, and another test may briefly hold it as an ephemeral port, so
+/// this retries until the deadline instead of failing on the first `AddrInUse`.
+pub(crate) async fn rebind(addr: SocketAddr) -> TcpListener {
+    let start = Instant::now();
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => return listener,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && start.elapsed() < DEADLINE => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("cannot bind {addr} again: {e}"),
         }
     }
 }

@@ -12,7 +12,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-use crate::common::{config, Proxy, DEADLINE};
+use crate::common::{config, rebind, Proxy, DEADLINE};
 
 /// What the test tools report and wait on.
 #[derive(Default)]
@@ -154,7 +154,7 @@ async fn survives_killed_connections_and_a_proxy_that_is_not_up_yet() {
     let gates = Arc::new(Gates::default());
     let reverse = spawn_reverse(&format!("http://{addr}"), gates.clone());
 
-    let proxy = Proxy::start_on(TcpListener::bind(addr).await.unwrap()).await;
+    let proxy = Proxy::start_on(rebind(addr).await).await;
     assert_eq!(echo_eventually(&proxy.url(), "first").await, "first");
 
     // A call is pending on the server when every connection is cut.
@@ -177,7 +177,7 @@ async fn survives_killed_connections_and_a_proxy_that_is_not_up_yet() {
     );
     gates.release.notify_one();
 
-    let proxy = Proxy::start_on(TcpListener::bind(addr).await.unwrap()).await;
+    let proxy = Proxy::start_on(rebind(addr).await).await;
     assert_eq!(echo_eventually(&proxy.url(), "again").await, "again");
 
     assert!(!reverse.is_finished());
