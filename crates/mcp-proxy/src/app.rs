@@ -24,28 +24,46 @@ use tracing::{info, info_span, warn, Level};
 
 use crate::auth::{self, Auth};
 use crate::broker::Broker;
+use crate::cluster::{self, Cluster};
 use crate::limits::{self, RateLimiter};
 use crate::metrics::{self, Metrics};
 use crate::routes;
 use crate::tls::TlsListener;
 use crate::{Config, Error};
 
-/// What every handler shares: the broker (which owns the configuration) and the metrics.
+/// What every handler shares: the broker (which owns the configuration), the metrics, and
+/// the cluster when several instances share a Redis.
 #[derive(Clone, Debug)]
 pub struct AppState {
     /// The session broker.
     pub broker: Broker,
     /// Counters and histograms for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// This instance's membership in a cluster; `None` runs alone.
+    pub cluster: Option<Cluster>,
 }
 
 impl AppState {
-    /// A fresh state with an empty in-memory broker.
+    /// A fresh state with an empty in-memory broker, alone (`config.cluster` is not joined:
+    /// see [`AppState::connect`]).
     pub fn new(config: Config) -> Self {
         AppState {
             broker: Broker::new(config),
             metrics: Arc::new(Metrics::new()),
+            cluster: None,
         }
+    }
+
+    /// A fresh state that joins `config.cluster` when it names one (connecting to Redis).
+    pub async fn connect(config: Config) -> Result<Self, Error> {
+        let cluster = match &config.cluster {
+            Some(c) => Some(Cluster::connect(c).await?),
+            None => None,
+        };
+        Ok(AppState {
+            cluster,
+            ..AppState::new(config)
+        })
     }
 
     /// The configuration.
@@ -61,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         state.config().server_rate,
         state.config().client_rate,
         state.config().auth.clone(),
+        state.cluster.clone(),
     );
     Router::new()
         .merge(mcp_routes(state.config()))
@@ -78,6 +97,11 @@ pub fn router(state: AppState) -> Router {
                 )),
         )
         .layer(DefaultBodyLimit::max(body_limit))
+        // Inside the rate limit: a caller is counted once, by the instance it reached.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            cluster::relay,
+        ))
         .layer(middleware::from_fn_with_state(limiter, limits::rate_limit))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -260,7 +284,10 @@ pub async fn serve(
     config: Config,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
-    serve_with_state(listener, AppState::new(config), shutdown).await
+    let state = AppState::connect(config)
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    serve_with_state(listener, state, shutdown).await
 }
 
 /// [`serve`] with a state the caller keeps a handle on (tests inspect its broker).
@@ -280,8 +307,14 @@ pub async fn serve_with_state(
     let reloader = state.config().auth.spawn_reloader(shutdown.child_token());
     let sweeper = state.broker.spawn_sweeper(shutdown.child_token());
     let broker = state.broker.clone();
+    let cluster = state.cluster.clone();
+    let router = router(state);
+    // Relayed requests from other instances run through the same router.
+    let membership = cluster
+        .as_ref()
+        .map(|c| c.start(router.clone(), broker.clone(), shutdown.child_token()));
     // The peer address is the rate limiter's key for callers without a token.
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let signal = {
         let shutdown = shutdown.clone();
         async move {
@@ -311,6 +344,11 @@ pub async fn serve_with_state(
         }
     };
     sweeper.abort();
+    if let Some(membership) = membership {
+        // It leaves the cluster on cancellation; wait so the instance is gone from Redis
+        // before this returns.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), membership).await;
+    }
     if let Some(reloader) = reloader {
         reloader.abort();
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use crate::auth::{Auth, TokenKind, TokenSet};
+use crate::cluster::ClusterConfig;
 use crate::config::{self, Config};
 use crate::limits::Rate;
 use crate::tls::TlsConfig;
@@ -205,6 +206,72 @@ pub struct Cli {
     /// other members of the pool, and when all are full `initialize` gets 503.
     #[arg(long, env = "MCP_PROXY_MAX_SESSIONS_PER_REGISTRATION", value_name = "N", default_value_t = config::DEFAULT_MAX_SESSIONS_PER_REGISTRATION)]
     pub max_sessions_per_registration: usize,
+
+    /// Where the broker's shared state lives: `memory` (this instance alone), or a Redis URL
+    /// (`redis://[user:password@]HOST:PORT[/DB]`, `rediss://` for TLS) shared by several
+    /// instances behind a load balancer (docs/deployment.md).
+    #[arg(
+        long,
+        env = "MCP_PROXY_BROKER",
+        value_name = "memory|URL",
+        default_value = "memory"
+    )]
+    pub broker: BrokerSpec,
+
+    /// Prefix of every Redis key and channel, so several clusters can share one Redis.
+    #[arg(
+        long,
+        env = "MCP_PROXY_CLUSTER_PREFIX",
+        value_name = "PREFIX",
+        default_value = "mcp-proxy:"
+    )]
+    pub cluster_prefix: String,
+}
+
+/// `--broker`: in memory, or the Redis URL of a cluster (its `Debug` hides any password).
+#[derive(Clone, PartialEq, Eq)]
+pub enum BrokerSpec {
+    /// This instance alone.
+    Memory,
+    /// Several instances sharing the Redis at this URL.
+    Redis(String),
+}
+
+impl std::str::FromStr for BrokerSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("memory") {
+            return Ok(BrokerSpec::Memory);
+        }
+        let scheme = s.split_once("://").map(|(scheme, _)| scheme);
+        match scheme {
+            Some("redis" | "rediss" | "redis+unix" | "unix") => {
+                redis::Client::open(s).map_err(|e| {
+                    format!(
+                        "`{}` is not a usable Redis URL: {e}",
+                        ClusterConfig::new(s).redacted_url()
+                    )
+                })?;
+                Ok(BrokerSpec::Redis(s.to_owned()))
+            }
+            _ => Err(format!(
+                "`{}` is neither `memory` nor a Redis URL (redis://HOST:PORT)",
+                ClusterConfig::new(s).redacted_url()
+            )),
+        }
+    }
+}
+
+impl std::fmt::Debug for BrokerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BrokerSpec::Memory => f.write_str("Memory"),
+            BrokerSpec::Redis(url) => {
+                write!(f, "Redis({})", ClusterConfig::new(url).redacted_url())
+            }
+        }
+    }
 }
 
 /// A secret given on the command line; its `Debug` hides it.
@@ -326,6 +393,13 @@ impl Cli {
             max_registrations_per_token: self.max_registrations_per_token,
             max_sessions: self.max_sessions,
             max_sessions_per_registration: self.max_sessions_per_registration,
+            cluster: match &self.broker {
+                BrokerSpec::Memory => None,
+                BrokerSpec::Redis(url) => Some(ClusterConfig {
+                    prefix: self.cluster_prefix.clone(),
+                    ..ClusterConfig::new(url.clone())
+                }),
+            },
             ..Config::default()
         }
     }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::auth::Auth;
+use crate::cluster::ClusterConfig;
 use crate::limits::Rate;
 use crate::tls::TlsConfig;
 
@@ -95,6 +96,9 @@ pub struct Config {
     /// `/mcp` client sessions pinned to one registration; a pool whose members are all full
     /// answers the next `initialize` with 503.
     pub max_sessions_per_registration: usize,
+    /// Join the instances sharing this Redis (`--broker redis://…`); `None` runs alone with
+    /// the in-memory broker.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for Config {
@@ -120,6 +124,7 @@ impl Default for Config {
             max_registrations_per_token: DEFAULT_MAX_REGISTRATIONS_PER_TOKEN,
             max_sessions: DEFAULT_MAX_SESSIONS,
             max_sessions_per_registration: DEFAULT_MAX_SESSIONS_PER_REGISTRATION,
+            cluster: None,
         }
     }
 }

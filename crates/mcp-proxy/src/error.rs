@@ -125,6 +125,14 @@ pub enum Error {
     /// sessions as allowed (503).
     #[error("too many client sessions")]
     TooManySessions,
+    /// Several instances: the instance serving this request (its pool's home) was lost, or
+    /// this one lost its link to it, before the answer was complete (502).
+    #[error("the proxy instance serving this request was lost")]
+    InstanceLost,
+    /// Several instances: Redis, which they share, cannot be reached (503); the detail is
+    /// for the log only.
+    #[error("cluster store unavailable: {0}")]
+    ClusterUnavailable(String),
     /// The TLS certificate or key cannot be used.
     #[error("TLS {path}: {reason}")]
     Tls {
@@ -142,10 +150,13 @@ impl Error {
             Error::NoServer { .. }
             | Error::ShuttingDown
             | Error::QueueFull
-            | Error::TooManySessions => StatusCode::SERVICE_UNAVAILABLE,
+            | Error::TooManySessions
+            | Error::ClusterUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::RateLimited(_) | Error::ClientRateLimited => StatusCode::TOO_MANY_REQUESTS,
             Error::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Error::ServerGone | Error::InvalidServerResponse(_) => StatusCode::BAD_GATEWAY,
+            Error::ServerGone | Error::InvalidServerResponse(_) | Error::InstanceLost => {
+                StatusCode::BAD_GATEWAY
+            }
             Error::UnknownClientSession | Error::UnknownSession | Error::UnknownRequest => {
                 StatusCode::NOT_FOUND
             }
@@ -200,6 +211,14 @@ impl Error {
             }
             Error::ServerGone => ErrorObject::new(ErrorCode::SERVER_GONE, "server gone"),
             Error::ShuttingDown => ErrorObject::new(ErrorCode::SERVER_GONE, "proxy shutting down"),
+            Error::InstanceLost => ErrorObject::new(
+                ErrorCode::SERVER_GONE,
+                "the proxy instance serving this request was lost; retry",
+            ),
+            Error::ClusterUnavailable(_) => ErrorObject::new(
+                ErrorCode::SERVER_ERROR,
+                "proxy cluster store unavailable; retry later",
+            ),
             Error::UnknownClientSession => ErrorObject::unknown_session(),
             Error::InvalidMessage(e) => e.to_error_object(),
             Error::ResponseNotAccepted => ErrorObject::invalid_request(

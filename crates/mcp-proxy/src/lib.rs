@@ -17,6 +17,8 @@
 //! - [`broker`]: registrations, their queues, pending requests, pools, and the client sessions
 //!   of `/mcp` with their resumable SSE streams, behind the narrow
 //!   [`Broker`] API so a distributed backend can be added later.
+//! - [`cluster`]: several instances sharing one Redis (`--broker redis://…`): pool homes,
+//!   the relay between instances, shared rate limits (docs/deployment.md).
 //! - [`config`]: [`Config`] and its defaults.
 //! - [`auth`]: server and client bearer tokens bound to pool names, the token file and its
 //!   reload, and the middleware that answers 401.
@@ -48,6 +50,7 @@ pub mod app;
 pub mod auth;
 pub mod broker;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod limits;
@@ -57,5 +60,6 @@ pub mod tls;
 
 pub use app::{router, serve, serve_with_state, AppState};
 pub use broker::Broker;
+pub use cluster::{Cluster, ClusterConfig};
 pub use config::Config;
 pub use error::{Error, RpcError};

@@ -32,6 +32,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::auth::{Auth, TokenId, TokenKind};
+use crate::cluster::{Cluster, Relayed};
 use crate::Error;
 
 /// A sustained rate and the burst allowed above it.
@@ -89,6 +90,21 @@ enum Caller {
     Overflow,
 }
 
+impl Caller {
+    /// The name of this caller's bucket in Redis (a token by its digest, never the token).
+    fn bucket_key(&self, budget: Budget) -> String {
+        let budget = match budget {
+            Budget::Server => 's',
+            Budget::Client => 'c',
+        };
+        match self {
+            Caller::Token(id) => format!("{budget}:t:{}", id.digest_hex()),
+            Caller::Addr(ip) => format!("{budget}:a:{ip}"),
+            Caller::Unknown | Caller::Overflow => format!("{budget}:u"),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Bucket {
     tokens: f64,
@@ -117,15 +133,24 @@ pub(crate) struct RateLimiter {
     /// The configured tokens: only a valid one keys a bucket of its own.
     auth: Auth,
     buckets: Mutex<Buckets>,
+    /// Several instances: the buckets live in Redis, shared by all (the local map is the
+    /// fallback while Redis cannot be reached).
+    shared: Option<Cluster>,
 }
 
 impl RateLimiter {
     /// A limiter with these budgets; `auth` tells configured tokens from made-up ones.
-    pub(crate) fn new(server: Rate, client: Rate, auth: Auth) -> Arc<Self> {
+    pub(crate) fn new(
+        server: Rate,
+        client: Rate,
+        auth: Auth,
+        shared: Option<Cluster>,
+    ) -> Arc<Self> {
         Arc::new(RateLimiter {
             server,
             client,
             auth,
+            shared,
             buckets: Mutex::new(Buckets {
                 map: HashMap::new(),
                 next_sweep: Instant::now(),
@@ -233,8 +258,28 @@ pub(crate) async fn rate_limit(
     let Some(budget) = budget(req.uri().path()) else {
         return next.run(req).await;
     };
+    if req.extensions().get::<Relayed>().is_some() {
+        return next.run(req).await; // counted by the instance it reached first
+    }
     let caller = limiter.caller(budget, &req);
-    match limiter.take(budget, caller, Instant::now()) {
+    let verdict = match &limiter.shared {
+        Some(cluster) if !limiter.rate(budget).is_off() => {
+            let rate = limiter.rate(budget);
+            match cluster
+                .take_token(&caller.bucket_key(budget), rate.per_second, rate.burst)
+                .await
+            {
+                Ok(None) => Ok(()),
+                Ok(Some(wait)) => Err(wait),
+                Err(e) => {
+                    tracing::warn!(error = %e, "shared rate limit unavailable; limiting locally");
+                    limiter.take(budget, caller, Instant::now())
+                }
+            }
+        }
+        _ => limiter.take(budget, caller, Instant::now()),
+    };
+    match verdict {
         Ok(()) => next.run(req).await,
         Err(wait) => {
             tracing::info!(path = %req.uri().path(), ?budget, "rate limited");
@@ -265,6 +310,7 @@ mod tests {
             },
             Rate::OFF,
             Auth::off(),
+            None,
         );
         let a = Caller::Addr("10.0.0.1".parse().unwrap());
         let b = Caller::Addr("10.0.0.2".parse().unwrap());
@@ -303,6 +349,7 @@ mod tests {
             },
             Rate::OFF,
             Auth::off(),
+            None,
         );
         let t0 = Instant::now();
         let addr = |i: u32| Caller::Addr(IpAddr::from(i.to_be_bytes()));
@@ -352,6 +399,7 @@ mod tests {
             },
             Rate::OFF,
             Auth::off(),
+            None,
         );
         let t0 = Instant::now();
         assert!(l.take(Budget::Server, Caller::Unknown, t0).is_ok());

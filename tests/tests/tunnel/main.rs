@@ -9,8 +9,10 @@
 //!   stream, `resources/subscribe` and `unsubscribe`.
 //! - `legacy`: a seed-style registration never receives the new item kinds.
 //! - `workspace`: wire shapes no single crate can check.
+//! - `cluster`: several proxy instances sharing a real Redis.
 
 mod cancel;
+mod cluster;
 mod common;
 mod legacy;
 mod session;

@@ -98,6 +98,12 @@ impl TokenId {
         TokenId(id)
     }
 
+    /// The whole digest in hex: a key for state shared with other instances (the digest of a
+    /// high-entropy token reveals nothing of it).
+    pub(crate) fn digest_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// A short fingerprint for logs (4 bytes of the digest: names the token, reveals nothing).
     pub fn fingerprint(&self) -> String {
         self.0[..4].iter().map(|b| format!("{b:02x}")).collect()

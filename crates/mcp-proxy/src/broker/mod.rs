@@ -786,6 +786,11 @@ impl Broker {
         }
     }
 
+    /// The ids of every live registration (the cluster keeps its directory of them).
+    pub fn registration_ids(&self) -> Vec<String> {
+        self.lock().registrations.keys().cloned().collect()
+    }
+
     /// The pools and their members, default pool first, then by name (`GET /servers`).
     pub fn servers(&self) -> Vec<PoolInfo> {
         let st = self.lock();

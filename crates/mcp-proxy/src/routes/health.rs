@@ -1,4 +1,5 @@
-//! `GET /healthz`: the proxy is up; how many registrations it has. No auth, no session detail.
+//! `GET /healthz`: the proxy is up; how many registrations and pending requests it has, and
+//! in a cluster which instance answered and how many are alive. No auth, no session detail.
 
 use axum::extract::State;
 use axum::Json;
@@ -6,8 +7,18 @@ use serde_json::{json, Value};
 
 use crate::AppState;
 
-/// `200 {"status":"ok","registrations":N}`.
+/// `200 {"status":"ok","registrations":N,"pending":N}`, plus `"instance"` and `"instances"`
+/// in a cluster.
 pub(crate) async fn healthz(State(state): State<AppState>) -> Json<Value> {
     let stats = state.broker.stats();
-    Json(json!({"status": "ok", "registrations": stats.registrations}))
+    let mut body = json!({
+        "status": "ok",
+        "registrations": stats.registrations,
+        "pending": stats.pending,
+    });
+    if let Some(cluster) = &state.cluster {
+        body["instance"] = json!(cluster.instance_id());
+        body["instances"] = json!(cluster.instances().len());
+    }
+    Json(body)
 }

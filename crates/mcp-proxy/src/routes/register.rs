@@ -43,6 +43,14 @@ pub(crate) async fn register(
     let session_id = state
         .broker
         .register_as(&req, grant.map(|Extension(g)| g.id))?;
+    // Several instances: the directory names this one as the registration's home before
+    // the id is handed out, so the server's first poll finds it from any instance.
+    if let Some(cluster) = &state.cluster {
+        if let Err(e) = cluster.record_registration(&session_id).await {
+            let _ = state.broker.deregister(&session_id);
+            return Err(e);
+        }
+    }
     Ok(Json(RegisterResponse {
         session_id,
         poll_endpoint: POLL_PATH.to_owned(),

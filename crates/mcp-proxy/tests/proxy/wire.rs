@@ -55,7 +55,7 @@ async fn register_answers_the_seed_shape_and_refuses_bad_bodies() {
         .json()
         .await
         .unwrap();
-    assert_eq!(v, json!({"status": "ok", "registrations": 2}));
+    assert_eq!(v, json!({"status": "ok", "registrations": 2, "pending": 0}));
     proxy.stop().await;
 }
 

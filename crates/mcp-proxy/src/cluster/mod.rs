@@ -1,0 +1,669 @@
+//! Several proxy instances sharing one Redis: who is alive, which instance is home to each
+//! pool and registration, a relay for requests that arrive at the wrong instance, and rate
+//! limits shared by every instance.
+//!
+//! # Design
+//! Each pool (server name) has one *home* instance whose in-memory [`Broker`] holds the
+//! pool's registrations, queues, pending requests and client sessions, so every rule of the
+//! single instance (pinning, failover, exactly-once answers, resumable streams, re-adoption)
+//! holds by construction: one state machine decides. Redis holds the directory (live
+//! instances, pool homes, registration homes), carries the relay, and keeps the shared rate
+//! limit buckets.
+//!
+//! An instance that receives a request for a pool or registration homed elsewhere relays it
+//! whole over Redis pub/sub to the home, which serves it through its own router and streams
+//! the answer back (SSE included). So a client's message arriving at B reaches a server whose
+//! polls are held by A, and the answer the server posts to C reaches the client waiting on B.
+//!
+//! Losing an instance: its heartbeat key expires within [`Heartbeat::ttl`]; every relay
+//! waiting on it fails at once with [`Error::InstanceLost`] (never hangs); its pools are taken
+//! over by the next instance a server registers with (modern reverse clients get 404 on their
+//! next poll and register again; legacy ids are re-adopted); what it held in memory is gone.
+//!
+//! Wake-ups are pub/sub messages; nothing polls Redis in a loop. The heartbeat is the one
+//! periodic task (one pipeline a second).
+
+mod frame;
+mod relay;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use mcp_protocol::wire::SessionIdKind;
+use redis::aio::ConnectionManager;
+use redis::Script;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::broker::Broker;
+use crate::Error;
+
+pub(crate) use relay::{relay, Relayed};
+
+/// Where and how to join a cluster (`--broker redis://HOST:PORT`).
+#[derive(Clone)]
+pub struct ClusterConfig {
+    /// The Redis URL (`redis://[user:password@]host:port[/db]`, `rediss://` for TLS).
+    pub url: String,
+    /// Prefix of every key and channel, so several clusters can share one Redis.
+    pub prefix: String,
+    /// How often an instance says it is alive; it is taken for dead after three missed beats.
+    pub heartbeat: Duration,
+}
+
+impl ClusterConfig {
+    /// A cluster on the Redis at `url`, with the default prefix and heartbeat.
+    pub fn new(url: impl Into<String>) -> Self {
+        ClusterConfig {
+            url: url.into(),
+            prefix: "mcp-proxy:".to_owned(),
+            heartbeat: Duration::from_secs(1),
+        }
+    }
+
+    /// The URL without its password, for logs and `Debug`.
+    pub fn redacted_url(&self) -> String {
+        match (self.url.find("://"), self.url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}://***@{}", &self.url[..scheme], &self.url[at + 1..])
+            }
+            _ => self.url.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("url", &self.redacted_url())
+            .field("prefix", &self.prefix)
+            .field("heartbeat", &self.heartbeat)
+            .finish()
+    }
+}
+
+/// The heartbeat's timing.
+#[derive(Clone, Copy, Debug)]
+struct Heartbeat {
+    every: Duration,
+}
+
+impl Heartbeat {
+    /// An instance whose key is older than this is dead: three missed beats.
+    fn ttl(self) -> Duration {
+        self.every * 3
+    }
+}
+
+/// This instance's membership in a cluster; cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cluster")
+            .field("instance", &self.inner.id)
+            .field("redis", &self.inner.redacted_url)
+            .finish()
+    }
+}
+
+struct Inner {
+    /// This instance's id: random per process, so a restarted instance is a new one.
+    id: String,
+    prefix: String,
+    redacted_url: String,
+    heartbeat: Heartbeat,
+    client: redis::Client,
+    /// Commands and publishes; reconnects by itself.
+    conn: ConnectionManager,
+    /// Instances seen alive at the last beat.
+    alive: Mutex<HashSet<String>>,
+    /// Homes looked up before (`p:` pools, `r:` registrations), while their instance lives.
+    homes: Mutex<HashMap<String, String>>,
+    /// Requests this instance relayed and waits on, by relay id.
+    outbound: Mutex<HashMap<u64, relay::Outbound>>,
+    /// Requests this instance serves for others, by (caller instance, relay id).
+    inbound: Mutex<HashMap<(String, u64), tokio::task::AbortHandle>>,
+    next_id: AtomicU64,
+    /// The router relayed requests run through; set when serving starts.
+    router: OnceLock<Router>,
+    /// The subscription made before the first heartbeat (so no frame sent to this instance
+    /// once others can see it is lost); consumed when serving starts.
+    first_subscription: Mutex<Option<redis::aio::PubSub>>,
+    scripts: Scripts,
+}
+
+struct Scripts {
+    home: Script,
+    bucket: Script,
+}
+
+/// Registration directory entries outlive a silent home by this much; the home refreshes
+/// them every [`DIRECTORY_REFRESH`]. A stale entry is harmless: its instance is dead, or
+/// it answers for the id like a single instance would.
+const DIRECTORY_TTL: Duration = Duration::from_secs(600);
+const DIRECTORY_REFRESH: Duration = Duration::from_secs(120);
+/// The home cache is cleared past this many entries (lookups then go to Redis again).
+const HOME_CACHE_MAX: usize = 100_000;
+
+/// The pool's home, taking the pool over when asked to (`ARGV[3] == "1"`) and the home is
+/// missing or dead. One script, so two instances racing to take a pool agree on the winner.
+const HOME_SCRIPT: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if cur and redis.call('EXISTS', ARGV[2] .. cur) == 1 then return cur end
+if ARGV[3] ~= '1' then return false end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+"#;
+
+/// A token bucket shared by every instance: `{allowed, seconds to wait}`. The clock is
+/// Redis's, so instances with skewed clocks agree.
+const BUCKET_SCRIPT: &str = r#"
+local rate = tonumber(ARGV[1])
+local cap = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local b = redis.call('HMGET', KEYS[1], 't', 'n')
+local last = tonumber(b[1]) or now
+local tokens = tonumber(b[2]) or cap
+tokens = math.min(cap, tokens + math.max(0, now - last) * rate)
+local ok, wait = 0, 0
+if tokens >= 1 then tokens = tokens - 1; ok = 1 else wait = (1 - tokens) / rate end
+redis.call('HSET', KEYS[1], 't', tostring(now), 'n', tostring(tokens))
+redis.call('PEXPIRE', KEYS[1], math.ceil(cap / rate * 1000) + 1000)
+return {ok, tostring(wait)}
+"#;
+
+/// Where a request is served.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// Here.
+    Local,
+    /// On this other live instance.
+    Remote(String),
+}
+
+fn redis_error(what: &str, e: redis::RedisError) -> Error {
+    Error::ClusterUnavailable(format!("{what}: {e}"))
+}
+
+impl Cluster {
+    /// Connects to Redis and announces this instance (its first heartbeat).
+    pub async fn connect(config: &ClusterConfig) -> Result<Cluster, Error> {
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|e| Error::ClusterUnavailable(format!("{}: {e}", config.redacted_url())))?;
+        let conn = client
+            .get_connection_manager()
+            .await
+            .map_err(|e| redis_error(&config.redacted_url(), e))?;
+        let id = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
+        // Subscribed before the first heartbeat makes this instance visible; frames that
+        // arrive before serving starts wait in the connection until it does.
+        let mut pubsub = client
+            .get_async_pubsub()
+            .await
+            .map_err(|e| redis_error(&config.redacted_url(), e))?;
+        pubsub
+            .subscribe(format!("{}to:{id}", config.prefix))
+            .await
+            .map_err(|e| redis_error(&config.redacted_url(), e))?;
+        let cluster = Cluster {
+            inner: Arc::new(Inner {
+                id,
+                prefix: config.prefix.clone(),
+                redacted_url: config.redacted_url(),
+                heartbeat: Heartbeat {
+                    every: config.heartbeat.max(Duration::from_millis(50)),
+                },
+                client,
+                conn,
+                alive: Mutex::new(HashSet::new()),
+                homes: Mutex::new(HashMap::new()),
+                outbound: Mutex::new(HashMap::new()),
+                inbound: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+                router: OnceLock::new(),
+                first_subscription: Mutex::new(Some(pubsub)),
+                scripts: Scripts {
+                    home: Script::new(HOME_SCRIPT),
+                    bucket: Script::new(BUCKET_SCRIPT),
+                },
+            }),
+        };
+        cluster.beat().await?;
+        info!(instance = %cluster.inner.id, redis = %cluster.inner.redacted_url, "joined the cluster");
+        Ok(cluster)
+    }
+
+    /// This instance's id in the cluster.
+    pub fn instance_id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The instances alive at the last heartbeat, this one included.
+    pub fn instances(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.lock_alive().iter().cloned().collect();
+        v.sort();
+        v
+    }
+
+    fn key(&self, what: &str) -> String {
+        format!("{}{what}", self.inner.prefix)
+    }
+
+    fn channel(&self, instance: &str) -> String {
+        self.key(&format!("to:{instance}"))
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.inner.conn.clone()
+    }
+
+    fn lock_alive(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.inner.alive.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_homes(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.inner.homes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts the subscriber, the heartbeat and the directory refresh; `router` serves the
+    /// requests other instances relay here. They stop when `shutdown` is cancelled, and this
+    /// instance then leaves the cluster at once (its pools are taken over without waiting
+    /// for its heartbeat to expire).
+    pub(crate) fn start(
+        &self,
+        router: Router,
+        broker: Broker,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let _ = self.inner.router.set(router);
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            let subscriber = tokio::spawn(cluster.clone().subscribe_forever());
+            let mut beat = tokio::time::interval(cluster.inner.heartbeat.every);
+            beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut refresh = tokio::time::interval(DIRECTORY_REFRESH);
+            refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = beat.tick() => {
+                        if let Err(e) = cluster.beat().await {
+                            warn!(error = %e, "cluster heartbeat failed");
+                        }
+                        cluster.reap();
+                    }
+                    _ = refresh.tick() => {
+                        if let Err(e) = cluster.refresh_directory(&broker).await {
+                            warn!(error = %e, "cluster directory refresh failed");
+                        }
+                    }
+                }
+            }
+            subscriber.abort();
+            cluster.leave().await;
+        })
+    }
+
+    /// Says this instance is alive and reads who else is.
+    async fn beat(&self) -> Result<(), Error> {
+        let ttl = self.inner.heartbeat.ttl();
+        let members: Vec<String> = redis::pipe()
+            .cmd("SET")
+            .arg(self.key(&format!("inst:{}", self.inner.id)))
+            .arg(1)
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .ignore()
+            .cmd("SADD")
+            .arg(self.key("instances"))
+            .arg(&self.inner.id)
+            .ignore()
+            .cmd("SMEMBERS")
+            .arg(self.key("instances"))
+            .query_async::<(Vec<String>,)>(&mut self.conn())
+            .await
+            .map_err(|e| redis_error("heartbeat", e))?
+            .0;
+        let keys: Vec<String> = members
+            .iter()
+            .map(|m| self.key(&format!("inst:{m}")))
+            .collect();
+        let beats: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| redis_error("heartbeat", e))?;
+        let mut alive = HashSet::new();
+        let mut dead = Vec::new();
+        for (member, beat) in members.into_iter().zip(beats) {
+            if beat.is_some() {
+                alive.insert(member);
+            } else {
+                dead.push(member);
+            }
+        }
+        if !dead.is_empty() {
+            let _: Result<(), _> = redis::cmd("SREM")
+                .arg(self.key("instances"))
+                .arg(&dead)
+                .query_async(&mut self.conn())
+                .await;
+        }
+        let gone: Vec<String> = {
+            let mut current = self.lock_alive();
+            let gone = current.difference(&alive).cloned().collect();
+            *current = alive;
+            gone
+        };
+        for instance in &gone {
+            info!(instance = %instance, "a proxy instance left the cluster");
+        }
+        if !gone.is_empty() {
+            let gone: HashSet<&String> = gone.iter().collect();
+            self.lock_homes().retain(|_, home| !gone.contains(home));
+        }
+        Ok(())
+    }
+
+    /// Fails relays waiting on dead instances and stops serving relays for dead callers.
+    fn reap(&self) {
+        let alive = self.lock_alive().clone();
+        self.fail_outbound(
+            |home| !alive.contains(home),
+            "the proxy instance serving it left",
+        );
+        let mut inbound = self.inner.inbound.lock().unwrap_or_else(|e| e.into_inner());
+        inbound.retain(|(from, _), task| {
+            let keep = alive.contains(from);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+    }
+
+    /// Fails every outbound relay whose home matches.
+    fn fail_outbound(&self, matches: impl Fn(&str) -> bool, why: &str) {
+        let mut outbound = self
+            .inner
+            .outbound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        outbound.retain(|_, relay| {
+            if matches(&relay.home) {
+                let _ = relay.tx.send(relay::Event::Fail(why.to_owned()));
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Whether `instance` lives: known from the last beat, or (a newer instance) asked now.
+    async fn is_alive(&self, instance: &str) -> Result<bool, Error> {
+        if self.lock_alive().contains(instance) {
+            return Ok(true);
+        }
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(self.key(&format!("inst:{instance}")))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| redis_error("instance lookup", e))?;
+        if exists {
+            self.lock_alive().insert(instance.to_owned());
+        }
+        Ok(exists)
+    }
+
+    fn target(&self, home: String) -> Target {
+        if home == self.inner.id {
+            Target::Local
+        } else {
+            Target::Remote(home)
+        }
+    }
+
+    fn cached_home(&self, key: &str) -> Option<String> {
+        let home = self.lock_homes().get(key).cloned()?;
+        // Only homes alive at the last beat count; others are asked again.
+        self.lock_alive().contains(&home).then_some(home)
+    }
+
+    fn cache_home(&self, key: String, home: &str) {
+        let mut homes = self.lock_homes();
+        if homes.len() >= HOME_CACHE_MAX {
+            homes.clear();
+        }
+        homes.insert(key, home.to_owned());
+    }
+
+    /// The home of `pool`. With `claim`, a pool without a live home becomes this instance's
+    /// (a server registering, or a legacy id being re-adopted); without, it is served here,
+    /// which answers as a single instance would (no server).
+    pub(crate) async fn pool_home(&self, pool: &str, claim: bool) -> Result<Target, Error> {
+        let cache_key = format!("p:{pool}");
+        if let Some(home) = self.cached_home(&cache_key) {
+            return Ok(self.target(home));
+        }
+        let home: Option<String> = self
+            .inner
+            .scripts
+            .home
+            .key(self.key(&format!("pool:{pool}")))
+            .arg(&self.inner.id)
+            .arg(self.key("inst:"))
+            .arg(if claim { "1" } else { "0" })
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| redis_error("pool lookup", e))?;
+        match home {
+            Some(home) => {
+                if home == self.inner.id && claim {
+                    debug!(pool, "this instance is the pool's home");
+                }
+                self.cache_home(cache_key, &home);
+                Ok(self.target(home))
+            }
+            None => Ok(Target::Local),
+        }
+    }
+
+    /// The home of registration `session_id`. An id nobody (alive) is home to is served by
+    /// the default pool's home when it has the legacy form (re-adoption), else here (404).
+    pub(crate) async fn registration_home(&self, session_id: &str) -> Result<Target, Error> {
+        let cache_key = format!("r:{session_id}");
+        if let Some(home) = self.cached_home(&cache_key) {
+            return Ok(self.target(home));
+        }
+        let kind = SessionIdKind::of(session_id);
+        if kind.is_some() {
+            let home: Option<String> = redis::cmd("GET")
+                .arg(self.key(&format!("reg:{session_id}")))
+                .query_async(&mut self.conn())
+                .await
+                .map_err(|e| redis_error("registration lookup", e))?;
+            if let Some(home) = home {
+                if self.is_alive(&home).await? {
+                    self.cache_home(cache_key, &home);
+                    return Ok(self.target(home));
+                }
+            }
+        }
+        match kind {
+            Some(SessionIdKind::Legacy) => self.pool_home("", true).await,
+            _ => Ok(Target::Local),
+        }
+    }
+
+    /// Records that registration `session_id` lives here, before its id is handed out.
+    pub(crate) async fn record_registration(&self, session_id: &str) -> Result<(), Error> {
+        redis::cmd("SET")
+            .arg(self.key(&format!("reg:{session_id}")))
+            .arg(&self.inner.id)
+            .arg("PX")
+            .arg(DIRECTORY_TTL.as_millis() as u64)
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(|e| redis_error("registration record", e))
+    }
+
+    /// Refreshes the directory entries of the registrations homed here (and of re-adopted
+    /// legacy ids, which were never recorded).
+    async fn refresh_directory(&self, broker: &Broker) -> Result<(), Error> {
+        let ids = broker.registration_ids();
+        for chunk in ids.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.cmd("SET")
+                    .arg(self.key(&format!("reg:{id}")))
+                    .arg(&self.inner.id)
+                    .arg("PX")
+                    .arg(DIRECTORY_TTL.as_millis() as u64)
+                    .ignore();
+            }
+            pipe.query_async::<()>(&mut self.conn())
+                .await
+                .map_err(|e| redis_error("directory refresh", e))?;
+        }
+        Ok(())
+    }
+
+    /// Takes one request from the caller's shared bucket: `Ok(None)` allowed, `Ok(Some(wait))`
+    /// refused for that long.
+    pub(crate) async fn take_token(
+        &self,
+        bucket: &str,
+        per_second: f64,
+        burst: u32,
+    ) -> Result<Option<Duration>, Error> {
+        let (ok, wait): (i64, String) = self
+            .inner
+            .scripts
+            .bucket
+            .key(self.key(&format!("rl:{bucket}")))
+            .arg(per_second)
+            .arg(burst.max(1))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| redis_error("rate limit", e))?;
+        if ok == 1 {
+            return Ok(None);
+        }
+        let wait = wait.parse::<f64>().unwrap_or(1.0);
+        Ok(Some(
+            Duration::try_from_secs_f64(wait).unwrap_or(Duration::MAX),
+        ))
+    }
+
+    /// Leaves at once: the heartbeat key goes, so others take this instance's pools over.
+    async fn leave(&self) {
+        let _: Result<(), _> = redis::pipe()
+            .cmd("DEL")
+            .arg(self.key(&format!("inst:{}", self.inner.id)))
+            .ignore()
+            .cmd("SREM")
+            .arg(self.key("instances"))
+            .arg(&self.inner.id)
+            .ignore()
+            .query_async(&mut self.conn())
+            .await;
+        self.fail_outbound(|_| true, "this proxy instance is shutting down");
+        info!(instance = %self.inner.id, "left the cluster");
+    }
+
+    /// Runs the subscription to this instance's channel, reconnecting when it drops. Frames
+    /// published while it was down are lost, so every relay in flight then fails (clearly)
+    /// rather than waiting for frames that will never come.
+    async fn subscribe_forever(self) {
+        use futures::StreamExt;
+        let channel = self.channel(&self.inner.id);
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let first = self
+                .inner
+                .first_subscription
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            let subscribed = async {
+                if let Some(pubsub) = first {
+                    return Ok(pubsub);
+                }
+                let mut pubsub = self.inner.client.get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            }
+            .await;
+            match subscribed {
+                Ok(pubsub) => {
+                    delay = Duration::from_millis(100);
+                    let mut messages = pubsub.into_on_message();
+                    while let Some(msg) = messages.next().await {
+                        self.on_frame(msg.get_payload_bytes());
+                    }
+                    warn!("cluster subscription lost; resubscribing");
+                }
+                Err(e) => warn!(error = %e, "cluster subscription failed; retrying"),
+            }
+            self.fail_outbound(|_| true, "the proxy lost its cluster subscription");
+            let inbound: Vec<_> = self
+                .inner
+                .inbound
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .drain()
+                .collect();
+            for (_, task) in inbound {
+                task.abort();
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Publishes `frame` to `instance`'s channel.
+    async fn publish(&self, instance: &str, frame: Vec<u8>) -> Result<(), Error> {
+        redis::cmd("PUBLISH")
+            .arg(self.channel(instance))
+            .arg(frame)
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(|e| redis_error("relay", e))
+    }
+
+    /// Opens an outbound relay: its id and the events of its answer.
+    fn open_outbound(&self, home: &str) -> (u64, mpsc::UnboundedReceiver<relay::Event>) {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.inner
+            .outbound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                id,
+                relay::Outbound {
+                    home: home.to_owned(),
+                    tx,
+                },
+            );
+        (id, rx)
+    }
+
+    fn close_outbound(&self, id: u64) {
+        self.inner
+            .outbound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+}

@@ -1,0 +1,479 @@
+//! The relay: a request that arrived at the wrong instance travels whole to its home over
+//! Redis pub/sub, runs through the home's own router, and its answer streams back frame by
+//! frame (an SSE stream included) until it ends, its caller leaves, or either instance dies.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::StreamExt;
+use mcp_protocol::jsonrpc::Message;
+use mcp_protocol::wire::is_valid_pool_name;
+use tower::ServiceExt;
+use tracing::{debug, warn};
+
+use super::frame::{self, Head};
+use super::{Cluster, Target};
+use crate::{AppState, Error};
+
+/// Marks a request that came through the relay: it is served here, never relayed again,
+/// and not rate limited a second time (its first instance did).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Relayed;
+
+/// A relayed request this instance waits on.
+pub(crate) struct Outbound {
+    /// The instance serving it.
+    pub(crate) home: String,
+    /// Where the subscriber puts its answer's events.
+    pub(crate) tx: tokio::sync::mpsc::UnboundedSender<Event>,
+}
+
+/// A piece of a relayed answer.
+pub(crate) enum Event {
+    Head(StatusCode, HeaderMap),
+    Data(Bytes),
+    End,
+    Fail(String),
+}
+
+/// Which routes are homed, and how their home is found.
+#[derive(Debug)]
+enum Route {
+    /// `POST /register`: the pool named in the body (claimed if it has no live home).
+    Register,
+    /// `/poll`, `/response`, `DELETE /register`: the registration's home.
+    Registration,
+    /// A client route of this pool.
+    Client(String),
+}
+
+impl Route {
+    fn of(method: &Method, path: &str) -> Option<Route> {
+        match (path, method) {
+            ("/register", &Method::POST) => Some(Route::Register),
+            ("/register", &Method::DELETE) | ("/poll", _) | ("/response", _) => {
+                Some(Route::Registration)
+            }
+            // CORS preflights are answered by any instance alike.
+            (_, &Method::OPTIONS) => None,
+            ("/message" | "/mcp", _) => Some(Route::Client(String::new())),
+            _ => {
+                let rest = path.strip_prefix("/servers/")?;
+                let (name, tail) = rest.split_once('/')?;
+                (matches!(tail, "message" | "mcp") && is_valid_pool_name(name))
+                    .then(|| Route::Client(name.to_owned()))
+            }
+        }
+    }
+
+    /// `error` as this route answers it: JSON-RPC with the client's id, or a wire error.
+    fn fail(&self, error: Error, body: &[u8]) -> Response {
+        match self {
+            Route::Client(_) => {
+                let id = Message::parse(body).ok().and_then(|m| m.id().cloned());
+                error.with_id(id).into_response()
+            }
+            Route::Register | Route::Registration => error.into_response(),
+        }
+    }
+
+    fn too_large(&self, limit: usize) -> Response {
+        match self {
+            Route::Client(_) => Error::MessageTooLarge { limit }
+                .with_id(None)
+                .into_response(),
+            _ => Error::BodyTooLarge { limit }.into_response(),
+        }
+    }
+}
+
+/// The pool a `/register` body names (`""`: default); a body that does not parse is served
+/// here, where it gets the single instance's error.
+fn pool_of_registration(body: &[u8]) -> Option<String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Some(String::new());
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    match value.get("name") {
+        None | Some(serde_json::Value::Null) => Some(String::new()),
+        Some(serde_json::Value::String(name)) => Some(name.clone()),
+        Some(_) => None,
+    }
+}
+
+fn session_id_of(query: Option<&str>) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == "session_id").then(|| v.to_owned())
+    })
+}
+
+/// Middleware: serves a request here when this instance is its home, else relays it.
+pub(crate) async fn relay(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(cluster) = state.cluster.clone() else {
+        return next.run(req).await;
+    };
+    if req.extensions().get::<Relayed>().is_some() {
+        return next.run(req).await;
+    }
+    let Some(route) = Route::of(req.method(), req.uri().path()) else {
+        return next.run(req).await;
+    };
+    let limit = state.config().max_body_bytes;
+    let (parts, body) = req.into_parts();
+    // The whole body is read before anything else: the relay sends it as one frame, and
+    // `/register` names its pool in it.
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(_) => return route.too_large(limit),
+    };
+    let target = match &route {
+        Route::Register => match pool_of_registration(&bytes) {
+            Some(pool) => cluster.pool_home(&pool, true).await,
+            None => Ok(Target::Local),
+        },
+        Route::Registration => match session_id_of(parts.uri.query()) {
+            Some(id) => cluster.registration_home(&id).await,
+            None => Ok(Target::Local),
+        },
+        Route::Client(pool) => cluster.pool_home(pool, false).await,
+    };
+    match target {
+        Ok(Target::Local) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Ok(Target::Remote(home)) => cluster.forward(home, parts, bytes, &route).await,
+        Err(e) => {
+            warn!(error = %e, "cluster lookup failed");
+            route.fail(e, &bytes)
+        }
+    }
+}
+
+/// Removes an outbound relay when its answer is dropped, and tells the home to stop when
+/// the answer did not end (the client left).
+struct RelayGuard {
+    cluster: Cluster,
+    id: u64,
+    home: String,
+    done: bool,
+}
+
+impl RelayGuard {
+    /// The answer ended (or failed for good): nothing to cancel at the home.
+    fn finish(&mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for RelayGuard {
+    fn drop(&mut self) {
+        self.cluster.close_outbound(self.id);
+        if !self.done {
+            let cluster = self.cluster.clone();
+            let frame = frame::encode(
+                &Head::Cancel {
+                    id: self.id,
+                    from: cluster.inner.id.clone(),
+                },
+                b"",
+            );
+            let home = std::mem::take(&mut self.home);
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = cluster.publish(&home, frame).await;
+                });
+            }
+        }
+    }
+}
+
+/// Headers that describe one hop's connection, not the message.
+fn hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection" | "keep-alive" | "transfer-encoding" | "upgrade" | "te" | "trailer"
+    )
+}
+
+fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(k, _)| !hop_by_hop(k.as_str()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+fn header_map(pairs: Vec<(String, String)>) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(pairs.len());
+    for (k, v) in pairs {
+        if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
+            map.append(k, v);
+        }
+    }
+    map
+}
+
+impl Cluster {
+    /// Relays a request to `home` and answers with what it answers.
+    async fn forward(
+        &self,
+        home: String,
+        parts: axum::http::request::Parts,
+        body: Bytes,
+        route: &Route,
+    ) -> Response {
+        let (id, mut rx) = self.open_outbound(&home);
+        let mut guard = RelayGuard {
+            cluster: self.clone(),
+            id,
+            home: home.clone(),
+            done: false,
+        };
+        let head = Head::Req {
+            id,
+            from: self.inner.id.clone(),
+            method: parts.method.as_str().to_owned(),
+            uri: parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned()),
+            headers: header_pairs(&parts.headers),
+        };
+        if let Err(e) = self.publish(&home, frame::encode(&head, &body)).await {
+            guard.finish();
+            return route.fail(e, &body);
+        }
+        debug!(relay = id, home = %home, path = %parts.uri.path(), "relayed");
+        match rx.recv().await {
+            Some(Event::Head(status, headers)) => {
+                let events = futures::stream::unfold((rx, guard), |(mut rx, mut guard)| async {
+                    match rx.recv().await {
+                        Some(Event::Data(bytes)) => Some((Ok(bytes), (rx, guard))),
+                        Some(Event::Fail(why)) => {
+                            guard.finish();
+                            Some((Err(std::io::Error::other(why)), (rx, guard)))
+                        }
+                        Some(Event::End) | Some(Event::Head(..)) | None => {
+                            guard.finish();
+                            None
+                        }
+                    }
+                });
+                let mut response = Response::new(Body::from_stream(events));
+                *response.status_mut() = status;
+                *response.headers_mut() = headers;
+                response
+            }
+            Some(Event::Fail(why)) => {
+                guard.finish();
+                warn!(relay = id, home = %home, %why, "relayed request failed");
+                route.fail(Error::InstanceLost, &body)
+            }
+            Some(Event::Data(_)) | Some(Event::End) | None => {
+                guard.finish();
+                route.fail(Error::InstanceLost, &body)
+            }
+        }
+    }
+
+    /// Takes one frame from this instance's channel.
+    pub(super) fn on_frame(&self, bytes: &[u8]) {
+        let Some((head, payload)) = frame::decode(bytes) else {
+            warn!(
+                len = bytes.len(),
+                "unreadable frame on the cluster channel dropped"
+            );
+            return;
+        };
+        match head {
+            Head::Req {
+                id,
+                from,
+                method,
+                uri,
+                headers,
+            } => {
+                let body = Bytes::copy_from_slice(payload);
+                let cluster = self.clone();
+                let key = (from.clone(), id);
+                // The lock is held across the spawn so the task cannot finish (and remove
+                // itself) before it is recorded.
+                let mut inbound = self.inner.inbound.lock().unwrap_or_else(|e| e.into_inner());
+                let task = tokio::spawn(async move {
+                    cluster.serve(&from, id, method, uri, headers, body).await;
+                    cluster
+                        .inner
+                        .inbound
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&(from, id));
+                });
+                inbound.insert(key, task.abort_handle());
+            }
+            Head::Cancel { id, from } => {
+                let task = self
+                    .inner
+                    .inbound
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&(from, id));
+                if let Some(task) = task {
+                    debug!(relay = id, "relayed request cancelled by its caller");
+                    task.abort();
+                }
+            }
+            Head::Res {
+                id,
+                status,
+                headers,
+            } => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+                self.deliver(id, Event::Head(status, header_map(headers)), false);
+            }
+            Head::Data { id } => {
+                self.deliver(id, Event::Data(Bytes::copy_from_slice(payload)), false)
+            }
+            Head::End { id } => self.deliver(id, Event::End, true),
+            Head::Fail { id, reason } => self.deliver(id, Event::Fail(reason), true),
+        }
+    }
+
+    fn deliver(&self, id: u64, event: Event, last: bool) {
+        let mut outbound = self
+            .inner
+            .outbound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(relay) = outbound.get(&id) {
+            // A closed receiver: the caller left; its guard removes the entry.
+            let _ = relay.tx.send(event);
+        }
+        if last {
+            outbound.remove(&id);
+        }
+    }
+
+    /// Serves a relayed request through this instance's router and streams the answer back.
+    async fn serve(
+        &self,
+        from: &str,
+        id: u64,
+        method: String,
+        uri: String,
+        headers: Vec<(String, String)>,
+        body: Bytes,
+    ) {
+        let Some(router) = self.inner.router.get().cloned() else {
+            return;
+        };
+        let mut builder = Request::builder().method(method.as_str()).uri(uri.as_str());
+        if let Some(map) = builder.headers_mut() {
+            *map = header_map(headers);
+        }
+        let mut req = match builder.body(Body::from(body)) {
+            Ok(req) => req,
+            Err(e) => {
+                let fail = Head::Fail {
+                    id,
+                    reason: format!("unreadable relayed request: {e}"),
+                };
+                let _ = self.publish(from, frame::encode(&fail, b"")).await;
+                return;
+            }
+        };
+        req.extensions_mut().insert(Relayed);
+        let response = match router.oneshot(req).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        let (parts, body) = response.into_parts();
+        let head = Head::Res {
+            id,
+            status: parts.status.as_u16(),
+            headers: header_pairs(&parts.headers),
+        };
+        if self.publish(from, frame::encode(&head, b"")).await.is_err() {
+            return;
+        }
+        let mut data = body.into_data_stream();
+        while let Some(chunk) = data.next().await {
+            let frame = match chunk {
+                Ok(bytes) if bytes.is_empty() => continue,
+                Ok(bytes) => frame::encode(&Head::Data { id }, &bytes),
+                Err(e) => {
+                    let fail = Head::Fail {
+                        id,
+                        reason: e.to_string(),
+                    };
+                    let _ = self.publish(from, frame::encode(&fail, b"")).await;
+                    return;
+                }
+            };
+            if self.publish(from, frame).await.is_err() {
+                return;
+            }
+        }
+        let _ = self
+            .publish(from, frame::encode(&Head::End { id }, b""))
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_homed_by_pool_or_registration() {
+        let of = |m: Method, p: &str| format!("{:?}", Route::of(&m, p));
+        assert_eq!(of(Method::POST, "/register"), "Some(Register)");
+        assert_eq!(of(Method::DELETE, "/register"), "Some(Registration)");
+        assert_eq!(of(Method::GET, "/poll"), "Some(Registration)");
+        assert_eq!(of(Method::POST, "/response"), "Some(Registration)");
+        assert_eq!(of(Method::POST, "/message"), "Some(Client(\"\"))");
+        assert_eq!(of(Method::GET, "/mcp"), "Some(Client(\"\"))");
+        assert_eq!(of(Method::OPTIONS, "/mcp"), "None");
+        assert_eq!(
+            of(Method::POST, "/servers/alpha/mcp"),
+            "Some(Client(\"alpha\"))"
+        );
+        assert_eq!(of(Method::POST, "/servers/a b/mcp"), "None");
+        assert_eq!(of(Method::GET, "/servers"), "None");
+        assert_eq!(of(Method::GET, "/healthz"), "None");
+    }
+
+    #[test]
+    fn a_registration_body_names_its_pool() {
+        assert_eq!(pool_of_registration(b""), Some(String::new()));
+        assert_eq!(
+            pool_of_registration(br#"{"type":"mcp-server"}"#),
+            Some(String::new())
+        );
+        assert_eq!(
+            pool_of_registration(br#"{"type":"mcp-server","name":"alpha"}"#),
+            Some("alpha".into())
+        );
+        assert_eq!(pool_of_registration(br#"{"name":7}"#), None);
+        assert_eq!(pool_of_registration(b"not json"), None);
+    }
+
+    #[test]
+    fn the_session_id_is_read_from_the_query() {
+        assert_eq!(
+            session_id_of(Some("timeout=5&session_id=abc")),
+            Some("abc".into())
+        );
+        assert_eq!(session_id_of(Some("timeout=5")), None);
+        assert_eq!(session_id_of(None), None);
+    }
+}

@@ -1,0 +1,427 @@
+//! Several proxy instances sharing one real Redis (`redis-server`, installed by
+//! `xtask/scale-out/install-deps.sh`): any instance takes any route, a lost instance fails
+//! what it held at once and its servers carry on elsewhere, rate limits are shared.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use mcp_client::{text_of, Client, ClientOptions, Error as ClientError};
+use mcp_proxy::{ClusterConfig, Config};
+use mcp_reverse::{ReverseClient, ReverseHandle};
+use mcp_server::{demo, Server, ServerConfig};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::common::{client, recording, DEADLINE};
+
+/// A `redis-server` of this test's own on a Unix socket in a fresh directory: no port to
+/// race for, nothing persisted, killed when dropped.
+struct Redis {
+    child: Child,
+    dir: PathBuf,
+    url: String,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "mcp-cluster-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("redis.sock");
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--save", "", "--appendonly", "no"])
+            .arg("--unixsocket")
+            .arg(&socket)
+            .args(["--unixsocketperm", "700", "--dir"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is needed: run `bash xtask/scale-out/install-deps.sh`");
+        let redis = Redis {
+            child,
+            url: format!("redis+unix://{}", socket.display()),
+            dir,
+        };
+        let start = Instant::now();
+        while !socket.exists() {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "redis-server never opened its socket"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        redis
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One proxy instance in the cluster, on a runtime of its own so that killing it cuts its
+/// connections and its Redis links at once, as a crash would.
+struct Node {
+    url: String,
+    shutdown: CancellationToken,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Node {
+    async fn start(redis: &Redis) -> Node {
+        Node::start_with(redis, |_| {}).await
+    }
+
+    async fn start_with(redis: &Redis, tweak: impl FnOnce(&mut Config)) -> Node {
+        let mut config = Config {
+            liveness_grace: Duration::from_millis(500),
+            shutdown_drain: Duration::from_secs(2),
+            cluster: Some(ClusterConfig {
+                heartbeat: Duration::from_millis(100),
+                ..ClusterConfig::new(&redis.url)
+            }),
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            mcp_proxy::serve(listener, config, token).await
+        });
+        let node = Node {
+            url,
+            shutdown,
+            runtime: Some(runtime),
+        };
+        // Joined once it answers: `serve` connects to Redis before it accepts.
+        node.health().await;
+        node
+    }
+
+    async fn health(&self) -> Value {
+        let start = Instant::now();
+        loop {
+            if let Ok(r) = reqwest::get(format!("{}/healthz", self.url)).await {
+                if let Ok(v) = r.json::<Value>().await {
+                    return v;
+                }
+            }
+            assert!(start.elapsed() < DEADLINE, "{} never answered", self.url);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn mcp(&self) -> String {
+        format!("{}/mcp", self.url)
+    }
+
+    /// A crash: every task, connection and Redis link of this instance vanishes.
+    async fn kill(mut self) {
+        let runtime = self.runtime.take().unwrap();
+        tokio::task::spawn_blocking(move || runtime.shutdown_timeout(DEADLINE))
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// A reverse client serving the demo tools (test tools included) through `url`.
+fn serve_through(url: &str) -> ReverseHandle {
+    let server = Server::new(ServerConfig::new("cluster-test", "1.0.0"));
+    demo::register_seed_tools(&server, true);
+    let mut config = mcp_reverse::Configuration::new(url).with_held_polls(2);
+    config.retry_delay_seconds = 1;
+    config.shutdown_grace = Duration::from_secs(2);
+    ReverseClient::new(server, config).unwrap().spawn()
+}
+
+/// Echoes `text` through `url` until it works or the deadline passes.
+async fn echo_eventually(url: &str, text: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let client = Client::connect(url).unwrap();
+        match client.call_tool("echo", json!({"text": text})).await {
+            Ok(result) => return text_of(&result),
+            Err(e) => assert!(start.elapsed() < DEADLINE, "echo never worked: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn post(url: String, body: Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_request_and_its_answer_cross_three_instances() {
+    let redis = Redis::start();
+    let (a, b, c) = (
+        Node::start(&redis).await,
+        Node::start(&redis).await,
+        Node::start(&redis).await,
+    );
+    // A modern registration through A: A is the default pool's home.
+    let reg: Value = post(
+        format!("{}/register", a.url),
+        json!({"type": "mcp_server", "capabilities": {}}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let session = reg["session_id"].as_str().unwrap().to_owned();
+
+    // The server's poll is held through B; the client's message arrives at C.
+    let poll = tokio::spawn(reqwest::get(format!(
+        "{}/poll?session_id={session}&timeout=10",
+        b.url
+    )));
+    let call = tokio::spawn(post(
+        format!("{}/message", c.url),
+        json!({"jsonrpc": "2.0", "id": "q-1", "method": "ping"}),
+    ));
+    let item: Value = poll.await.unwrap().unwrap().json().await.unwrap();
+    assert_eq!(item["request"]["method"], "ping");
+    let request_id = item["request_id"].as_str().unwrap().to_owned();
+
+    // The answer is posted to B (not the home), once; the second time is a duplicate.
+    let answer = json!({"request_id": request_id,
+                        "response": {"jsonrpc": "2.0", "id": "q-1", "result": {"n": 1}}});
+    let first: Value = post(
+        format!("{}/response?session_id={session}", b.url),
+        answer.clone(),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(first["status"], "ok");
+    let again: Value = post(format!("{}/response?session_id={session}", c.url), answer)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["status"], "duplicate");
+
+    let reply = call.await.unwrap();
+    assert_eq!(reply.status(), 200);
+    let reply: Value = reply.json().await.unwrap();
+    assert_eq!(
+        reply,
+        json!({"jsonrpc": "2.0", "id": "q-1", "result": {"n": 1}})
+    );
+
+    // An id nobody knows is refused by every instance alike.
+    let unknown = reqwest::get(format!(
+        "{}/poll?session_id=m-00000000000000000000000000000000&timeout=0",
+        c.url
+    ))
+    .await
+    .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let health = a.health().await;
+    assert_eq!(health["registrations"], 1, "{health}");
+}
+
+#[tokio::test]
+async fn a_streamable_session_talks_back_through_another_instance() {
+    let redis = Redis::start();
+    let (a, b) = (Node::start(&redis).await, Node::start(&redis).await);
+    let reverse = serve_through(&a.url);
+    assert_eq!(echo_eventually(&a.url, "ready").await, "ready");
+
+    // Progress before the answer, on an SSE stream relayed from A to a client on B.
+    let (options, notes) = recording();
+    let session = client(&b.mcp(), options).await;
+    let result = session
+        .request_as::<mcp_protocol::mcp::tools::CallToolResult>(
+            "tools/call",
+            Some(json!({"name": "progress", "arguments": {"steps": 3},
+                        "_meta": {"progressToken": "p"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(text_of(&result), "done after 3 steps");
+    let progress = notes
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|n| n.method == "notifications/progress")
+        .count();
+    assert_eq!(progress, 3);
+
+    // Sampling: the server's request reaches the client on B, its answer goes back to A.
+    let options = ClientOptions {
+        on_request: Some(mcp_client::request_handler(
+            |_method, params: Option<Value>| async move {
+                let prompt = params.unwrap()["messages"][0]["content"]["text"].clone();
+                Ok(json!({"role": "assistant", "model": "m",
+                      "content": {"type": "text", "text": format!("model: {}", prompt.as_str().unwrap_or_default())}}))
+            },
+        )),
+        capabilities: serde_json::from_value(json!({"sampling": {}})).unwrap(),
+        ..ClientOptions::default()
+    };
+    let sampler = client(&b.mcp(), options).await;
+    let sampled = sampler
+        .call_tool("sample", json!({"prompt": "hi"}))
+        .await
+        .unwrap();
+    assert_eq!(text_of(&sampled), "model: hi");
+    reverse.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn losing_the_home_fails_what_it_held_and_its_servers_carry_on() {
+    let redis = Redis::start();
+    let a = Node::start(&redis).await;
+    let b = Node::start(&redis).await;
+    // A claims the default pool first, so the reverse client, which talks to B only, is
+    // homed on A.
+    let claim: Value = post(
+        format!("{}/register", a.url),
+        json!({"type": "mcp_server", "capabilities": {}}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let first = claim["session_id"].as_str().unwrap().to_owned();
+    reqwest::Client::new()
+        .delete(format!("{}/register?session_id={first}", a.url))
+        .send()
+        .await
+        .unwrap();
+    let reverse = serve_through(&b.url);
+    assert_eq!(echo_eventually(&b.url, "before").await, "before");
+    assert_eq!(a.health().await["registrations"], 1, "homed on A");
+
+    // A call held by A while A dies: the client on B gets a clear error, not a hang.
+    let pending = {
+        let url = b.url.clone();
+        tokio::spawn(async move {
+            Client::connect(&url)
+                .unwrap()
+                .call_tool("sleep", json!({"seconds": 30}))
+                .await
+        })
+    };
+    // The call is pending once A counts it.
+    let start = Instant::now();
+    while a.health().await["pending"] != 1 {
+        assert!(start.elapsed() < DEADLINE, "the call never reached A");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let killed = Instant::now();
+    a.kill().await;
+    let failed = tokio::time::timeout(DEADLINE, pending)
+        .await
+        .expect("the held call failed instead of hanging")
+        .unwrap();
+    match failed {
+        Err(ClientError::Status {
+            status: 502,
+            rpc: Some(e),
+            ..
+        }) => assert_eq!(e.code.0, -32012, "{e:?}"),
+        other => panic!("expected 502 with a -32012 error, got {other:?}"),
+    }
+    assert!(
+        killed.elapsed() < Duration::from_secs(5),
+        "noticed in {:?}",
+        killed.elapsed()
+    );
+
+    // The server registers again through B, which takes the pool over; calls work again.
+    assert_eq!(echo_eventually(&b.url, "after").await, "after");
+    assert_eq!(b.health().await["registrations"], 1);
+    reverse.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_legacy_id_is_re_adopted_by_the_instance_that_takes_over() {
+    let redis = Redis::start();
+    let a = Node::start(&redis).await;
+    let b = Node::start(&redis).await;
+    let reg: Value = post(format!("{}/register", a.url), json!({"type": "mcp_server"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let legacy = reg["session_id"].as_str().unwrap().to_owned();
+    assert_eq!(legacy.len(), 32, "a seed-format id");
+    let idle = reqwest::get(format!("{}/poll?session_id={legacy}&timeout=0", b.url))
+        .await
+        .unwrap();
+    assert_eq!(idle.status(), 204, "polled through B, held by A");
+    a.kill().await;
+    // The seed's client just polls again with its id: B adopts it once A is known dead.
+    let start = Instant::now();
+    loop {
+        let poll = reqwest::get(format!("{}/poll?session_id={legacy}&timeout=0", b.url))
+            .await
+            .unwrap();
+        if poll.status() == 204 && b.health().await["registrations"] == 1 {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "never re-adopted: {}",
+            poll.status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_rate_limit_is_shared_by_every_instance() {
+    let redis = Redis::start();
+    let slow = |c: &mut Config| {
+        c.client_rate = mcp_proxy::limits::Rate {
+            per_second: 0.01,
+            burst: 2,
+        };
+    };
+    let a = Node::start_with(&redis, slow).await;
+    let b = Node::start_with(&redis, slow).await;
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    // No server: 503, but each request draws from the caller's (this address's) bucket.
+    for node in [&a, &b] {
+        let r = post(format!("{}/message", node.url), ping.clone()).await;
+        assert_eq!(r.status(), 503);
+    }
+    let third = post(format!("{}/message", a.url), ping.clone()).await;
+    assert_eq!(third.status(), 429, "the burst of 2 is shared by A and B");
+    assert!(third.headers().contains_key("retry-after"));
+}
