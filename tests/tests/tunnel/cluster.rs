@@ -425,3 +425,64 @@ async fn the_rate_limit_is_shared_by_every_instance() {
     assert_eq!(third.status(), 429, "the burst of 2 is shared by A and B");
     assert!(third.headers().contains_key("retry-after"));
 }
+
+#[tokio::test]
+async fn tokens_are_checked_by_the_home_whichever_instance_relays() {
+    use mcp_proxy::auth::{Auth, TokenKind, TokenSet};
+    const SERVER: &str = "cluster-server-token-0123456789";
+    const CLIENT: &str = "cluster-client-token-0123456789";
+    let redis = Redis::start();
+    let tokens = |c: &mut Config| {
+        let mut set = TokenSet::new();
+        set.add_spec(TokenKind::Server, &format!("{SERVER}:alpha"), "test")
+            .unwrap();
+        set.add_spec(TokenKind::Client, &format!("{CLIENT}:alpha"), "test")
+            .unwrap();
+        c.auth = Auth::with_tokens(set);
+    };
+    let a = Node::start_with(&redis, tokens).await;
+    let b = Node::start_with(&redis, tokens).await;
+    let server = Server::new(ServerConfig::new("cluster-test", "1.0.0"));
+    demo::register_seed_tools(&server, false);
+    let mut config = mcp_reverse::Configuration::new(&a.url)
+        .with_held_polls(2)
+        .with_token(SERVER);
+    config.server_name = Some("alpha".into());
+    let reverse = ReverseClient::new(server, config).unwrap().spawn();
+
+    let alpha = format!("{}/servers/alpha/message", b.url);
+    let with_token = ClientOptions {
+        token: Some(CLIENT.into()),
+        ..ClientOptions::default()
+    };
+    let start = Instant::now();
+    let answer = loop {
+        let client = Client::with_options(&alpha, with_token.clone()).unwrap();
+        match client
+            .call_tool("echo", json!({"text": "authorized"}))
+            .await
+        {
+            Ok(result) => break text_of(&result),
+            Err(e) => assert!(start.elapsed() < DEADLINE, "never answered: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(answer, "authorized");
+
+    // Relayed from B to the pool's home A, and refused there like on a single instance.
+    let refused = Client::connect(&alpha)
+        .unwrap()
+        .call_tool("echo", json!({"text": "no token"}))
+        .await;
+    assert!(
+        matches!(refused, Err(ClientError::Status { status: 401, .. })),
+        "{refused:?}"
+    );
+    let register = post(
+        format!("{}/register", b.url),
+        json!({"type": "mcp_server", "name": "alpha", "capabilities": {}}),
+    )
+    .await;
+    assert_eq!(register.status(), 401, "a server without its token");
+    reverse.shutdown().await.unwrap();
+}

@@ -18,11 +18,14 @@ pub(crate) enum Head {
         uri: String,
         headers: Vec<(String, String)>,
     },
-    /// The status and headers of the answer to request `id`.
+    /// The status and headers of the answer to request `id`; with `whole`, the payload is
+    /// its entire body and nothing follows (one frame for every answer but a stream).
     Res {
         id: u64,
         status: u16,
         headers: Vec<(String, String)>,
+        #[serde(default)]
+        whole: bool,
     },
     /// A piece of the answer's body; the payload is the bytes.
     Data { id: u64 },

@@ -336,9 +336,16 @@ impl Cluster {
                 id,
                 status,
                 headers,
+                whole,
             } => {
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
                 self.deliver(id, Event::Head(status, header_map(headers)), false);
+                if whole {
+                    if !payload.is_empty() {
+                        self.deliver(id, Event::Data(Bytes::copy_from_slice(payload)), false);
+                    }
+                    self.deliver(id, Event::End, true);
+                }
             }
             Head::Data { id } => {
                 self.deliver(id, Event::Data(Bytes::copy_from_slice(payload)), false)
@@ -397,10 +404,35 @@ impl Cluster {
             Err(never) => match never {},
         };
         let (parts, body) = response.into_parts();
+        let status = parts.status.as_u16();
+        let headers = header_pairs(&parts.headers);
+        // A body of known length (JSON answers, errors, 202/204) is already complete: it
+        // goes back in one frame, one publish instead of three.
+        if axum::body::HttpBody::size_hint(&body).exact().is_some() {
+            let head = Head::Res {
+                id,
+                status,
+                headers,
+                whole: true,
+            };
+            let frame = match axum::body::to_bytes(body, usize::MAX).await {
+                Ok(bytes) => frame::encode(&head, &bytes),
+                Err(e) => frame::encode(
+                    &Head::Fail {
+                        id,
+                        reason: e.to_string(),
+                    },
+                    b"",
+                ),
+            };
+            let _ = self.publish(from, frame).await;
+            return;
+        }
         let head = Head::Res {
             id,
-            status: parts.status.as_u16(),
-            headers: header_pairs(&parts.headers),
+            status,
+            headers,
+            whole: false,
         };
         if self.publish(from, frame::encode(&head, b"")).await.is_err() {
             return;
