@@ -250,8 +250,30 @@ async fn a_request_and_its_answer_cross_three_instances() {
     .await
     .unwrap();
     assert_eq!(unknown.status(), 404);
-    let health = a.health().await;
+    // Every instance learns of the others within a heartbeat.
+    let start = Instant::now();
+    let health = loop {
+        let health = a.health().await;
+        if health["instances"] == 3 {
+            break health;
+        }
+        assert!(start.elapsed() < DEADLINE, "{health}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert_eq!(health["registrations"], 1, "{health}");
+
+    // Any instance shows the whole cluster's pools, each with its home.
+    let servers: Value = reqwest::get(format!("{}/servers", c.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pools = servers["pools"].as_array().unwrap();
+    assert_eq!(pools.len(), 1, "{servers}");
+    assert_eq!(pools[0]["name"], Value::Null);
+    assert_eq!(pools[0]["home"], health["instance"]);
+    assert_eq!(pools[0]["members"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]

@@ -48,6 +48,8 @@ enum Route {
     Registration,
     /// A client route of this pool.
     Client(String),
+    /// An operator's view gathered from every instance (never relayed by the middleware).
+    Operator,
 }
 
 impl Route {
@@ -76,7 +78,7 @@ impl Route {
                 let id = Message::parse(body).ok().and_then(|m| m.id().cloned());
                 error.with_id(id).into_response()
             }
-            Route::Register | Route::Registration => error.into_response(),
+            Route::Register | Route::Registration | Route::Operator => error.into_response(),
         }
     }
 
@@ -140,6 +142,7 @@ pub(crate) async fn relay(State(state): State<AppState>, req: Request, next: Nex
             None => Ok(Target::Local),
         },
         Route::Client(pool) => cluster.pool_home(pool, false).await,
+        Route::Operator => Ok(Target::Local),
     };
     match target {
         Ok(Target::Local) => {
@@ -224,6 +227,49 @@ fn header_map(pairs: Vec<(String, String)>) -> HeaderMap {
 }
 
 impl Cluster {
+    /// `GET path` answered by every other live instance, as JSON, within `deadline` (an
+    /// instance that does not answer in time is left out). For operator views of the whole
+    /// cluster (`/servers`).
+    pub(crate) async fn gather(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+        deadline: std::time::Duration,
+    ) -> Vec<serde_json::Value> {
+        let others: Vec<String> = self
+            .instances()
+            .into_iter()
+            .filter(|i| *i != self.inner.id)
+            .collect();
+        let asks = others.into_iter().map(|instance| {
+            let mut req = Request::builder().method(Method::GET).uri(path);
+            if let Some(map) = req.headers_mut() {
+                *map = headers.clone();
+            }
+            let (parts, _) = req.body(()).expect("a GET of a fixed path").into_parts();
+            async move {
+                let ask = async {
+                    let response = self
+                        .forward(instance, parts, Bytes::new(), &Route::Operator)
+                        .await;
+                    if !response.status().is_success() {
+                        return None;
+                    }
+                    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                        .await
+                        .ok()?;
+                    serde_json::from_slice(&body).ok()
+                };
+                tokio::time::timeout(deadline, ask).await.ok().flatten()
+            }
+        });
+        futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
     /// Relays a request to `home` and answers with what it answers.
     async fn forward(
         &self,
