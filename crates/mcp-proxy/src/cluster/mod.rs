@@ -631,14 +631,19 @@ impl Cluster {
         }
     }
 
-    /// Publishes `frame` to `instance`'s channel.
+    /// Publishes `frame` to `instance`'s channel; [`Error::InstanceLost`] when nobody
+    /// listens there (the instance died, or is between two subscriptions).
     async fn publish(&self, instance: &str, frame: Vec<u8>) -> Result<(), Error> {
-        redis::cmd("PUBLISH")
+        let receivers: u64 = redis::cmd("PUBLISH")
             .arg(self.channel(instance))
             .arg(frame)
-            .query_async::<()>(&mut self.conn())
+            .query_async(&mut self.conn())
             .await
-            .map_err(|e| redis_error("relay", e))
+            .map_err(|e| redis_error("relay", e))?;
+        if receivers == 0 {
+            return Err(Error::InstanceLost);
+        }
+        Ok(())
     }
 
     /// Opens an outbound relay: its id and the events of its answer.
