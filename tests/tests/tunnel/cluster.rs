@@ -388,6 +388,24 @@ async fn losing_the_home_fails_what_it_held_and_its_servers_carry_on() {
     // The server registers again through B, which takes the pool over; calls work again.
     assert_eq!(echo_eventually(&b.url, "after").await, "after");
     assert_eq!(b.health().await["registrations"], 1);
+    let metrics = reqwest::get(format!("{}/metrics", b.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("mcp_proxy_cluster_instances 1"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("mcp_proxy_relays_failed_total 0\n"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("mcp_proxy_relayed_total{direction=\"out\"} 0\n"),
+        "{metrics}"
+    );
     reverse.shutdown().await.unwrap();
 }
 

@@ -133,6 +133,10 @@ struct Inner {
     /// Requests this instance serves for others, by (caller instance, relay id).
     inbound: Mutex<HashMap<(String, u64), tokio::task::AbortHandle>>,
     next_id: AtomicU64,
+    /// Requests relayed to other instances, served for them, and relays that failed.
+    relayed_out: AtomicU64,
+    relayed_in: AtomicU64,
+    relays_failed: AtomicU64,
     /// The router relayed requests run through; set when serving starts.
     router: OnceLock<Router>,
     /// The subscription made before the first heartbeat (so no frame sent to this instance
@@ -230,6 +234,9 @@ impl Cluster {
                 outbound: Mutex::new(HashMap::new()),
                 inbound: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
+                relayed_out: AtomicU64::new(0),
+                relayed_in: AtomicU64::new(0),
+                relays_failed: AtomicU64::new(0),
                 router: OnceLock::new(),
                 first_subscription: Mutex::new(Some(pubsub)),
                 scripts: Scripts {
@@ -246,6 +253,16 @@ impl Cluster {
     /// This instance's id in the cluster.
     pub fn instance_id(&self) -> &str {
         &self.inner.id
+    }
+
+    /// Requests relayed to other instances, requests served for them, and relays that failed
+    /// (for `/metrics`).
+    pub fn relay_counts(&self) -> (u64, u64, u64) {
+        (
+            self.inner.relayed_out.load(Ordering::Relaxed),
+            self.inner.relayed_in.load(Ordering::Relaxed),
+            self.inner.relays_failed.load(Ordering::Relaxed),
+        )
     }
 
     /// The instances alive at the last heartbeat, this one included.
@@ -401,6 +418,7 @@ impl Cluster {
             .unwrap_or_else(|e| e.into_inner());
         outbound.retain(|_, relay| {
             if matches(&relay.home) {
+                self.inner.relays_failed.fetch_add(1, Ordering::Relaxed);
                 let _ = relay.tx.send(relay::Event::Fail(why.to_owned()));
                 false
             } else {
@@ -648,6 +666,7 @@ impl Cluster {
 
     /// Opens an outbound relay: its id and the events of its answer.
     fn open_outbound(&self, home: &str) -> (u64, mpsc::UnboundedReceiver<relay::Event>) {
+        self.inner.relayed_out.fetch_add(1, Ordering::Relaxed);
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
         self.inner

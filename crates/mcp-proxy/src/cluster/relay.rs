@@ -297,6 +297,9 @@ impl Cluster {
         };
         if let Err(e) = self.publish(&home, frame::encode(&head, &body)).await {
             guard.finish();
+            self.inner
+                .relays_failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return route.fail(e, &body);
         }
         debug!(relay = id, home = %home, path = %parts.uri.path(), "relayed");
@@ -349,6 +352,9 @@ impl Cluster {
                 uri,
                 headers,
             } => {
+                self.inner
+                    .relayed_in
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let body = Bytes::copy_from_slice(payload);
                 let cluster = self.clone();
                 let key = (from.clone(), id);
