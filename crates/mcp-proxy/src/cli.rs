@@ -228,36 +228,34 @@ pub struct Cli {
     pub cluster_prefix: String,
 }
 
-/// `--broker`: in memory, or the Redis URL of a cluster (its `Debug` hides any password).
+/// `--broker`: `memory`, or the Redis URL of a cluster. Checked by [`Cli::try_config`], not
+/// by the parser, so no error message ever repeats a password; its `Debug` hides it too.
 #[derive(Clone, PartialEq, Eq)]
-pub enum BrokerSpec {
-    /// This instance alone.
-    Memory,
-    /// Several instances sharing the Redis at this URL.
-    Redis(String),
-}
+pub struct BrokerSpec(pub String);
 
 impl std::str::FromStr for BrokerSpec {
-    type Err = String;
+    type Err = std::convert::Infallible;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
+        Ok(BrokerSpec(s.trim().to_owned()))
+    }
+}
+
+impl BrokerSpec {
+    /// `None` for `memory`, the URL of a Redis, or why it is neither (password hidden).
+    pub fn cluster_url(&self) -> Result<Option<&str>, String> {
+        let s = self.0.as_str();
         if s.eq_ignore_ascii_case("memory") {
-            return Ok(BrokerSpec::Memory);
+            return Ok(None);
         }
-        let scheme = s.split_once("://").map(|(scheme, _)| scheme);
-        match scheme {
+        let shown = ClusterConfig::new(s).redacted_url();
+        match s.split_once("://").map(|(scheme, _)| scheme) {
             Some("redis" | "rediss" | "redis+unix" | "unix") => {
-                redis::Client::open(s).map_err(|e| {
-                    format!(
-                        "`{}` is not a usable Redis URL: {e}",
-                        ClusterConfig::new(s).redacted_url()
-                    )
-                })?;
-                Ok(BrokerSpec::Redis(s.to_owned()))
+                redis::Client::open(s)
+                    .map_err(|e| format!("`{shown}` is not a usable Redis URL: {e}"))?;
+                Ok(Some(s))
             }
             _ => Err(format!(
-                "`{}` is neither `memory` nor a Redis URL (redis://HOST:PORT)",
-                ClusterConfig::new(s).redacted_url()
+                "`{shown}` is neither `memory` nor a Redis URL (redis://HOST:PORT)"
             )),
         }
     }
@@ -265,12 +263,11 @@ impl std::str::FromStr for BrokerSpec {
 
 impl std::fmt::Debug for BrokerSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            BrokerSpec::Memory => f.write_str("Memory"),
-            BrokerSpec::Redis(url) => {
-                write!(f, "Redis({})", ClusterConfig::new(url).redacted_url())
-            }
-        }
+        write!(
+            f,
+            "BrokerSpec({})",
+            ClusterConfig::new(&self.0).redacted_url()
+        )
     }
 }
 
@@ -357,6 +354,12 @@ impl Cli {
                 fixed.add_spec(kind, &spec.0, origin)?;
             }
         }
+        self.broker
+            .cluster_url()
+            .map_err(|reason| Error::InvalidConfig {
+                flag: "--broker",
+                reason,
+            })?;
         let mut config = self.config();
         config.auth = Auth::new(fixed, self.token_file.clone())?;
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
@@ -393,13 +396,16 @@ impl Cli {
             max_registrations_per_token: self.max_registrations_per_token,
             max_sessions: self.max_sessions,
             max_sessions_per_registration: self.max_sessions_per_registration,
-            cluster: match &self.broker {
-                BrokerSpec::Memory => None,
-                BrokerSpec::Redis(url) => Some(ClusterConfig {
+            // A bad URL is refused by `try_config`; here it just means no cluster.
+            cluster: self
+                .broker
+                .cluster_url()
+                .ok()
+                .flatten()
+                .map(|url| ClusterConfig {
                     prefix: self.cluster_prefix.clone(),
-                    ..ClusterConfig::new(url.clone())
+                    ..ClusterConfig::new(url)
                 }),
-            },
             ..Config::default()
         }
     }
@@ -540,5 +546,37 @@ mod tests {
         .unwrap();
         assert_eq!(cli.config().request_timeout, Duration::from_millis(500));
         assert_eq!(cli.config().max_body_bytes, 10);
+    }
+
+    #[test]
+    fn the_broker_is_memory_or_a_redis_url_whose_password_never_shows() {
+        let alone = Cli::try_parse_from(["mcp-proxy"]).unwrap();
+        assert!(alone.config().cluster.is_none());
+        let cli = Cli::try_parse_from([
+            "mcp-proxy",
+            "--broker",
+            "redis://user:hunter2@10.0.0.5:6379/0",
+            "--cluster-prefix",
+            "team-a:",
+        ])
+        .unwrap();
+        let cluster = cli.config().cluster.unwrap();
+        assert_eq!(cluster.url, "redis://user:hunter2@10.0.0.5:6379/0");
+        assert_eq!(cluster.prefix, "team-a:");
+        for shown in [format!("{cli:?}"), format!("{cluster:?}")] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("10.0.0.5:6379"), "{shown}");
+        }
+        for bad in [
+            "http://10.0.0.5:6379",
+            "10.0.0.5:6379",
+            "redis://u:secret@",
+            "http://u:secret@h:1",
+        ] {
+            let cli = Cli::try_parse_from(["mcp-proxy", "--broker", bad]).unwrap();
+            let err = cli.try_config().unwrap_err().to_string();
+            assert!(err.starts_with("--broker: "), "{bad}: {err}");
+            assert!(!err.contains("secret"), "{err}");
+        }
     }
 }

@@ -133,6 +133,14 @@ pub enum Error {
     /// for the log only.
     #[error("cluster store unavailable: {0}")]
     ClusterUnavailable(String),
+    /// A setting cannot be used (a flag's value the parser could not check).
+    #[error("{flag}: {reason}")]
+    InvalidConfig {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong (never a secret).
+        reason: String,
+    },
     /// The TLS certificate or key cannot be used.
     #[error("TLS {path}: {reason}")]
     Tls {
@@ -165,7 +173,9 @@ impl Error {
             }
             Error::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
             Error::Unauthorized | Error::ServerUnauthorized => StatusCode::UNAUTHORIZED,
-            Error::TokenConfig { .. } | Error::Tls { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::TokenConfig { .. } | Error::Tls { .. } | Error::InvalidConfig { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             Error::Forbidden => StatusCode::FORBIDDEN,
             Error::BadVersionHeader(_) | Error::MissingClientSession | Error::CannotResume => {
                 StatusCode::BAD_REQUEST
@@ -280,6 +290,7 @@ impl Error {
             | Error::BodyTooLarge { .. }
             | Error::ServerUnauthorized
             | Error::TokenConfig { .. }
+            | Error::InvalidConfig { .. }
             | Error::Tls { .. } => return None,
         })
     }

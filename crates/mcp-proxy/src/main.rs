@@ -40,6 +40,15 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // A cluster's Redis is joined before anything listens: a proxy that cannot reach it
+    // exits with the reason instead of taking traffic it cannot route.
+    let state = match mcp_proxy::AppState::connect(config).await {
+        Ok(state) => state,
+        Err(e) => {
+            eprintln!("mcp-proxy: cannot join the cluster: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -49,7 +58,7 @@ async fn main() -> ExitCode {
     };
     let bound = listener.local_addr().unwrap_or(addr);
     // The e2e harness reads the real port from this line (it matters with port 0).
-    let scheme = if config.tls.is_some() {
+    let scheme = if state.config().tls.is_some() {
         "https"
     } else {
         "http"
@@ -60,7 +69,7 @@ async fn main() -> ExitCode {
 
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    match mcp_proxy::serve(listener, config, shutdown).await {
+    match mcp_proxy::serve_with_state(listener, state, shutdown).await {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
