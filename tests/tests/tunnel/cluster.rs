@@ -526,3 +526,71 @@ async fn tokens_are_checked_by_the_home_whichever_instance_relays() {
     assert_eq!(register.status(), 401, "a server without its token");
     reverse.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_modern_registration_is_taken_over_with_its_id_when_its_home_is_lost() {
+    let redis = Redis::start();
+    let a = Node::start(&redis).await;
+    let b = Node::start(&redis).await;
+    let reg: Value = post(
+        format!("{}/register", a.url),
+        json!({"type": "mcp_server", "name": "files", "capabilities": {"held_polls": 0}}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let session = reg["session_id"].as_str().unwrap().to_owned();
+    a.kill().await;
+
+    // The server's next poll reaches B: B takes the pool and the registration over.
+    let start = Instant::now();
+    loop {
+        let poll = reqwest::get(format!("{}/poll?session_id={session}&timeout=0", b.url))
+            .await
+            .unwrap();
+        match poll.status().as_u16() {
+            204 => break,
+            // Until A is known dead, the relay to it fails.
+            502 => assert!(start.elapsed() < DEADLINE, "A never noticed dead"),
+            other => panic!(
+                "poll after the loss: {other} {}",
+                poll.text().await.unwrap()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Same id, same pool: a client of `files` reaches it through B.
+    let call = tokio::spawn(post(
+        format!("{}/servers/files/message", b.url),
+        json!({"jsonrpc": "2.0", "id": 5, "method": "ping"}),
+    ));
+    let item: Value = reqwest::get(format!("{}/poll?session_id={session}&timeout=10", b.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let answer = json!({"request_id": item["request_id"],
+                        "response": {"jsonrpc": "2.0", "id": 5, "result": {}}});
+    let status: Value = post(format!("{}/response?session_id={session}", b.url), answer)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["status"], "ok");
+    let reply: Value = call.await.unwrap().json().await.unwrap();
+    assert_eq!(reply["id"], 5, "{reply}");
+
+    // Deregistered, it is forgotten: no instance brings it back.
+    let gone = reqwest::Client::new()
+        .delete(format!("{}/register?session_id={session}", b.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 204);
+    let after = reqwest::get(format!("{}/poll?session_id={session}&timeout=0", b.url))
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 404);
+}

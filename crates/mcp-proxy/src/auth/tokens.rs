@@ -104,6 +104,18 @@ impl TokenId {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// The identity whose [`TokenId::digest_hex`] is `hex`; `None` for anything else.
+    pub(crate) fn from_digest_hex(hex: &str) -> Option<Self> {
+        if hex.len() != 64 || !hex.is_ascii() {
+            return None;
+        }
+        let mut id = [0u8; 32];
+        for (i, byte) in id.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(TokenId(id))
+    }
+
     /// A short fingerprint for logs (4 bytes of the digest: names the token, reveals nothing).
     pub fn fingerprint(&self) -> String {
         self.0[..4].iter().map(|b| format!("{b:02x}")).collect()

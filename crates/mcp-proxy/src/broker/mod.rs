@@ -786,6 +786,32 @@ impl Broker {
         }
     }
 
+    /// Takes over a registration another instance held (it was lost): same id, pool,
+    /// capabilities and owner, nothing pending. `false` when the id is already known here.
+    pub fn adopt(
+        &self,
+        session_id: &str,
+        pool: &str,
+        capabilities: Option<mcp_protocol::wire::RegistrationCapabilities>,
+        owner: Option<TokenId>,
+    ) -> bool {
+        let mut st = self.lock();
+        if st.shutting_down || st.registrations.contains_key(session_id) {
+            return false;
+        }
+        st.insert_registration(session_id.to_owned(), pool.to_owned(), capabilities);
+        if let Some(reg) = st.registrations.get_mut(session_id) {
+            reg.owner = owner;
+        }
+        info!(session = %Short(session_id), pool, "took over a registration of a lost instance");
+        true
+    }
+
+    /// Whether `session_id` is a live registration here.
+    pub fn knows(&self, session_id: &str) -> bool {
+        self.lock().registrations.contains_key(session_id)
+    }
+
     /// The ids of every live registration (the cluster keeps its directory of them).
     pub fn registration_ids(&self) -> Vec<String> {
         self.lock().registrations.keys().cloned().collect()

@@ -33,13 +33,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
-use mcp_protocol::wire::SessionIdKind;
+use mcp_protocol::wire::{RegisterRequest, SessionIdKind};
 use redis::aio::ConnectionManager;
 use redis::Script;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::auth::TokenId;
 use crate::broker::Broker;
 use crate::Error;
 
@@ -496,8 +497,10 @@ impl Cluster {
         }
     }
 
-    /// The home of registration `session_id`. An id nobody (alive) is home to is served by
-    /// the default pool's home when it has the legacy form (re-adoption), else here (404).
+    /// The home of registration `session_id`. A registration whose home was lost is
+    /// served by its pool's home (taking the pool over if need be), which adopts it
+    /// ([`Cluster::adopt_orphan`]); an unrecorded id of the legacy form by the default pool's
+    /// home (re-adoption, as after a restart); any other unknown id here (404).
     pub(crate) async fn registration_home(&self, session_id: &str) -> Result<Target, Error> {
         let cache_key = format!("r:{session_id}");
         if let Some(home) = self.cached_home(&cache_key) {
@@ -505,8 +508,10 @@ impl Cluster {
         }
         let kind = SessionIdKind::of(session_id);
         if kind.is_some() {
-            let home: Option<String> = redis::cmd("GET")
+            let (home, pool): (Option<String>, Option<String>) = redis::cmd("HMGET")
                 .arg(self.key(&format!("reg:{session_id}")))
+                .arg("home")
+                .arg("pool")
                 .query_async(&mut self.conn())
                 .await
                 .map_err(|e| redis_error("registration lookup", e))?;
@@ -515,6 +520,7 @@ impl Cluster {
                     self.cache_home(cache_key, &home);
                     return Ok(self.target(home));
                 }
+                return self.pool_home(pool.as_deref().unwrap_or(""), true).await;
             }
         }
         match kind {
@@ -523,29 +529,126 @@ impl Cluster {
         }
     }
 
-    /// Records that registration `session_id` lives here, before its id is handed out.
-    pub(crate) async fn record_registration(&self, session_id: &str) -> Result<(), Error> {
-        redis::cmd("SET")
-            .arg(self.key(&format!("reg:{session_id}")))
+    /// Records registration `session_id` (with what another instance needs to take it over)
+    /// as living here, before its id is handed out.
+    pub(crate) async fn record_registration(
+        &self,
+        session_id: &str,
+        req: &RegisterRequest,
+        owner: Option<&TokenId>,
+    ) -> Result<(), Error> {
+        let key = self.key(&format!("reg:{session_id}"));
+        let capabilities = match &req.capabilities {
+            Some(c) => serde_json::to_string(c).expect("capabilities serialize"),
+            None => String::new(),
+        };
+        redis::pipe()
+            .cmd("HSET")
+            .arg(&key)
+            .arg("home")
             .arg(&self.inner.id)
-            .arg("PX")
+            .arg("pool")
+            .arg(req.name.as_deref().unwrap_or(""))
+            .arg("caps")
+            .arg(capabilities)
+            .arg("owner")
+            .arg(owner.map(TokenId::digest_hex).unwrap_or_default())
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
             .arg(DIRECTORY_TTL.as_millis() as u64)
+            .ignore()
             .query_async::<()>(&mut self.conn())
             .await
             .map_err(|e| redis_error("registration record", e))
     }
 
-    /// Refreshes the directory entries of the registrations homed here (and of re-adopted
-    /// legacy ids, which were never recorded).
+    /// Forgets registration `session_id` (it deregistered): no instance may take it over.
+    pub(crate) async fn forget_registration(&self, session_id: &str) {
+        self.lock_homes().remove(&format!("r:{session_id}"));
+        let result: Result<(), _> = redis::cmd("DEL")
+            .arg(self.key(&format!("reg:{session_id}")))
+            .query_async(&mut self.conn())
+            .await;
+        if let Err(e) = result {
+            warn!(error = %e, "could not remove a registration from the cluster directory");
+        }
+    }
+
+    /// Before a registration route is served here: when `session_id` is unknown to `broker`
+    /// but recorded for an instance that is lost, take it over with its recorded pool,
+    /// capabilities and owner, so its server carries on without registering again. Only the
+    /// pool's home gets here for it (see [`Cluster::registration_home`]), so one instance
+    /// adopts it.
+    pub(crate) async fn adopt_orphan(&self, broker: &Broker, session_id: &str) {
+        if SessionIdKind::of(session_id).is_none() || broker.knows(session_id) {
+            return;
+        }
+        let key = self.key(&format!("reg:{session_id}"));
+        let record: Result<HashMap<String, String>, _> = redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(&mut self.conn())
+            .await;
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "cluster directory unavailable; registration not taken over");
+                return;
+            }
+        };
+        let Some(home) = record.get("home") else {
+            return;
+        };
+        // Recorded here but unknown: it left or died here; not ours to bring back.
+        if *home == self.inner.id || self.is_alive(home).await.unwrap_or(true) {
+            return;
+        }
+        let capabilities = match record.get("caps").map(String::as_str) {
+            None | Some("") => None,
+            Some(json) => match serde_json::from_str(json) {
+                Ok(c) => Some(c),
+                Err(_) => return,
+            },
+        };
+        let owner = match record.get("owner").map(String::as_str) {
+            None | Some("") => None,
+            Some(hex) => match TokenId::from_digest_hex(hex) {
+                Some(id) => Some(id),
+                None => return,
+            },
+        };
+        let pool = record.get("pool").cloned().unwrap_or_default();
+        if broker.adopt(session_id, &pool, capabilities, owner) {
+            let _: Result<(), _> = redis::pipe()
+                .cmd("HSET")
+                .arg(&key)
+                .arg("home")
+                .arg(&self.inner.id)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(DIRECTORY_TTL.as_millis() as u64)
+                .ignore()
+                .query_async(&mut self.conn())
+                .await;
+        }
+    }
+
+    /// Refreshes the directory entries of the registrations homed here (and records
+    /// re-adopted legacy ids, which have no entry yet).
     async fn refresh_directory(&self, broker: &Broker) -> Result<(), Error> {
         let ids = broker.registration_ids();
         for chunk in ids.chunks(1000) {
             let mut pipe = redis::pipe();
             for id in chunk {
-                pipe.cmd("SET")
-                    .arg(self.key(&format!("reg:{id}")))
+                let key = self.key(&format!("reg:{id}"));
+                pipe.cmd("HSET")
+                    .arg(&key)
+                    .arg("home")
                     .arg(&self.inner.id)
-                    .arg("PX")
+                    .ignore()
+                    .cmd("PEXPIRE")
+                    .arg(&key)
                     .arg(DIRECTORY_TTL.as_millis() as u64)
                     .ignore();
             }

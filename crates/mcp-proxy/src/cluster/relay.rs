@@ -118,12 +118,18 @@ pub(crate) async fn relay(State(state): State<AppState>, req: Request, next: Nex
     let Some(cluster) = state.cluster.clone() else {
         return next.run(req).await;
     };
-    if req.extensions().get::<Relayed>().is_some() {
-        return next.run(req).await;
-    }
     let Some(route) = Route::of(req.method(), req.uri().path()) else {
         return next.run(req).await;
     };
+    if req.extensions().get::<Relayed>().is_some() {
+        // This instance is the home the relaying instance chose.
+        if let Route::Registration = route {
+            if let Some(id) = session_id_of(req.uri().query()) {
+                cluster.adopt_orphan(&state.broker, &id).await;
+            }
+        }
+        return next.run(req).await;
+    }
     let limit = state.config().max_body_bytes;
     let (parts, body) = req.into_parts();
     // The whole body is read before anything else: the relay sends it as one frame, and
@@ -146,6 +152,11 @@ pub(crate) async fn relay(State(state): State<AppState>, req: Request, next: Nex
     };
     match target {
         Ok(Target::Local) => {
+            if let Route::Registration = route {
+                if let Some(id) = session_id_of(parts.uri.query()) {
+                    cluster.adopt_orphan(&state.broker, &id).await;
+                }
+            }
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await
         }

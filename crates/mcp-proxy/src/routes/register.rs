@@ -40,13 +40,15 @@ pub(crate) async fn register(
             return Err(Error::ServerUnauthorized);
         }
     }
-    let session_id = state
-        .broker
-        .register_as(&req, grant.map(|Extension(g)| g.id))?;
+    let owner = grant.map(|Extension(g)| g.id);
+    let session_id = state.broker.register_as(&req, owner)?;
     // Several instances: the directory names this one as the registration's home before
     // the id is handed out, so the server's first poll finds it from any instance.
     if let Some(cluster) = &state.cluster {
-        if let Err(e) = cluster.record_registration(&session_id).await {
+        if let Err(e) = cluster
+            .record_registration(&session_id, &req, owner.as_ref())
+            .await
+        {
             let _ = state.broker.deregister(&session_id);
             return Err(e);
         }
@@ -69,5 +71,8 @@ pub(crate) async fn deregister(
         .broker
         .check_owner(&id, grant.as_ref().map(|Extension(g)| &g.id))?;
     state.broker.deregister(&id)?;
+    if let Some(cluster) = &state.cluster {
+        cluster.forget_registration(&id).await;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
