@@ -594,3 +594,50 @@ async fn a_modern_registration_is_taken_over_with_its_id_when_its_home_is_lost()
         .unwrap();
     assert_eq!(after.status(), 404);
 }
+
+#[tokio::test]
+async fn a_client_session_outlives_its_home() {
+    let redis = Redis::start();
+    let a = Node::start(&redis).await;
+    let b = Node::start(&redis).await;
+    // A claims the default pool; the server and the client both talk to B only.
+    let claim: Value = post(
+        format!("{}/register", a.url),
+        json!({"type": "mcp_server", "capabilities": {}}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    reqwest::Client::new()
+        .delete(format!(
+            "{}/register?session_id={}",
+            a.url,
+            claim["session_id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    let reverse = serve_through(&b.url);
+    assert_eq!(echo_eventually(&b.url, "up").await, "up");
+    let session = client(&b.mcp(), ClientOptions::default()).await;
+    let before = session
+        .call_tool("echo", json!({"text": "before"}))
+        .await
+        .unwrap();
+    assert_eq!(text_of(&before), "before");
+
+    a.kill().await;
+    // The same session (no new initialize) works again once B has taken the pool over.
+    let start = Instant::now();
+    let after = loop {
+        match session.call_tool("echo", json!({"text": "after"})).await {
+            Ok(result) => break result,
+            Err(ClientError::SessionExpired) => panic!("the session was lost with its home"),
+            Err(e) => assert!(start.elapsed() < DEADLINE, "never recovered: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(text_of(&after), "after");
+    reverse.shutdown().await.unwrap();
+}

@@ -807,6 +807,48 @@ impl Broker {
         true
     }
 
+    /// Takes over a client session another instance held (it was lost), pinned to
+    /// `registration` in `pool` as before; its streams start empty (nothing to resume).
+    /// `false` when the session is known here or the registration is not.
+    pub fn adopt_session(&self, client_session: &str, pool: &str, registration: &str) -> bool {
+        let mut st = self.lock();
+        if st.shutting_down || st.sessions.contains_key(client_session) {
+            return false;
+        }
+        let Some(generation) = st
+            .registrations
+            .get(registration)
+            .filter(|r| r.pool == pool)
+            .map(|r| r.generation)
+        else {
+            return false;
+        };
+        st.insert_session(
+            client_session.to_owned(),
+            ClientSession::new(
+                registration.to_owned(),
+                pool.to_owned(),
+                generation,
+                Instant::now(),
+            ),
+        );
+        info!(client_session = %Short(client_session), "took over a client session of a lost instance");
+        true
+    }
+
+    /// The registration client session `client_session` is pinned to, if it lives here.
+    pub fn session_registration(&self, client_session: &str) -> Option<String> {
+        self.lock()
+            .sessions
+            .get(client_session)
+            .map(|s| s.registration.clone())
+    }
+
+    /// The ids of every client session here (the cluster keeps its directory of them).
+    pub fn session_ids(&self) -> Vec<String> {
+        self.lock().sessions.keys().cloned().collect()
+    }
+
     /// Whether `session_id` is a live registration here.
     pub fn knows(&self, session_id: &str) -> bool {
         self.lock().registrations.contains_key(session_id)

@@ -634,14 +634,114 @@ impl Cluster {
         }
     }
 
-    /// Refreshes the directory entries of the registrations homed here (and records
-    /// re-adopted legacy ids, which have no entry yet).
+    /// Records client session `client_session` (just opened here, pinned to `registration`),
+    /// so the pool's next home can take it over if this instance is lost.
+    pub(crate) async fn record_session(
+        &self,
+        client_session: &str,
+        pool: &str,
+        registration: &str,
+    ) {
+        let key = self.key(&format!("sess:{client_session}"));
+        let result: Result<(), _> = redis::pipe()
+            .cmd("HSET")
+            .arg(&key)
+            .arg("home")
+            .arg(&self.inner.id)
+            .arg("pool")
+            .arg(pool)
+            .arg("registration")
+            .arg(registration)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(DIRECTORY_TTL.as_millis() as u64)
+            .ignore()
+            .query_async(&mut self.conn())
+            .await;
+        if let Err(e) = result {
+            warn!(error = %e, "could not record a client session in the cluster directory");
+        }
+    }
+
+    /// Forgets client session `client_session` (the client ended it).
+    pub(crate) async fn forget_session(&self, client_session: &str) {
+        let result: Result<(), _> = redis::cmd("DEL")
+            .arg(self.key(&format!("sess:{client_session}")))
+            .query_async(&mut self.conn())
+            .await;
+        if let Err(e) = result {
+            warn!(error = %e, "could not remove a client session from the cluster directory");
+        }
+    }
+
+    /// Before a client route of `pool` is served here with `client_session`: when the
+    /// session is unknown to `broker` but recorded for a lost instance, take it (and its
+    /// registration) over, so the client carries on without initializing again.
+    pub(crate) async fn adopt_session(&self, broker: &Broker, pool: &str, client_session: &str) {
+        if broker.session_registration(client_session).is_some() {
+            return;
+        }
+        let key = self.key(&format!("sess:{client_session}"));
+        let record: HashMap<String, String> = match redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(&mut self.conn())
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "cluster directory unavailable; client session not taken over");
+                return;
+            }
+        };
+        let (Some(home), Some(recorded_pool), Some(registration)) = (
+            record.get("home"),
+            record.get("pool"),
+            record.get("registration"),
+        ) else {
+            return;
+        };
+        if *home == self.inner.id
+            || recorded_pool != pool
+            || self.is_alive(home).await.unwrap_or(true)
+        {
+            return;
+        }
+        self.adopt_orphan(broker, registration).await;
+        if broker.adopt_session(client_session, pool, registration) {
+            let _: Result<(), _> = redis::pipe()
+                .cmd("HSET")
+                .arg(&key)
+                .arg("home")
+                .arg(&self.inner.id)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(DIRECTORY_TTL.as_millis() as u64)
+                .ignore()
+                .query_async(&mut self.conn())
+                .await;
+        }
+    }
+
+    /// Refreshes the directory entries of the registrations and client sessions homed here
+    /// (and records re-adopted legacy ids, which have no entry yet).
     async fn refresh_directory(&self, broker: &Broker) -> Result<(), Error> {
-        let ids = broker.registration_ids();
+        let ids: Vec<String> = broker
+            .registration_ids()
+            .into_iter()
+            .map(|id| format!("reg:{id}"))
+            .chain(
+                broker
+                    .session_ids()
+                    .into_iter()
+                    .map(|id| format!("sess:{id}")),
+            )
+            .collect();
         for chunk in ids.chunks(1000) {
             let mut pipe = redis::pipe();
             for id in chunk {
-                let key = self.key(&format!("reg:{id}"));
+                let key = self.key(id);
                 pipe.cmd("HSET")
                     .arg(&key)
                     .arg("home")

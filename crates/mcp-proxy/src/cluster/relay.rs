@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt;
 use mcp_protocol::jsonrpc::Message;
+use mcp_protocol::streamable::SESSION_ID_HEADER;
 use mcp_protocol::wire::is_valid_pool_name;
 use tower::ServiceExt;
 use tracing::{debug, warn};
@@ -123,12 +124,7 @@ pub(crate) async fn relay(State(state): State<AppState>, req: Request, next: Nex
     };
     if req.extensions().get::<Relayed>().is_some() {
         // This instance is the home the relaying instance chose.
-        if let Route::Registration = route {
-            if let Some(id) = session_id_of(req.uri().query()) {
-                cluster.adopt_orphan(&state.broker, &id).await;
-            }
-        }
-        return next.run(req).await;
+        return serve_at_home(&state, &cluster, &route, req, next).await;
     }
     let limit = state.config().max_body_bytes;
     let (parts, body) = req.into_parts();
@@ -152,13 +148,8 @@ pub(crate) async fn relay(State(state): State<AppState>, req: Request, next: Nex
     };
     match target {
         Ok(Target::Local) => {
-            if let Route::Registration = route {
-                if let Some(id) = session_id_of(parts.uri.query()) {
-                    cluster.adopt_orphan(&state.broker, &id).await;
-                }
-            }
-            next.run(Request::from_parts(parts, Body::from(bytes)))
-                .await
+            let req = Request::from_parts(parts, Body::from(bytes));
+            serve_at_home(&state, &cluster, &route, req, next).await
         }
         Ok(Target::Remote(home)) => cluster.forward(home, parts, bytes, &route).await,
         Err(e) => {
@@ -166,6 +157,54 @@ pub(crate) async fn relay(State(state): State<AppState>, req: Request, next: Nex
             route.fail(e, &bytes)
         }
     }
+}
+
+/// Serves a request at its home: first takes over what a lost instance held for it (the
+/// registration, or the client session), then keeps the directory in step with what the
+/// answer opened or ended.
+async fn serve_at_home(
+    state: &AppState,
+    cluster: &Cluster,
+    route: &Route,
+    req: Request,
+    next: Next,
+) -> Response {
+    let client_session = req
+        .headers()
+        .get(SESSION_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    match route {
+        Route::Registration => {
+            if let Some(id) = session_id_of(req.uri().query()) {
+                cluster.adopt_orphan(&state.broker, &id).await;
+            }
+        }
+        Route::Client(pool) => {
+            if let Some(cs) = &client_session {
+                cluster.adopt_session(&state.broker, pool, cs).await;
+            }
+        }
+        Route::Register | Route::Operator => {}
+    }
+    let is_delete = req.method() == Method::DELETE;
+    let response = next.run(req).await;
+    if let Route::Client(pool) = route {
+        let opened = response
+            .headers()
+            .get(SESSION_ID_HEADER)
+            .and_then(|v| v.to_str().ok());
+        if let Some(opened) = opened.filter(|o| client_session.as_deref() != Some(*o)) {
+            if let Some(registration) = state.broker.session_registration(opened) {
+                cluster.record_session(opened, pool, &registration).await;
+            }
+        }
+        if let (true, Some(cs), true) = (is_delete, &client_session, response.status().is_success())
+        {
+            cluster.forget_session(cs).await;
+        }
+    }
+    response
 }
 
 /// Removes an outbound relay when its answer is dropped, and tells the home to stop when
