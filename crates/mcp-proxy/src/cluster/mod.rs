@@ -15,10 +15,13 @@
 //! the answer back (SSE included). So a client's message arriving at B reaches a server whose
 //! polls are held by A, and the answer the server posts to C reaches the client waiting on B.
 //!
-//! Losing an instance: its heartbeat key expires within [`Heartbeat::ttl`]; every relay
-//! waiting on it fails at once with [`Error::InstanceLost`] (never hangs); its pools are taken
-//! over by the next instance a server registers with (modern reverse clients get 404 on their
-//! next poll and register again; legacy ids are re-adopted); what it held in memory is gone.
+//! Losing an instance: its heartbeat key expires within three heartbeats; every relay
+//! waiting on it fails at once with [`Error::InstanceLost`] (never hangs). Registrations and
+//! client sessions are recorded in Redis (home, pool, capabilities, owner token digest), so
+//! the instance a server or client reaches next becomes the pool's home and takes them over
+//! with their ids: servers keep polling and clients keep their sessions. Only what the lost
+//! instance held in memory is gone: requests in flight (failed, never re-run) and the replay
+//! logs of its SSE streams.
 //!
 //! Wake-ups are pub/sub messages; nothing polls Redis in a loop. The heartbeat is the one
 //! periodic task (one pipeline a second).
