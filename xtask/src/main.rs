@@ -4,6 +4,7 @@
 //! - `procs`: building the binaries once, spawning them, reading their output, cleaning up.
 //! - `bench`: latency, throughput and idle cost of every path to the same tool.
 //! - `e2e`: the seed's walkthrough and the fault scenarios, as real processes on loopback.
+//! - `scale_out`: `e2e --scale-out`, two proxies sharing Redis behind nginx, one killed.
 //! - `interop`: the official Python and TypeScript SDK clients through the proxy.
 //! - `conformance`: the official MCP conformance suite against the proxy's `/mcp`.
 
@@ -12,6 +13,7 @@ mod conformance;
 mod e2e;
 mod interop;
 mod procs;
+mod scale_out;
 
 use std::process::ExitCode;
 
@@ -24,6 +26,12 @@ Tasks:
            a reverse server killed mid-call, a proxy restart, two named servers side by
            side, and a pool of two with one killed under load. Prints PASS/FAIL per
            scenario; exits non-zero if any fails.
+  e2e --scale-out
+           Two proxies sharing one Redis (--broker) behind nginx, round robin: reverse
+           servers and clients all through nginx, calls spread over both instances, a named
+           pool, a Streamable HTTP session; then one proxy SIGKILLed under load (in-flight
+           calls must end right or fail fast, the pools must serve again). Installs
+           redis-server and nginx with xtask/scale-out/install-deps.sh when missing.
   interop  Install the official MCP SDK clients at pinned versions under target/interop
            (Python `mcp` from PyPI in a venv, `@modelcontextprotocol/sdk` from npm; cached),
            start the proxy with a reverse server behind it, and run each SDK's client against
@@ -51,7 +59,14 @@ fn main() -> ExitCode {
             print!("{USAGE}");
             ExitCode::SUCCESS
         }
-        Some("e2e") => e2e::run(),
+        Some("e2e") => match std::env::args().nth(2).as_deref() {
+            None => e2e::run(),
+            Some("--scale-out") if std::env::args().len() == 3 => scale_out::run(),
+            Some(_) => {
+                eprintln!("error: `e2e` takes no argument but `--scale-out`\n\n{USAGE}");
+                ExitCode::from(2)
+            }
+        },
         Some("bench") => bench::run(&std::env::args().skip(2).collect::<Vec<_>>()),
         // Internal: the idle-scale load, run in its own process with a raised open-file limit.
         Some("bench-idle-clients") => {
