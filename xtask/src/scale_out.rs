@@ -351,6 +351,12 @@ fn start(tools: &Tools, rt: tokio::runtime::Runtime) -> Result<Cluster, String> 
     ];
     let upstreams: Vec<&str> = instances.iter().map(|i| i.url.as_str()).collect();
     let (nginx, url) = start_nginx(tools, dir.path(), &upstreams)?;
+    // The pools get different homes, so the kill below takes one pool's home (its pool must be
+    // taken over) while the other pool's traffic still passes through the killed instance.
+    rt.block_on(async {
+        claim_home(&instances[1].url, None).await?;
+        claim_home(&instances[0].url, Some(NAMED)).await
+    })?;
     let mut reverse = Vec::new();
     for _ in 0..DEFAULT_MEMBERS {
         reverse.push(start_reverse(&url, None)?);
@@ -374,6 +380,37 @@ fn start(tools: &Tools, rt: tokio::runtime::Runtime) -> Result<Cluster, String> 
         cluster.instances[0].url, cluster.instances[1].url, cluster.url
     );
     Ok(cluster)
+}
+
+/// Makes the instance at `url` the home of `pool` (`None`: the default pool): a registration
+/// made there directly (not through nginx) claims the pool, and leaving at once keeps the claim,
+/// since a pool keeps its home while that instance lives (docs/protocol.md, Several instances).
+async fn claim_home(url: &str, pool: Option<&str>) -> Result<(), String> {
+    let http = http()?;
+    let mut body = json!({"type": "mcp_server"});
+    if let Some(pool) = pool {
+        body["name"] = json!(pool);
+    }
+    let registered: Value = http
+        .post(format!("{url}/register"))
+        .json(&body)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| format!("POST {url}/register: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("POST {url}/register: {e}"))?;
+    let id = registered["session_id"]
+        .as_str()
+        .ok_or_else(|| format!("POST {url}/register answered {registered}"))?;
+    http.delete(format!("{url}/register"))
+        .query(&[("session_id", id)])
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| format!("DELETE {url}/register: {e}"))?;
+    Ok(())
 }
 
 /// A plain HTTP client for the operator routes (no proxy from the environment).
@@ -713,8 +750,8 @@ async fn load_worker(
     Ok(())
 }
 
-/// The instance to kill: the default pool's home (so its pools must be taken over), and which
-/// instance is home to the named pool.
+/// The instance to kill: the default pool's home (so its pools must be taken over), when the
+/// named pool's home is the other one, as [`start`] arranged.
 fn victim(cluster: &Cluster) -> Result<(usize, String), String> {
     let pools = cluster.rt.block_on(servers(&cluster.url))?;
     let home_of = |name: Value| {
@@ -740,6 +777,12 @@ fn victim(cluster: &Cluster) -> Result<(usize, String), String> {
             .map(|v| cluster.instances[v].name)
             .ok_or_else(|| format!("home {id} is none of the instances {ids:?}"))
     };
+    if default_home == named_home {
+        return Err(format!(
+            "both pools are homed on {}: the homes claimed at the start did not hold",
+            name_of(&default_home)?
+        ));
+    }
     let v = ids.iter().position(|i| *i == default_home);
     let v = v.ok_or_else(|| format!("home {default_home} is none of the instances {ids:?}"))?;
     Ok((
