@@ -271,10 +271,8 @@ pub(crate) async fn rate_limit(
             {
                 Ok(None) => Ok(()),
                 Ok(Some(wait)) => Err(wait),
-                Err(e) => {
-                    tracing::warn!(error = %e, "shared rate limit unavailable; limiting locally");
-                    limiter.take(budget, caller, Instant::now())
-                }
+                // The cluster logged it (once per back-off): limit with this instance's buckets.
+                Err(_) => limiter.take(budget, caller, Instant::now()),
             }
         }
         _ => limiter.take(budget, caller, Instant::now()),

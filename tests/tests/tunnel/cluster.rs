@@ -33,21 +33,31 @@ impl Redis {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).unwrap();
+        let child = Redis::spawn(&dir);
+        let url = format!("redis+unix://{}", dir.join("redis.sock").display());
+        Redis { child, url, dir }
+    }
+
+    /// A crash and restart with nothing kept: the same socket, an empty store.
+    fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(self.dir.join("redis.sock"));
+        self.child = Redis::spawn(&self.dir);
+    }
+
+    /// Starts `redis-server` on `dir/redis.sock` and waits for the socket.
+    fn spawn(dir: &std::path::Path) -> Child {
         let socket = dir.join("redis.sock");
         let child = Command::new("redis-server")
             .args(["--port", "0", "--save", "", "--appendonly", "no"])
             .arg("--unixsocket")
             .arg(&socket)
             .args(["--unixsocketperm", "700", "--dir"])
-            .arg(&dir)
+            .arg(dir)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server is needed: run `bash xtask/scale-out/install-deps.sh`");
-        let redis = Redis {
-            child,
-            url: format!("redis+unix://{}", socket.display()),
-            dir,
-        };
         let start = Instant::now();
         while !socket.exists() {
             assert!(
@@ -56,7 +66,7 @@ impl Redis {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        redis
+        child
     }
 }
 
@@ -639,5 +649,25 @@ async fn a_client_session_outlives_its_home() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(text_of(&after), "after");
+    reverse.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_redis_that_restarts_empty_gets_the_directory_back() {
+    let mut redis = Redis::start();
+    let a = Node::start(&redis).await;
+    let b = Node::start(&redis).await;
+    let reverse = serve_through(&a.url);
+    assert_eq!(echo_eventually(&b.url, "before").await, "before");
+
+    redis.restart();
+    // Each instance notices Redis forgot it at its next heartbeat and writes back its
+    // pools, registrations and sessions: the pool homed on A is reachable through B again.
+    assert_eq!(echo_eventually(&b.url, "after").await, "after");
+    assert_eq!(
+        a.health().await["registrations"],
+        1,
+        "the same registration"
+    );
     reverse.shutdown().await.unwrap();
 }

@@ -102,6 +102,20 @@ pub struct Submission {
     pub stateless_era: bool,
 }
 
+/// What another instance needs to take a registration over: everything it was registered
+/// with.
+#[derive(Clone, Debug)]
+pub struct RegistrationRecord {
+    /// The registration's id.
+    pub session_id: String,
+    /// Its pool (`""`: the default pool).
+    pub pool: String,
+    /// What it declared; `None` for a legacy registration.
+    pub capabilities: Option<mcp_protocol::wire::RegistrationCapabilities>,
+    /// The server token it registered with.
+    pub owner: Option<TokenId>,
+}
+
 /// Counts for `/healthz`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stats {
@@ -844,9 +858,39 @@ impl Broker {
             .map(|s| s.registration.clone())
     }
 
-    /// The ids of every client session here (the cluster keeps its directory of them).
-    pub fn session_ids(&self) -> Vec<String> {
-        self.lock().sessions.keys().cloned().collect()
+    /// Every client session here as (id, pool, registration), for the cluster's directory.
+    pub fn session_records(&self) -> Vec<(String, String, String)> {
+        self.lock()
+            .sessions
+            .iter()
+            .map(|(id, s)| (id.clone(), s.pool.clone(), s.registration.clone()))
+            .collect()
+    }
+
+    /// Fails a request that was handed to a poll whose answer may never have reached its
+    /// server (the instance that relayed the poll was lost): its client gets
+    /// [`Error::InstanceLost`] now instead of waiting for the request timeout. A request
+    /// already answered, or still queued, is left alone.
+    pub fn fail_handed_over(&self, request_id: &str) {
+        let mut st = self.lock();
+        if st
+            .pending
+            .get(request_id)
+            .is_some_and(|p| p.stage == Stage::HandedOver)
+        {
+            if let Some(p) = st.take_pending(request_id) {
+                info!(request = %request_id, "request failed: the instance that carried it to its server was lost");
+                st.finish(p, Err(Error::InstanceLost));
+            }
+        }
+    }
+
+    /// Which of `request_ids` are still pending here.
+    pub fn still_pending<'a>(&self, request_ids: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+        let st = self.lock();
+        request_ids
+            .filter(|id| st.pending.contains_key(*id))
+            .collect()
     }
 
     /// Whether `session_id` is a live registration here.
@@ -854,9 +898,28 @@ impl Broker {
         self.lock().registrations.contains_key(session_id)
     }
 
-    /// The ids of every live registration (the cluster keeps its directory of them).
-    pub fn registration_ids(&self) -> Vec<String> {
-        self.lock().registrations.keys().cloned().collect()
+    /// The names of the pools with live members (`""` is the default pool).
+    pub fn pool_names(&self) -> Vec<String> {
+        self.lock()
+            .pools
+            .iter()
+            .filter(|(_, p)| !p.members.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Every live registration as the cluster's directory records it.
+    pub fn registration_records(&self) -> Vec<RegistrationRecord> {
+        self.lock()
+            .registrations
+            .values()
+            .map(|r| RegistrationRecord {
+                session_id: r.id.clone(),
+                pool: r.pool.clone(),
+                capabilities: r.capabilities.clone(),
+                owner: r.owner,
+            })
+            .collect()
     }
 
     /// The pools and their members, default pool first, then by name (`GET /servers`).

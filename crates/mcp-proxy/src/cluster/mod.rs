@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
-use mcp_protocol::wire::{RegisterRequest, SessionIdKind};
+use mcp_protocol::wire::SessionIdKind;
 use redis::aio::ConnectionManager;
 use redis::Script;
 use tokio::sync::mpsc;
@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::auth::TokenId;
-use crate::broker::Broker;
+use crate::broker::{Broker, RegistrationRecord};
 use crate::Error;
 
 pub(crate) use relay::{relay, Relayed};
@@ -141,8 +141,19 @@ struct Inner {
     relayed_out: AtomicU64,
     relayed_in: AtomicU64,
     relays_failed: AtomicU64,
-    /// The router relayed requests run through; set when serving starts.
+    /// The router relayed requests run through, and the broker behind it; set when serving
+    /// starts.
     router: OnceLock<Router>,
+    broker: OnceLock<Broker>,
+    /// Requests handed to polls that other instances relayed, by request id: the instance
+    /// that carried the item, and since when. If that instance is lost the item may never
+    /// have reached its server, so the request fails at once rather than at its timeout.
+    in_transit: Mutex<HashMap<String, (String, std::time::Instant)>>,
+    /// Set by the first heartbeat: later, being added to the instance set again means Redis
+    /// forgot this instance.
+    joined: std::sync::atomic::AtomicBool,
+    /// Until when the shared rate limit is skipped after Redis failed it.
+    limit_backoff: Mutex<Option<std::time::Instant>>,
     /// The subscription made before the first heartbeat (so no frame sent to this instance
     /// once others can see it is lost); consumed when serving starts.
     first_subscription: Mutex<Option<redis::aio::PubSub>>,
@@ -159,6 +170,11 @@ struct Scripts {
 /// it answers for the id like a single instance would.
 const DIRECTORY_TTL: Duration = Duration::from_secs(600);
 const DIRECTORY_REFRESH: Duration = Duration::from_secs(120);
+/// The longest a Redis connection attempt or command may take before it counts as failed.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+/// After a failed rate-limit call, Redis is not asked again for this long (local buckets
+/// answer meanwhile), so an outage costs each request nothing.
+const LIMIT_BACKOFF: Duration = Duration::from_secs(2);
 /// The home cache is cleared past this many entries (lookups then go to Redis again).
 const HOME_CACHE_MAX: usize = 100_000;
 
@@ -208,8 +224,15 @@ impl Cluster {
     pub async fn connect(config: &ClusterConfig) -> Result<Cluster, Error> {
         let client = redis::Client::open(config.url.as_str())
             .map_err(|e| Error::ClusterUnavailable(format!("{}: {e}", config.redacted_url())))?;
+        // Fail fast when Redis is down: a request that needs it gets 503 in about a second
+        // (the rate limit then falls back to local buckets) instead of waiting on retries.
+        let manager = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
         let conn = client
-            .get_connection_manager()
+            .get_connection_manager_with_config(manager)
             .await
             .map_err(|e| redis_error(&config.redacted_url(), e))?;
         let id = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
@@ -242,6 +265,10 @@ impl Cluster {
                 relayed_in: AtomicU64::new(0),
                 relays_failed: AtomicU64::new(0),
                 router: OnceLock::new(),
+                broker: OnceLock::new(),
+                in_transit: Mutex::new(HashMap::new()),
+                limit_backoff: Mutex::new(None),
+                joined: std::sync::atomic::AtomicBool::new(false),
                 first_subscription: Mutex::new(Some(pubsub)),
                 scripts: Scripts {
                     home: Script::new(HOME_SCRIPT),
@@ -292,6 +319,29 @@ impl Cluster {
         self.inner.alive.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn lock_transit(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (String, std::time::Instant)>> {
+        self.inner
+            .in_transit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Watches request `request_id`, handed to a poll that `via` relayed (see `in_transit`).
+    fn track_transit(&self, request_id: String, via: &str) {
+        self.lock_transit()
+            .insert(request_id, (via.to_owned(), std::time::Instant::now()));
+    }
+
+    /// The item relayed to `via` did not get there: its request fails now.
+    fn transit_failed(&self, request_id: &str) {
+        self.lock_transit().remove(request_id);
+        if let Some(broker) = self.inner.broker.get() {
+            broker.fail_handed_over(request_id);
+        }
+    }
+
     fn lock_homes(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
         self.inner.homes.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -307,6 +357,7 @@ impl Cluster {
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let _ = self.inner.router.set(router);
+        let _ = self.inner.broker.set(broker.clone());
         let cluster = self.clone();
         tokio::spawn(async move {
             let subscriber = tokio::spawn(cluster.clone().subscribe_forever());
@@ -318,8 +369,17 @@ impl Cluster {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = beat.tick() => {
-                        if let Err(e) = cluster.beat().await {
-                            warn!(error = %e, "cluster heartbeat failed");
+                        match cluster.beat().await {
+                            // Redis lost its data (restarted empty): write back what this
+                            // instance is home to, now rather than at the next refresh.
+                            Ok(true) => {
+                                warn!("the cluster's Redis forgot this instance; restoring its directory entries");
+                                if let Err(e) = cluster.refresh_directory(&broker).await {
+                                    warn!(error = %e, "cluster directory restore failed");
+                                }
+                            }
+                            Ok(false) => {}
+                            Err(e) => warn!(error = %e, "cluster heartbeat failed"),
                         }
                         cluster.reap();
                     }
@@ -335,10 +395,12 @@ impl Cluster {
         })
     }
 
-    /// Says this instance is alive and reads who else is.
-    async fn beat(&self) -> Result<(), Error> {
+    /// Says this instance is alive and reads who else is; `true` when Redis had forgotten
+    /// this instance although it beat before (Redis restarted empty, or a failover lost
+    /// writes).
+    async fn beat(&self) -> Result<bool, Error> {
         let ttl = self.inner.heartbeat.ttl();
-        let members: Vec<String> = redis::pipe()
+        let (added, members): (u64, Vec<String>) = redis::pipe()
             .cmd("SET")
             .arg(self.key(&format!("inst:{}", self.inner.id)))
             .arg(1)
@@ -348,13 +410,12 @@ impl Cluster {
             .cmd("SADD")
             .arg(self.key("instances"))
             .arg(&self.inner.id)
-            .ignore()
             .cmd("SMEMBERS")
             .arg(self.key("instances"))
-            .query_async::<(Vec<String>,)>(&mut self.conn())
+            .query_async(&mut self.conn())
             .await
-            .map_err(|e| redis_error("heartbeat", e))?
-            .0;
+            .map_err(|e| redis_error("heartbeat", e))?;
+        let forgotten = added == 1 && self.inner.joined.swap(true, Ordering::Relaxed);
         let keys: Vec<String> = members
             .iter()
             .map(|m| self.key(&format!("inst:{m}")))
@@ -393,12 +454,37 @@ impl Cluster {
             let gone: HashSet<&String> = gone.iter().collect();
             self.lock_homes().retain(|_, home| !gone.contains(home));
         }
-        Ok(())
+        Ok(forgotten)
     }
 
-    /// Fails relays waiting on dead instances and stops serving relays for dead callers.
+    /// Fails relays waiting on dead instances, stops serving relays for dead callers, and
+    /// fails the requests dead instances were carrying to servers.
     fn reap(&self) {
         let alive = self.lock_alive().clone();
+        if let Some(broker) = self.inner.broker.get() {
+            let doomed: Vec<String> = {
+                let mut transit = self.lock_transit();
+                let doomed = transit
+                    .iter()
+                    .filter(|(_, (via, _))| !alive.contains(via))
+                    .map(|(id, _)| id.clone())
+                    .collect::<Vec<_>>();
+                for id in &doomed {
+                    transit.remove(id);
+                }
+                // Answered (or timed out) requests need no watching.
+                let pending: HashSet<String> = broker
+                    .still_pending(transit.keys().map(String::as_str))
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect();
+                transit.retain(|id, _| pending.contains(id));
+                doomed
+            };
+            for id in doomed {
+                broker.fail_handed_over(&id);
+            }
+        }
         self.fail_outbound(
             |home| !alive.contains(home),
             "the proxy instance serving it left",
@@ -532,38 +618,47 @@ impl Cluster {
         }
     }
 
-    /// Records registration `session_id` (with what another instance needs to take it over)
-    /// as living here, before its id is handed out.
+    /// Records a registration (with what another instance needs to take it over) as living
+    /// here, before its id is handed out.
     pub(crate) async fn record_registration(
         &self,
-        session_id: &str,
-        req: &RegisterRequest,
-        owner: Option<&TokenId>,
+        record: &RegistrationRecord,
     ) -> Result<(), Error> {
-        let key = self.key(&format!("reg:{session_id}"));
-        let capabilities = match &req.capabilities {
+        let mut pipe = redis::pipe();
+        self.registration_entry(&mut pipe, record);
+        pipe.query_async::<()>(&mut self.conn())
+            .await
+            .map_err(|e| redis_error("registration record", e))
+    }
+
+    /// The commands that write `record`'s directory entry, naming this instance its home.
+    fn registration_entry(&self, pipe: &mut redis::Pipeline, record: &RegistrationRecord) {
+        let key = self.key(&format!("reg:{}", record.session_id));
+        let capabilities = match &record.capabilities {
             Some(c) => serde_json::to_string(c).expect("capabilities serialize"),
             None => String::new(),
         };
-        redis::pipe()
-            .cmd("HSET")
+        pipe.cmd("HSET")
             .arg(&key)
             .arg("home")
             .arg(&self.inner.id)
             .arg("pool")
-            .arg(req.name.as_deref().unwrap_or(""))
+            .arg(&record.pool)
             .arg("caps")
             .arg(capabilities)
             .arg("owner")
-            .arg(owner.map(TokenId::digest_hex).unwrap_or_default())
+            .arg(
+                record
+                    .owner
+                    .as_ref()
+                    .map(TokenId::digest_hex)
+                    .unwrap_or_default(),
+            )
             .ignore()
             .cmd("PEXPIRE")
             .arg(&key)
             .arg(DIRECTORY_TTL.as_millis() as u64)
-            .ignore()
-            .query_async::<()>(&mut self.conn())
-            .await
-            .map_err(|e| redis_error("registration record", e))
+            .ignore();
     }
 
     /// Forgets registration `session_id` (it deregistered): no instance may take it over.
@@ -645,9 +740,24 @@ impl Cluster {
         pool: &str,
         registration: &str,
     ) {
+        let mut pipe = redis::pipe();
+        self.session_entry(&mut pipe, client_session, pool, registration);
+        if let Err(e) = pipe.query_async::<()>(&mut self.conn()).await {
+            warn!(error = %e, "could not record a client session in the cluster directory");
+        }
+    }
+
+    /// The commands that write a client session's directory entry, naming this instance its
+    /// home.
+    fn session_entry(
+        &self,
+        pipe: &mut redis::Pipeline,
+        client_session: &str,
+        pool: &str,
+        registration: &str,
+    ) {
         let key = self.key(&format!("sess:{client_session}"));
-        let result: Result<(), _> = redis::pipe()
-            .cmd("HSET")
+        pipe.cmd("HSET")
             .arg(&key)
             .arg("home")
             .arg(&self.inner.id)
@@ -659,12 +769,7 @@ impl Cluster {
             .cmd("PEXPIRE")
             .arg(&key)
             .arg(DIRECTORY_TTL.as_millis() as u64)
-            .ignore()
-            .query_async(&mut self.conn())
-            .await;
-        if let Err(e) = result {
-            warn!(error = %e, "could not record a client session in the cluster directory");
-        }
+            .ignore();
     }
 
     /// Forgets client session `client_session` (the client ended it).
@@ -728,32 +833,42 @@ impl Cluster {
     }
 
     /// Refreshes the directory entries of the registrations and client sessions homed here
-    /// (and records re-adopted legacy ids, which have no entry yet).
+    /// (and records re-adopted legacy ids, which have no entry yet), and claims the pools
+    /// with members here that have no home recorded (Redis forgot them).
     async fn refresh_directory(&self, broker: &Broker) -> Result<(), Error> {
-        let ids: Vec<String> = broker
-            .registration_ids()
-            .into_iter()
-            .map(|id| format!("reg:{id}"))
-            .chain(
-                broker
-                    .session_ids()
-                    .into_iter()
-                    .map(|id| format!("sess:{id}")),
-            )
-            .collect();
-        for chunk in ids.chunks(1000) {
+        let names = broker.pool_names();
+        let mut pools = redis::pipe();
+        for pool in &names {
+            pools
+                .cmd("SET")
+                .arg(self.key(&format!("pool:{pool}")))
+                .arg(&self.inner.id)
+                .arg("NX")
+                .ignore();
+        }
+        if !names.is_empty() {
+            pools
+                .query_async::<()>(&mut self.conn())
+                .await
+                .map_err(|e| redis_error("directory refresh", e))?;
+        }
+        // Whole entries, not just their expiry: after Redis lost its data they are
+        // written back with everything a takeover needs.
+        let registrations = broker.registration_records();
+        for chunk in registrations.chunks(500) {
             let mut pipe = redis::pipe();
-            for id in chunk {
-                let key = self.key(id);
-                pipe.cmd("HSET")
-                    .arg(&key)
-                    .arg("home")
-                    .arg(&self.inner.id)
-                    .ignore()
-                    .cmd("PEXPIRE")
-                    .arg(&key)
-                    .arg(DIRECTORY_TTL.as_millis() as u64)
-                    .ignore();
+            for record in chunk {
+                self.registration_entry(&mut pipe, record);
+            }
+            pipe.query_async::<()>(&mut self.conn())
+                .await
+                .map_err(|e| redis_error("directory refresh", e))?;
+        }
+        let sessions = broker.session_records();
+        for chunk in sessions.chunks(500) {
+            let mut pipe = redis::pipe();
+            for (id, pool, registration) in chunk {
+                self.session_entry(&mut pipe, id, pool, registration);
             }
             pipe.query_async::<()>(&mut self.conn())
                 .await
@@ -770,7 +885,16 @@ impl Cluster {
         per_second: f64,
         burst: u32,
     ) -> Result<Option<Duration>, Error> {
-        let (ok, wait): (i64, String) = self
+        let backing_off = self
+            .inner
+            .limit_backoff
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|until| std::time::Instant::now() < until);
+        if backing_off {
+            return Err(Error::ClusterUnavailable("rate limit: backing off".into()));
+        }
+        let result: Result<(i64, String), _> = self
             .inner
             .scripts
             .bucket
@@ -778,8 +902,16 @@ impl Cluster {
             .arg(per_second)
             .arg(burst.max(1))
             .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| redis_error("rate limit", e))?;
+            .await;
+        let (ok, wait) = result.map_err(|e| {
+            *self
+                .inner
+                .limit_backoff
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now() + LIMIT_BACKOFF);
+            warn!(error = %e, backoff = ?LIMIT_BACKOFF, "shared rate limit unavailable; each instance limits alone meanwhile");
+            redis_error("rate limit", e)
+        })?;
         if ok == 1 {
             return Ok(None);
         }

@@ -245,6 +245,20 @@ impl Drop for RelayGuard {
     }
 }
 
+/// The request id of a poll's item (`request` items; `reply` and `session_closed` items
+/// carry no client waiting on them).
+fn carried_request(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Item<'a> {
+        #[serde(borrow)]
+        request_id: Option<std::borrow::Cow<'a, str>>,
+        request: Option<&'a serde_json::value::RawValue>,
+    }
+    let item: Item<'_> = serde_json::from_slice(body).ok()?;
+    item.request?;
+    item.request_id.map(|id| id.into_owned())
+}
+
 /// Headers that describe one hop's connection, not the message.
 fn hop_by_hop(name: &str) -> bool {
     matches!(
@@ -505,6 +519,7 @@ impl Cluster {
             Ok(response) => response,
             Err(never) => match never {},
         };
+        let is_poll = uri.starts_with("/poll");
         let (parts, body) = response.into_parts();
         let status = parts.status.as_u16();
         let headers = header_pairs(&parts.headers);
@@ -517,17 +532,31 @@ impl Cluster {
                 headers,
                 whole: true,
             };
-            let frame = match axum::body::to_bytes(body, usize::MAX).await {
-                Ok(bytes) => frame::encode(&head, &bytes),
-                Err(e) => frame::encode(
-                    &Head::Fail {
+            let (frame, carried) = match axum::body::to_bytes(body, usize::MAX).await {
+                Ok(bytes) => {
+                    // A poll's item is handed over once it leaves here: if `from` is lost
+                    // before passing it on, its request must fail, not wait for a timeout.
+                    let carried = (is_poll && status == 200)
+                        .then(|| carried_request(&bytes))
+                        .flatten();
+                    if let Some(request_id) = &carried {
+                        self.track_transit(request_id.clone(), from);
+                    }
+                    (frame::encode(&head, &bytes), carried)
+                }
+                Err(e) => {
+                    let fail = Head::Fail {
                         id,
                         reason: e.to_string(),
-                    },
-                    b"",
-                ),
+                    };
+                    (frame::encode(&fail, b""), None)
+                }
             };
-            let _ = self.publish(from, frame).await;
+            if self.publish(from, frame).await.is_err() {
+                if let Some(request_id) = carried {
+                    self.transit_failed(&request_id);
+                }
+            }
             return;
         }
         let head = Head::Res {
@@ -599,6 +628,17 @@ mod tests {
         );
         assert_eq!(pool_of_registration(br#"{"name":7}"#), None);
         assert_eq!(pool_of_registration(b"not json"), None);
+    }
+
+    #[test]
+    fn a_request_item_names_the_request_it_carries() {
+        let item = br#"{"request_id":"r-1","request":{"jsonrpc":"2.0","id":1,"method":"ping"}}"#;
+        assert_eq!(carried_request(item), Some("r-1".into()));
+        let escaped = br#"{"request":{"jsonrpc":"2.0","method":"x"},"request_id":"r-2"}"#;
+        assert_eq!(carried_request(escaped), Some("r-2".into()));
+        let reply = br#"{"type":"reply","request_id":"r-3","message":{"jsonrpc":"2.0","id":1,"result":{}}}"#;
+        assert_eq!(carried_request(reply), None);
+        assert_eq!(carried_request(b"not json"), None);
     }
 
     #[test]

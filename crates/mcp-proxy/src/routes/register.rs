@@ -12,6 +12,7 @@ use mcp_protocol::wire::{
 
 use super::{session_id, wire_body, SessionQuery};
 use crate::auth::Grant;
+use crate::broker::RegistrationRecord;
 use crate::{AppState, Error};
 
 /// Registers a server; a body without `capabilities` (the seed's) makes a legacy registration.
@@ -45,10 +46,13 @@ pub(crate) async fn register(
     // Several instances: the directory names this one as the registration's home before
     // the id is handed out, so the server's first poll finds it from any instance.
     if let Some(cluster) = &state.cluster {
-        if let Err(e) = cluster
-            .record_registration(&session_id, &req, owner.as_ref())
-            .await
-        {
+        let record = RegistrationRecord {
+            session_id: session_id.clone(),
+            pool: req.name.clone().unwrap_or_default(),
+            capabilities: req.capabilities.clone(),
+            owner,
+        };
+        if let Err(e) = cluster.record_registration(&record).await {
             let _ = state.broker.deregister(&session_id);
             return Err(e);
         }
