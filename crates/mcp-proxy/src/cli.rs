@@ -226,6 +226,12 @@ pub struct Cli {
         default_value = "mcp-proxy:"
     )]
     pub cluster_prefix: String,
+
+    /// How often an instance tells the cluster it is alive. An instance that missed three
+    /// beats is lost: requests relayed to it fail and its pools are taken over, so this sets
+    /// how long a crash stays unnoticed (3 s by default).
+    #[arg(long, env = "MCP_PROXY_CLUSTER_HEARTBEAT", value_name = "SECS", default_value = "1", value_parser = parse_secs)]
+    pub cluster_heartbeat: Duration,
 }
 
 /// `--broker`: `memory`, or the Redis URL of a cluster. Checked by [`Cli::try_config`], not
@@ -404,6 +410,7 @@ impl Cli {
                 .flatten()
                 .map(|url| ClusterConfig {
                     prefix: self.cluster_prefix.clone(),
+                    heartbeat: self.cluster_heartbeat,
                     ..ClusterConfig::new(url)
                 }),
             ..Config::default()
@@ -558,11 +565,14 @@ mod tests {
             "redis://user:hunter2@10.0.0.5:6379/0",
             "--cluster-prefix",
             "team-a:",
+            "--cluster-heartbeat",
+            "0.5",
         ])
         .unwrap();
         let cluster = cli.config().cluster.unwrap();
         assert_eq!(cluster.url, "redis://user:hunter2@10.0.0.5:6379/0");
         assert_eq!(cluster.prefix, "team-a:");
+        assert_eq!(cluster.heartbeat, Duration::from_millis(500));
         for shown in [format!("{cli:?}"), format!("{cluster:?}")] {
             assert!(!shown.contains("hunter2"), "{shown}");
             assert!(shown.contains("10.0.0.5:6379"), "{shown}");
