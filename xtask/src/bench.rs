@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::procs::{self, listening_url, Proc};
+use crate::scale_out::{self, TempDir};
 
 /// How long a process gets to start.
 const START: Duration = Duration::from_secs(60);
@@ -413,6 +414,13 @@ fn bench(options: &Options) -> Result<(), String> {
         },
     ];
     let _tunnels = start_tunnels(&direct_url, &mut paths);
+    let _cluster = match start_cluster(&mut paths) {
+        Ok(cluster) => Some(cluster),
+        Err(e) => {
+            println!("skipped the cluster rows: {e}");
+            None
+        }
+    };
 
     let quick = options.quick;
     let calls_for = |size: usize| match (quick, size) {
@@ -487,6 +495,70 @@ fn bench(options: &Options) -> Result<(), String> {
         compare(old, &report)?;
     }
     Ok(())
+}
+
+/// Two proxy instances sharing a `redis-server` (`--broker`), the same reverse server
+/// registered through A, so A is its pool's home: a call to A is served at home (what the
+/// cluster costs when the balancer happens to pick the home), a call to B is relayed to A over
+/// Redis pub/sub and its answer relayed back (the cost of reaching any other instance).
+/// Dropping what it returns stops them all, the directory last.
+fn start_cluster(paths: &mut Vec<Path_>) -> Result<(Vec<Proc>, TempDir), String> {
+    let tools = scale_out::tools()?;
+    let dir = TempDir::new("bench-cluster")?;
+    let (redis, port) = scale_out::start_redis(&tools, dir.path())?;
+    let broker = format!("redis://127.0.0.1:{port}");
+    let mut proxies = Vec::new();
+    let mut urls = Vec::new();
+    for name in ["mcp-proxy A", "mcp-proxy B"] {
+        let mut proxy = spawn_unlimited(
+            name,
+            &procs::release_binary("mcp-proxy"),
+            &[
+                "--listen",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--rate-limit",
+                "0",
+                "--server-rate-limit",
+                "0",
+                "--broker",
+                &broker,
+            ],
+        )?;
+        urls.push(proxy.wait_for_line(START, listening_url)?);
+        proxies.push(proxy);
+    }
+    let (home, other) = (urls[0].clone(), urls[1].clone());
+    let reverse = Proc::spawn(
+        "reverse_server_example (cluster)",
+        &procs::release_binary("examples/reverse_server_example"),
+        &[&home],
+    )?;
+    procs::wait_registrations(&home, 1, START)?;
+    paths.push(Path_ {
+        name: "cluster /message, at home".into(),
+        hops: 4,
+        kind: Kind::Message,
+        url: format!("{home}/message"),
+    });
+    paths.push(Path_ {
+        name: "cluster /message, relayed".into(),
+        hops: 8,
+        kind: Kind::Message,
+        url: format!("{other}/message"),
+    });
+    paths.push(Path_ {
+        name: "cluster /mcp, relayed".into(),
+        hops: 8,
+        kind: Kind::Mcp,
+        url: format!("{other}/mcp"),
+    });
+    // Dropped in order: the reverse server first (no storm of reconnects), Redis last.
+    let mut procs = vec![reverse];
+    procs.extend(proxies);
+    procs.push(redis);
+    Ok((procs, dir))
 }
 
 /// Starts the TCP tunnels that are installed in front of the direct server; each adds a path.

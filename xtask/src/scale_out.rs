@@ -48,18 +48,19 @@ const DEFAULT_MEMBERS: usize = 2;
 const NAMED: &str = "alpha";
 
 /// A directory removed when dropped (redis's and nginx's files).
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new() -> Result<TempDir, String> {
-        let dir = std::env::temp_dir().join(format!("mcp-scale-out-{}", std::process::id()));
+    /// A fresh `mcp-{tag}-{pid}` under the system's temporary directory.
+    pub(crate) fn new(tag: &str) -> Result<TempDir, String> {
+        let dir = std::env::temp_dir().join(format!("mcp-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         Ok(TempDir(dir))
     }
 
-    fn path(&self) -> &str {
+    pub(crate) fn path(&self) -> &str {
         self.0
             .to_str()
             .expect("the temporary directory's path is UTF-8")
@@ -163,8 +164,8 @@ pub(crate) fn run() -> ExitCode {
 }
 
 /// redis-server and nginx, installed by `install-deps.sh` when either is missing.
-struct Tools {
-    redis: PathBuf,
+pub(crate) struct Tools {
+    pub(crate) redis: PathBuf,
     nginx: PathBuf,
 }
 
@@ -177,7 +178,8 @@ fn find_tool(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn tools() -> Result<Tools, String> {
+/// Finds redis-server and nginx, running `install-deps.sh` first when either is missing.
+pub(crate) fn tools() -> Result<Tools, String> {
     let found = || {
         Some(Tools {
             redis: find_tool("redis-server")?,
@@ -233,7 +235,8 @@ fn port_taken(proc: &Proc) -> bool {
         .any(|l| l.contains("Address already in use"))
 }
 
-fn start_redis(tools: &Tools, dir: &str) -> Result<(Proc, u16), String> {
+/// A `redis-server` on a free loopback port, keeping nothing on disk; its port.
+pub(crate) fn start_redis(tools: &Tools, dir: &str) -> Result<(Proc, u16), String> {
     on_free_port("redis-server", |port| {
         let port_arg = port.to_string();
         let mut redis = Proc::spawn(
@@ -342,7 +345,7 @@ fn start_reverse(url: &str, name: Option<&str>) -> Result<Proc, String> {
 }
 
 fn start(tools: &Tools, rt: tokio::runtime::Runtime) -> Result<Cluster, String> {
-    let dir = TempDir::new()?;
+    let dir = TempDir::new("scale-out")?;
     let (redis, redis_port) = start_redis(tools, dir.path())?;
     let broker = format!("redis://127.0.0.1:{redis_port}");
     let instances = vec![
