@@ -825,8 +825,9 @@ fn print_table(rows: &[Row], idle: Option<&Idle>) {
             .find(|r| r.path.starts_with("direct") && r.payload == payload)
     };
     println!("\ntools/call echo, loopback, release builds; ratios are against direct (lower latency / higher throughput is better)\n");
+    let w = rows.iter().map(|r| r.path.len()).max().unwrap_or(4).max(4);
     println!(
-        "{:<18} {:>4} {:>7} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>8}",
+        "{:<w$} {:>4} {:>7} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>8}",
         "path",
         "legs",
         "payload",
@@ -844,7 +845,7 @@ fn print_table(rows: &[Row], idle: Option<&Idle>) {
         let lat_ratio = d.map_or(f64::NAN, |d| r.latency.p50 / d.latency.p50);
         let rps_ratio = d.map_or(f64::NAN, |d| r.rps[1].1 / d.rps[1].1);
         println!(
-            "{:<18} {:>4} {:>7} {:>9.3} {:>9.3} {:>9.3} {:>8.2} {:>9.0} {:>9.0} {:>9.0} {:>8.2}",
+            "{:<w$} {:>4} {:>7} {:>9.3} {:>9.3} {:>9.3} {:>8.2} {:>9.0} {:>9.0} {:>9.0} {:>8.2}",
             r.path,
             r.hops,
             r.payload,
