@@ -671,3 +671,61 @@ async fn a_redis_that_restarts_empty_gets_the_directory_back() {
     );
     reverse.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_taken_over_registration_keeps_its_owner_token() {
+    use mcp_proxy::auth::{Auth, TokenKind, TokenSet};
+    const OWNER: &str = "cluster-owner-token-0123456789ab";
+    const OTHER: &str = "cluster-other-token-0123456789ab";
+    let redis = Redis::start();
+    let tokens = |c: &mut Config| {
+        let mut set = TokenSet::new();
+        for token in [OWNER, OTHER] {
+            set.add_spec(TokenKind::Server, token, "test").unwrap();
+        }
+        c.auth = Auth::with_tokens(set);
+    };
+    let a = Node::start_with(&redis, tokens).await;
+    let b = Node::start_with(&redis, tokens).await;
+    let http = reqwest::Client::new();
+    let reg: Value = http
+        .post(format!("{}/register", a.url))
+        .bearer_auth(OWNER)
+        .json(&json!({"type": "mcp_server", "capabilities": {}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let session = reg["session_id"].as_str().unwrap().to_owned();
+    a.kill().await;
+
+    let poll = |token: &'static str| {
+        let (http, url) = (
+            http.clone(),
+            format!("{}/poll?session_id={session}&timeout=0", b.url),
+        );
+        async move {
+            http.get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // Another valid server token never gets the registration, before or after the takeover.
+    let start = Instant::now();
+    loop {
+        match poll(OTHER).await {
+            502 => assert!(start.elapsed() < DEADLINE, "A never noticed dead"),
+            401 => break,
+            other => panic!("another token's poll: {other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(poll(OWNER).await, 204, "its own token carries on");
+    assert_eq!(poll(OTHER).await, 401);
+}
