@@ -93,8 +93,9 @@ impl Route {
     }
 }
 
-/// The pool a `/register` body names (`""`: default); a body that does not parse is served
-/// here, where it gets the single instance's error.
+/// The pool a `/register` body names (`""`: default). A body that does not parse, or names
+/// an invalid pool, is served here, where it gets the single instance's error (and no Redis
+/// key is ever made of it).
 fn pool_of_registration(body: &[u8]) -> Option<String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Some(String::new());
@@ -102,7 +103,7 @@ fn pool_of_registration(body: &[u8]) -> Option<String> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
     match value.get("name") {
         None | Some(serde_json::Value::Null) => Some(String::new()),
-        Some(serde_json::Value::String(name)) => Some(name.clone()),
+        Some(serde_json::Value::String(name)) if is_valid_pool_name(name) => Some(name.clone()),
         Some(_) => None,
     }
 }
@@ -627,6 +628,9 @@ mod tests {
             Some("alpha".into())
         );
         assert_eq!(pool_of_registration(br#"{"name":7}"#), None);
+        assert_eq!(pool_of_registration(br#"{"name":"no spaces or slashes/"}"#), None);
+        let long = format!(r#"{{"name":"{}"}}"#, "a".repeat(65));
+        assert_eq!(pool_of_registration(long.as_bytes()), None);
         assert_eq!(pool_of_registration(b"not json"), None);
     }
 
