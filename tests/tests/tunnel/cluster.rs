@@ -610,6 +610,7 @@ async fn a_client_session_outlives_its_home() {
     let redis = Redis::start();
     let a = Node::start(&redis).await;
     let b = Node::start(&redis).await;
+    let c = Node::start(&redis).await;
     // A claims the default pool; the server and the client both talk to B only.
     let claim: Value = post(
         format!("{}/register", a.url),
@@ -649,6 +650,24 @@ async fn a_client_session_outlives_its_home() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(text_of(&after), "after");
+
+    // B took the pool, the server and the session over; C relays to B, it does not adopt
+    // them a second time.
+    let id = session.session_id().expect("a session");
+    let call = reqwest::Client::new()
+        .post(c.mcp())
+        .header("mcp-session-id", &id)
+        .header("mcp-protocol-version", "2025-11-25")
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                      "params": {"name": "echo", "arguments": {"text": "via C"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(call.status(), 200);
+    assert!(call.text().await.unwrap().contains("via C"));
+    assert_eq!(b.health().await["registrations"], 1);
+    assert_eq!(c.health().await["registrations"], 0);
     reverse.shutdown().await.unwrap();
 }
 

@@ -26,9 +26,16 @@ pub(crate) enum Head {
         headers: Vec<(String, String)>,
         #[serde(default)]
         whole: bool,
+        /// The instance answering (a caller that forgot `id` tells it to stop).
+        #[serde(default)]
+        from: String,
     },
     /// A piece of the answer's body; the payload is the bytes.
-    Data { id: u64 },
+    Data {
+        id: u64,
+        #[serde(default)]
+        from: String,
+    },
     /// The answer's body is complete.
     End { id: u64 },
     /// The answer broke off (the home could not build or finish it).

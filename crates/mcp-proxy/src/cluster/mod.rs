@@ -152,6 +152,8 @@ struct Inner {
     /// Set by the first heartbeat: later, being added to the instance set again means Redis
     /// forgot this instance.
     joined: std::sync::atomic::AtomicBool,
+    /// Whether this instance's channel is subscribed (relays are refused while it is not).
+    subscribed: std::sync::atomic::AtomicBool,
     /// Until when the shared rate limit is skipped after Redis failed it.
     limit_backoff: Mutex<Option<std::time::Instant>>,
     /// The subscription made before the first heartbeat (so no frame sent to this instance
@@ -184,7 +186,7 @@ const HOME_SCRIPT: &str = r#"
 local cur = redis.call('GET', KEYS[1])
 if cur and redis.call('EXISTS', ARGV[2] .. cur) == 1 then return cur end
 if ARGV[3] ~= '1' then return false end
-redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
 return ARGV[1]
 "#;
 
@@ -268,6 +270,8 @@ impl Cluster {
                 broker: OnceLock::new(),
                 in_transit: Mutex::new(HashMap::new()),
                 limit_backoff: Mutex::new(None),
+                // The first subscription is made in `connect`.
+                subscribed: std::sync::atomic::AtomicBool::new(true),
                 joined: std::sync::atomic::AtomicBool::new(false),
                 first_subscription: Mutex::new(Some(pubsub)),
                 scripts: Scripts {
@@ -571,6 +575,7 @@ impl Cluster {
             .arg(&self.inner.id)
             .arg(self.key("inst:"))
             .arg(if claim { "1" } else { "0" })
+            .arg(DIRECTORY_TTL.as_millis() as u64)
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| redis_error("pool lookup", e))?;
@@ -716,6 +721,11 @@ impl Cluster {
             },
         };
         let pool = record.get("pool").cloned().unwrap_or_default();
+        // Only the pool's home takes its registrations over (claiming the pool if nobody
+        // holds it), so one instance has each.
+        if self.pool_home(&pool, true).await.ok() != Some(Target::Local) {
+            return;
+        }
         if broker.adopt(session_id, &pool, capabilities, owner) {
             let _: Result<(), _> = redis::pipe()
                 .cmd("HSET")
@@ -815,6 +825,11 @@ impl Cluster {
         {
             return;
         }
+        // Only the pool's home takes its sessions over (claiming the pool if nobody holds
+        // it): two instances adopting one session would split its client from its server.
+        if self.pool_home(pool, true).await.ok() != Some(Target::Local) {
+            return;
+        }
         self.adopt_orphan(broker, registration).await;
         if broker.adopt_session(client_session, pool, registration) {
             let _: Result<(), _> = redis::pipe()
@@ -833,17 +848,23 @@ impl Cluster {
     }
 
     /// Refreshes the directory entries of the registrations and client sessions homed here
-    /// (and records re-adopted legacy ids, which have no entry yet), and claims the pools
-    /// with members here that have no home recorded (Redis forgot them).
+    /// (and records re-adopted legacy ids, which have no entry yet), and the homes of the
+    /// pools with members here, claiming those with no home recorded (Redis forgot them). A
+    /// pool without members anywhere is forgotten after `DIRECTORY_TTL`.
     async fn refresh_directory(&self, broker: &Broker) -> Result<(), Error> {
         let names = broker.pool_names();
         let mut pools = redis::pipe();
         for pool in &names {
+            let key = self.key(&format!("pool:{pool}"));
             pools
                 .cmd("SET")
-                .arg(self.key(&format!("pool:{pool}")))
+                .arg(&key)
                 .arg(&self.inner.id)
                 .arg("NX")
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(DIRECTORY_TTL.as_millis() as u64)
                 .ignore();
         }
         if !names.is_empty() {
@@ -963,6 +984,7 @@ impl Cluster {
             match subscribed {
                 Ok(pubsub) => {
                     delay = Duration::from_millis(100);
+                    self.inner.subscribed.store(true, Ordering::Relaxed);
                     let mut messages = pubsub.into_on_message();
                     while let Some(msg) = messages.next().await {
                         self.on_frame(msg.get_payload_bytes());
@@ -971,17 +993,12 @@ impl Cluster {
                 }
                 Err(e) => warn!(error = %e, "cluster subscription failed; retrying"),
             }
+            // Frames for the relays waiting here may have been lost: fail them, and take no
+            // new ones until subscribed again. Requests served here for others go on: they
+            // publish on the other connection, and a caller that left cancels them again
+            // when their next frame finds it gone.
+            self.inner.subscribed.store(false, Ordering::Relaxed);
             self.fail_outbound(|_| true, "the proxy lost its cluster subscription");
-            let inbound: Vec<_> = self
-                .inner
-                .inbound
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .drain()
-                .collect();
-            for (_, task) in inbound {
-                task.abort();
-            }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(5));
         }
@@ -1000,6 +1017,17 @@ impl Cluster {
             return Err(Error::InstanceLost);
         }
         Ok(())
+    }
+
+    /// How long a relay waits for its answer's head, and then between two pieces of it.
+    fn deadlines(&self) -> (Duration, Duration) {
+        match self.inner.broker.get().map(Broker::config) {
+            Some(c) => (
+                c.request_timeout.max(c.max_poll_timeout) + Duration::from_secs(30),
+                c.sse_keep_alive * 3 + Duration::from_secs(10),
+            ),
+            None => (Duration::from_secs(330), Duration::from_secs(55)),
+        }
     }
 
     /// Opens an outbound relay: its id and the events of its answer.

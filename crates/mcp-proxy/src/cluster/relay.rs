@@ -17,6 +17,7 @@ use tracing::{debug, warn};
 
 use super::frame::{self, Head};
 use super::{Cluster, Target};
+use crate::auth::TokenKind;
 use crate::{AppState, Error};
 
 /// Marks a request that came through the relay: it is served here, never relayed again,
@@ -126,6 +127,15 @@ pub(crate) async fn relay(State(state): State<AppState>, req: Request, next: Nex
     if req.extensions().get::<Relayed>().is_some() {
         // This instance is the home the relaying instance chose.
         return serve_at_home(&state, &cluster, &route, req, next).await;
+    }
+    // A caller without a valid token changes nothing in the cluster (no pool claimed, nothing
+    // taken over): it is answered here, by the route's own 401.
+    let kind = match route {
+        Route::Client(_) => TokenKind::Client,
+        _ => TokenKind::Server,
+    };
+    if state.config().auth.check(kind, req.headers()).is_err() {
+        return next.run(req).await;
     }
     let limit = state.config().max_body_bytes;
     let (parts, body) = req.into_parts();
@@ -343,6 +353,18 @@ impl Cluster {
         body: Bytes,
         route: &Route,
     ) -> Response {
+        if !self
+            .inner
+            .subscribed
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            // Answers published to this instance now would reach nobody.
+            return route.fail(
+                Error::ClusterUnavailable("no cluster subscription".into()),
+                &body,
+            );
+        }
+        let (head_deadline, idle_deadline) = self.deadlines();
         let (id, mut rx) = self.open_outbound(&home);
         let mut guard = RelayGuard {
             cluster: self.clone(),
@@ -368,21 +390,36 @@ impl Cluster {
             return route.fail(e, &body);
         }
         debug!(relay = id, home = %home, path = %parts.uri.path(), "relayed");
-        match rx.recv().await {
+        // Deadlines: a home that stays alive but whose frames were lost (a Redis hiccup)
+        // must not leave the caller waiting forever. The head comes at the latest when the
+        // longest poll hold or the request timeout ends; a stream sends keep-alive comments.
+        let first = match tokio::time::timeout(head_deadline, rx.recv()).await {
+            Ok(event) => event,
+            Err(_) => {
+                warn!(relay = id, home = %home, "relayed request got no answer in time");
+                return route.fail(Error::InstanceLost, &body);
+            }
+        };
+        match first {
             Some(Event::Head(status, headers)) => {
-                let events = futures::stream::unfold((rx, guard), |(mut rx, mut guard)| async {
-                    match rx.recv().await {
-                        Some(Event::Data(bytes)) => Some((Ok(bytes), (rx, guard))),
-                        Some(Event::Fail(why)) => {
-                            guard.finish();
-                            Some((Err(std::io::Error::other(why)), (rx, guard)))
+                let events =
+                    futures::stream::unfold((rx, guard), move |(mut rx, mut guard)| async move {
+                        let event = match tokio::time::timeout(idle_deadline, rx.recv()).await {
+                            Ok(event) => event,
+                            Err(_) => Some(Event::Fail("relayed stream went silent".into())),
+                        };
+                        match event {
+                            Some(Event::Data(bytes)) => Some((Ok(bytes), (rx, guard))),
+                            Some(Event::Fail(why)) => {
+                                guard.finish();
+                                Some((Err(std::io::Error::other(why)), (rx, guard)))
+                            }
+                            Some(Event::End) | Some(Event::Head(..)) | None => {
+                                guard.finish();
+                                None
+                            }
                         }
-                        Some(Event::End) | Some(Event::Head(..)) | None => {
-                            guard.finish();
-                            None
-                        }
-                    }
-                });
+                    });
                 let mut response = Response::new(Body::from_stream(events));
                 *response.status_mut() = status;
                 *response.headers_mut() = headers;
@@ -454,9 +491,13 @@ impl Cluster {
                 status,
                 headers,
                 whole,
+                from,
             } => {
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-                self.deliver(id, Event::Head(status, header_map(headers)), false);
+                if !self.deliver(id, Event::Head(status, header_map(headers)), false) && !whole {
+                    self.cancel_unknown(id, from);
+                    return;
+                }
                 if whole {
                     if !payload.is_empty() {
                         self.deliver(id, Event::Data(Bytes::copy_from_slice(payload)), false);
@@ -464,27 +505,58 @@ impl Cluster {
                     self.deliver(id, Event::End, true);
                 }
             }
-            Head::Data { id } => {
-                self.deliver(id, Event::Data(Bytes::copy_from_slice(payload)), false)
+            Head::Data { id, from } => {
+                if !self.deliver(id, Event::Data(Bytes::copy_from_slice(payload)), false) {
+                    self.cancel_unknown(id, from);
+                }
             }
-            Head::End { id } => self.deliver(id, Event::End, true),
-            Head::Fail { id, reason } => self.deliver(id, Event::Fail(reason), true),
+            Head::End { id } => {
+                self.deliver(id, Event::End, true);
+            }
+            Head::Fail { id, reason } => {
+                self.deliver(id, Event::Fail(reason), true);
+            }
         }
     }
 
-    fn deliver(&self, id: u64, event: Event, last: bool) {
+    /// Hands `event` to relay `id`; `false` when no such relay waits here (any more).
+    fn deliver(&self, id: u64, event: Event, last: bool) -> bool {
         let mut outbound = self
             .inner
             .outbound
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if let Some(relay) = outbound.get(&id) {
+        let known = match outbound.get(&id) {
             // A closed receiver: the caller left; its guard removes the entry.
-            let _ = relay.tx.send(event);
-        }
+            Some(relay) => {
+                let _ = relay.tx.send(event);
+                true
+            }
+            None => false,
+        };
         if last {
             outbound.remove(&id);
         }
+        known
+    }
+
+    /// A stream keeps coming for a relay this instance no longer has (its cancel was lost):
+    /// tell the instance serving it to stop.
+    fn cancel_unknown(&self, id: u64, home: String) {
+        if home.is_empty() {
+            return;
+        }
+        let cluster = self.clone();
+        let frame = frame::encode(
+            &Head::Cancel {
+                id,
+                from: self.inner.id.clone(),
+            },
+            b"",
+        );
+        tokio::spawn(async move {
+            let _ = cluster.publish(&home, frame).await;
+        });
     }
 
     /// Serves a relayed request through this instance's router and streams the answer back.
@@ -532,6 +604,7 @@ impl Cluster {
                 status,
                 headers,
                 whole: true,
+                from: self.inner.id.clone(),
             };
             let (frame, carried) = match axum::body::to_bytes(body, usize::MAX).await {
                 Ok(bytes) => {
@@ -553,7 +626,9 @@ impl Cluster {
                     (frame::encode(&fail, b""), None)
                 }
             };
-            if self.publish(from, frame).await.is_err() {
+            // Only a publish nobody received proves the item is lost; after a Redis timeout it
+            // may have arrived, and failing it then could run the tool twice on a retry.
+            if let Err(Error::InstanceLost) = self.publish(from, frame).await {
                 if let Some(request_id) = carried {
                     self.transit_failed(&request_id);
                 }
@@ -565,6 +640,7 @@ impl Cluster {
             status,
             headers,
             whole: false,
+            from: self.inner.id.clone(),
         };
         if self.publish(from, frame::encode(&head, b"")).await.is_err() {
             return;
@@ -573,7 +649,13 @@ impl Cluster {
         while let Some(chunk) = data.next().await {
             let frame = match chunk {
                 Ok(bytes) if bytes.is_empty() => continue,
-                Ok(bytes) => frame::encode(&Head::Data { id }, &bytes),
+                Ok(bytes) => frame::encode(
+                    &Head::Data {
+                        id,
+                        from: self.inner.id.clone(),
+                    },
+                    &bytes,
+                ),
                 Err(e) => {
                     let fail = Head::Fail {
                         id,
@@ -628,7 +710,10 @@ mod tests {
             Some("alpha".into())
         );
         assert_eq!(pool_of_registration(br#"{"name":7}"#), None);
-        assert_eq!(pool_of_registration(br#"{"name":"no spaces or slashes/"}"#), None);
+        assert_eq!(
+            pool_of_registration(br#"{"name":"no spaces or slashes/"}"#),
+            None
+        );
         let long = format!(r#"{{"name":"{}"}}"#, "a".repeat(65));
         assert_eq!(pool_of_registration(long.as_bytes()), None);
         assert_eq!(pool_of_registration(b"not json"), None);
