@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::auth::TokenId;
-use crate::broker::{Broker, RegistrationRecord};
+use crate::broker::{Broker, RegistrationRecord, Short};
 use crate::Error;
 
 pub(crate) use relay::{relay, Relayed};
@@ -154,6 +154,9 @@ struct Inner {
     joined: std::sync::atomic::AtomicBool,
     /// Whether this instance's channel is subscribed (relays are refused while it is not).
     subscribed: std::sync::atomic::AtomicBool,
+    /// When the last heartbeat succeeded. Longer ago than three beats, this instance may have
+    /// been taken for dead and its pools taken over: it stops trusting its cached homes.
+    last_beat: Mutex<std::time::Instant>,
     /// Until when the shared rate limit is skipped after Redis failed it.
     limit_backoff: Mutex<Option<std::time::Instant>>,
     /// The subscription made before the first heartbeat (so no frame sent to this instance
@@ -165,6 +168,7 @@ struct Inner {
 struct Scripts {
     home: Script,
     bucket: Script,
+    entry: Script,
 }
 
 /// Registration directory entries outlive a silent home by this much; the home refreshes
@@ -188,6 +192,17 @@ if cur and redis.call('EXISTS', ARGV[2] .. cur) == 1 then return cur end
 if ARGV[3] ~= '1' then return false end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
 return ARGV[1]
+"#;
+
+/// Writes a directory entry (a registration or a client session) naming `ARGV[1]` its home,
+/// unless another live instance already is: `1` written, `0` held elsewhere. After a
+/// partition or a Redis restart this is what keeps two instances from both claiming one.
+const ENTRY_SCRIPT: &str = r#"
+local cur = redis.call('HGET', KEYS[1], 'home')
+if cur and cur ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. cur) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'home', ARGV[1], unpack(ARGV, 4))
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
 "#;
 
 /// A token bucket shared by every instance: `{allowed, seconds to wait}`. The clock is
@@ -270,6 +285,7 @@ impl Cluster {
                 broker: OnceLock::new(),
                 in_transit: Mutex::new(HashMap::new()),
                 limit_backoff: Mutex::new(None),
+                last_beat: Mutex::new(std::time::Instant::now()),
                 // The first subscription is made in `connect`.
                 subscribed: std::sync::atomic::AtomicBool::new(true),
                 joined: std::sync::atomic::AtomicBool::new(false),
@@ -277,6 +293,7 @@ impl Cluster {
                 scripts: Scripts {
                     home: Script::new(HOME_SCRIPT),
                     bucket: Script::new(BUCKET_SCRIPT),
+                    entry: Script::new(ENTRY_SCRIPT),
                 },
             }),
         };
@@ -419,7 +436,23 @@ impl Cluster {
             .query_async(&mut self.conn())
             .await
             .map_err(|e| redis_error("heartbeat", e))?;
-        let forgotten = added == 1 && self.inner.joined.swap(true, Ordering::Relaxed);
+        let cut_off = {
+            let mut last = self
+                .inner
+                .last_beat
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let cut_off = last.elapsed() > ttl;
+            *last = std::time::Instant::now();
+            cut_off
+        };
+        // Forgotten by Redis (restarted empty), or cut off long enough to be taken for dead:
+        // either way the directory must be checked and written back.
+        let forgotten = (added == 1 || cut_off) && self.inner.joined.swap(true, Ordering::Relaxed);
+        if forgotten {
+            // What this instance remembered about homes predates the gap.
+            self.lock_homes().clear();
+        }
         let keys: Vec<String> = members
             .iter()
             .map(|m| self.key(&format!("inst:{m}")))
@@ -546,6 +579,19 @@ impl Cluster {
     }
 
     fn cached_home(&self, key: &str) -> Option<String> {
+        let fenced = self
+            .inner
+            .last_beat
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+            > self.inner.heartbeat.ttl();
+        if fenced {
+            // Cut off from Redis for longer than others wait: whatever this instance
+            // believed about homes may be stale, so every route asks Redis (and gets 503
+            // while it cannot) rather than serving a pool another instance now holds.
+            return None;
+        }
         let home = self.lock_homes().get(key).cloned()?;
         // Only homes alive at the last beat count; others are asked again.
         self.lock_alive().contains(&home).then_some(home)
@@ -631,39 +677,58 @@ impl Cluster {
     ) -> Result<(), Error> {
         let mut pipe = redis::pipe();
         self.registration_entry(&mut pipe, record);
-        pipe.query_async::<()>(&mut self.conn())
-            .await
-            .map_err(|e| redis_error("registration record", e))
+        self.write_entries(pipe).await.map(drop)
     }
 
-    /// The commands that write `record`'s directory entry, naming this instance its home.
+    /// The command that writes `record`'s directory entry, naming this instance its home
+    /// unless another live instance is (see `ENTRY_SCRIPT`).
     fn registration_entry(&self, pipe: &mut redis::Pipeline, record: &RegistrationRecord) {
-        let key = self.key(&format!("reg:{}", record.session_id));
         let capabilities = match &record.capabilities {
             Some(c) => serde_json::to_string(c).expect("capabilities serialize"),
             None => String::new(),
         };
-        pipe.cmd("HSET")
-            .arg(&key)
-            .arg("home")
+        let owner = record
+            .owner
+            .as_ref()
+            .map(TokenId::digest_hex)
+            .unwrap_or_default();
+        self.entry(
+            pipe,
+            &format!("reg:{}", record.session_id),
+            &[
+                ("pool", record.pool.as_str()),
+                ("caps", &capabilities),
+                ("owner", &owner),
+            ],
+        );
+    }
+
+    /// One `ENTRY_SCRIPT` call for `what` with these fields.
+    fn entry(&self, pipe: &mut redis::Pipeline, what: &str, fields: &[(&str, &str)]) {
+        let cmd = pipe
+            .cmd("EVALSHA")
+            .arg(self.inner.scripts.entry.get_hash())
+            .arg(1)
+            .arg(self.key(what))
             .arg(&self.inner.id)
-            .arg("pool")
-            .arg(&record.pool)
-            .arg("caps")
-            .arg(capabilities)
-            .arg("owner")
-            .arg(
-                record
-                    .owner
-                    .as_ref()
-                    .map(TokenId::digest_hex)
-                    .unwrap_or_default(),
-            )
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(&key)
-            .arg(DIRECTORY_TTL.as_millis() as u64)
-            .ignore();
+            .arg(self.key("inst:"))
+            .arg(DIRECTORY_TTL.as_millis() as u64);
+        for (field, value) in fields {
+            cmd.arg(*field).arg(*value);
+        }
+    }
+
+    /// Runs `pipe` (entry writes) after loading the entry script; one `1`/`0` per entry.
+    async fn write_entries(&self, pipe: redis::Pipeline) -> Result<Vec<i64>, Error> {
+        redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(ENTRY_SCRIPT)
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(|e| redis_error("directory", e))?;
+        pipe.query_async(&mut self.conn())
+            .await
+            .map_err(|e| redis_error("directory", e))
     }
 
     /// Forgets registration `session_id` (it deregistered): no instance may take it over.
@@ -752,13 +817,12 @@ impl Cluster {
     ) {
         let mut pipe = redis::pipe();
         self.session_entry(&mut pipe, client_session, pool, registration);
-        if let Err(e) = pipe.query_async::<()>(&mut self.conn()).await {
+        if let Err(e) = self.write_entries(pipe).await {
             warn!(error = %e, "could not record a client session in the cluster directory");
         }
     }
 
-    /// The commands that write a client session's directory entry, naming this instance its
-    /// home.
+    /// The command that writes a client session's directory entry (see `ENTRY_SCRIPT`).
     fn session_entry(
         &self,
         pipe: &mut redis::Pipeline,
@@ -766,20 +830,11 @@ impl Cluster {
         pool: &str,
         registration: &str,
     ) {
-        let key = self.key(&format!("sess:{client_session}"));
-        pipe.cmd("HSET")
-            .arg(&key)
-            .arg("home")
-            .arg(&self.inner.id)
-            .arg("pool")
-            .arg(pool)
-            .arg("registration")
-            .arg(registration)
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(&key)
-            .arg(DIRECTORY_TTL.as_millis() as u64)
-            .ignore();
+        self.entry(
+            pipe,
+            &format!("sess:{client_session}"),
+            &[("pool", pool), ("registration", registration)],
+        );
     }
 
     /// Forgets client session `client_session` (the client ended it).
@@ -852,38 +907,44 @@ impl Cluster {
     /// pools with members here, claiming those with no home recorded (Redis forgot them). A
     /// pool without members anywhere is forgotten after `DIRECTORY_TTL`.
     async fn refresh_directory(&self, broker: &Broker) -> Result<(), Error> {
-        let names = broker.pool_names();
-        let mut pools = redis::pipe();
-        for pool in &names {
-            let key = self.key(&format!("pool:{pool}"));
-            pools
-                .cmd("SET")
-                .arg(&key)
-                .arg(&self.inner.id)
-                .arg("NX")
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&key)
-                .arg(DIRECTORY_TTL.as_millis() as u64)
-                .ignore();
+        // Pools: claim (or keep) each pool with members here. One that another live instance
+        // holds now (it took the pool over while this one was cut off from Redis) is not
+        // ours any more: its members here are dropped, and their servers, told 404, register
+        // again with the pool's home.
+        for pool in broker.pool_names() {
+            if self.pool_home(&pool, true).await? != Target::Local {
+                warn!(
+                    pool,
+                    "another instance took this pool over; dropping its members here"
+                );
+                for record in broker.registration_records() {
+                    if record.pool == pool {
+                        let _ = broker.deregister(&record.session_id);
+                    }
+                }
+            } else {
+                let _: Result<(), _> = redis::cmd("PEXPIRE")
+                    .arg(self.key(&format!("pool:{pool}")))
+                    .arg(DIRECTORY_TTL.as_millis() as u64)
+                    .query_async(&mut self.conn())
+                    .await;
+            }
         }
-        if !names.is_empty() {
-            pools
-                .query_async::<()>(&mut self.conn())
-                .await
-                .map_err(|e| redis_error("directory refresh", e))?;
-        }
-        // Whole entries, not just their expiry: after Redis lost its data they are
-        // written back with everything a takeover needs.
+        // Whole entries, not just their expiry: after Redis lost its data they are written
+        // back with everything a takeover needs. An entry another live instance holds is
+        // dropped here likewise.
         let registrations = broker.registration_records();
         for chunk in registrations.chunks(500) {
             let mut pipe = redis::pipe();
             for record in chunk {
                 self.registration_entry(&mut pipe, record);
             }
-            pipe.query_async::<()>(&mut self.conn())
-                .await
-                .map_err(|e| redis_error("directory refresh", e))?;
+            for (record, written) in chunk.iter().zip(self.write_entries(pipe).await?) {
+                if written == 0 {
+                    warn!(session = %Short(&record.session_id), "another instance took this registration over; dropping it here");
+                    let _ = broker.deregister(&record.session_id);
+                }
+            }
         }
         let sessions = broker.session_records();
         for chunk in sessions.chunks(500) {
@@ -891,9 +952,11 @@ impl Cluster {
             for (id, pool, registration) in chunk {
                 self.session_entry(&mut pipe, id, pool, registration);
             }
-            pipe.query_async::<()>(&mut self.conn())
-                .await
-                .map_err(|e| redis_error("directory refresh", e))?;
+            for ((id, _, _), written) in chunk.iter().zip(self.write_entries(pipe).await?) {
+                if written == 0 {
+                    broker.forget_session(id);
+                }
+            }
         }
         Ok(())
     }
