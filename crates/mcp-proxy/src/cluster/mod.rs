@@ -157,6 +157,9 @@ struct Inner {
     /// When the last heartbeat succeeded. Longer ago than three beats, this instance may have
     /// been taken for dead and its pools taken over: it stops trusting its cached homes.
     last_beat: Mutex<std::time::Instant>,
+    /// The directory entries (`reg:…`, `sess:…`) written by the last refresh: those whose
+    /// registration or session has since ended here are removed at the next one.
+    recorded: Mutex<HashSet<String>>,
     /// Until when the shared rate limit is skipped after Redis failed it.
     limit_backoff: Mutex<Option<std::time::Instant>>,
     /// The subscription made before the first heartbeat (so no frame sent to this instance
@@ -169,6 +172,7 @@ struct Scripts {
     home: Script,
     bucket: Script,
     entry: Script,
+    forget: Script,
 }
 
 /// Registration directory entries outlive a silent home by this much; the home refreshes
@@ -203,6 +207,12 @@ if cur and cur ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. cur) == 1 then ret
 redis.call('HSET', KEYS[1], 'home', ARGV[1], unpack(ARGV, 4))
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
+"#;
+
+/// Deletes a directory entry only while it still names `ARGV[1]` as its home.
+const FORGET_SCRIPT: &str = r#"
+if redis.call('HGET', KEYS[1], 'home') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 "#;
 
 /// A token bucket shared by every instance: `{allowed, seconds to wait}`. The clock is
@@ -285,6 +295,7 @@ impl Cluster {
                 broker: OnceLock::new(),
                 in_transit: Mutex::new(HashMap::new()),
                 limit_backoff: Mutex::new(None),
+                recorded: Mutex::new(HashSet::new()),
                 last_beat: Mutex::new(std::time::Instant::now()),
                 // The first subscription is made in `connect`.
                 subscribed: std::sync::atomic::AtomicBool::new(true),
@@ -294,6 +305,7 @@ impl Cluster {
                     home: Script::new(HOME_SCRIPT),
                     bucket: Script::new(BUCKET_SCRIPT),
                     entry: Script::new(ENTRY_SCRIPT),
+                    forget: Script::new(FORGET_SCRIPT),
                 },
             }),
         };
@@ -677,7 +689,9 @@ impl Cluster {
     ) -> Result<(), Error> {
         let mut pipe = redis::pipe();
         self.registration_entry(&mut pipe, record);
-        self.write_entries(pipe).await.map(drop)
+        self.write_entries(pipe).await?;
+        self.note_recorded(format!("reg:{}", record.session_id));
+        Ok(())
     }
 
     /// The command that writes `record`'s directory entry, naming this instance its home
@@ -701,6 +715,15 @@ impl Cluster {
                 ("owner", &owner),
             ],
         );
+    }
+
+    /// Remembers an entry this instance wrote, so the refresh removes it once it ends here.
+    fn note_recorded(&self, what: String) {
+        self.inner
+            .recorded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(what);
     }
 
     /// One `ENTRY_SCRIPT` call for `what` with these fields.
@@ -817,8 +840,11 @@ impl Cluster {
     ) {
         let mut pipe = redis::pipe();
         self.session_entry(&mut pipe, client_session, pool, registration);
-        if let Err(e) = self.write_entries(pipe).await {
-            warn!(error = %e, "could not record a client session in the cluster directory");
+        match self.write_entries(pipe).await {
+            Ok(_) => self.note_recorded(format!("sess:{client_session}")),
+            Err(e) => {
+                warn!(error = %e, "could not record a client session in the cluster directory")
+            }
         }
     }
 
@@ -957,6 +983,33 @@ impl Cluster {
                     broker.forget_session(id);
                 }
             }
+        }
+        // Entries of registrations that died or expired here, and of sessions that ended,
+        // since the last refresh: removed, so no instance takes them over later.
+        let current: HashSet<String> = registrations
+            .iter()
+            .map(|r| format!("reg:{}", r.session_id))
+            .chain(sessions.iter().map(|(id, _, _)| format!("sess:{id}")))
+            .collect();
+        let ended: Vec<String> = {
+            let mut recorded = self
+                .inner
+                .recorded
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let ended = recorded.difference(&current).cloned().collect();
+            *recorded = current;
+            ended
+        };
+        for what in ended {
+            let _: Result<i64, _> = self
+                .inner
+                .scripts
+                .forget
+                .key(self.key(&what))
+                .arg(&self.inner.id)
+                .invoke_async(&mut self.conn())
+                .await;
         }
         Ok(())
     }

@@ -67,8 +67,10 @@ impl Route {
             _ => {
                 let rest = path.strip_prefix("/servers/")?;
                 let (name, tail) = rest.split_once('/')?;
-                (matches!(tail, "message" | "mcp") && is_valid_pool_name(name))
-                    .then(|| Route::Client(name.to_owned()))
+                // Decoded as the router decodes the path (a `+` stays a `+` in a path).
+                let name = percent_decode(&name.replace('+', "%2B"))?;
+                (matches!(tail, "message" | "mcp") && is_valid_pool_name(&name))
+                    .then_some(Route::Client(name))
             }
         }
     }
@@ -109,11 +111,38 @@ fn pool_of_registration(body: &[u8]) -> Option<String> {
     }
 }
 
+/// The `session_id` of a query, decoded as the routes decode it (so `%6D-…` is homed like
+/// `m-…`).
 fn session_id_of(query: Option<&str>) -> Option<String> {
     query?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;
-        (k == "session_id").then(|| v.to_owned())
+        (percent_decode(k)? == "session_id").then(|| percent_decode(v))?
     })
+}
+
+/// `%XX` (and `+` as a space, as in a query) decoded; `None` for bad escapes or non-UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Middleware: serves a request here when this instance is its home, else relays it.
@@ -380,7 +409,17 @@ impl Cluster {
                 .uri
                 .path_and_query()
                 .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned()),
-            headers: header_pairs(&parts.headers),
+            headers: {
+                let mut headers = header_pairs(&parts.headers);
+                // HTTP/2 carries the host in the URI, not a header: the home checks `Host`.
+                if let (None, Some(authority)) = (
+                    parts.headers.get(axum::http::header::HOST),
+                    parts.uri.authority(),
+                ) {
+                    headers.push(("host".to_owned(), authority.to_string()));
+                }
+                headers
+            },
         };
         if let Err(e) = self.publish(&home, frame::encode(&head, &body)).await {
             guard.finish();
@@ -694,6 +733,11 @@ mod tests {
             "Some(Client(\"alpha\"))"
         );
         assert_eq!(of(Method::POST, "/servers/a b/mcp"), "None");
+        assert_eq!(
+            of(Method::POST, "/servers/%61lpha/message"),
+            "Some(Client(\"alpha\"))"
+        );
+        assert_eq!(of(Method::POST, "/servers/a%2Fb/mcp"), "None");
         assert_eq!(of(Method::GET, "/servers"), "None");
         assert_eq!(of(Method::GET, "/healthz"), "None");
     }
@@ -737,6 +781,11 @@ mod tests {
             Some("abc".into())
         );
         assert_eq!(session_id_of(Some("timeout=5")), None);
+        assert_eq!(
+            session_id_of(Some("session%5Fid=%6D-ab&timeout=5")),
+            Some("m-ab".into())
+        );
+        assert_eq!(session_id_of(Some("session_id=%zz")), None);
         assert_eq!(session_id_of(None), None);
     }
 }
