@@ -242,6 +242,12 @@ pub(crate) enum Target {
     Remote(String),
 }
 
+/// Locks `mutex`, taking the state as it is after a panic elsewhere: every lock here guards
+/// plain maps and values updated in one step, never across an `.await`.
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn redis_error(what: &str, e: redis::RedisError) -> Error {
     Error::ClusterUnavailable(format!("{what}: {e}"))
 }
@@ -331,7 +337,7 @@ impl Cluster {
 
     /// The instances alive at the last heartbeat, this one included.
     pub fn instances(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.lock_alive().iter().cloned().collect();
+        let mut v: Vec<String> = lock(&self.inner.alive).iter().cloned().collect();
         v.sort();
         v
     }
@@ -348,35 +354,18 @@ impl Cluster {
         self.inner.conn.clone()
     }
 
-    fn lock_alive(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.inner.alive.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn lock_transit(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, (String, std::time::Instant)>> {
-        self.inner
-            .in_transit
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Watches request `request_id`, handed to a poll that `via` relayed (see `in_transit`).
     fn track_transit(&self, request_id: String, via: &str) {
-        self.lock_transit()
+        lock(&self.inner.in_transit)
             .insert(request_id, (via.to_owned(), std::time::Instant::now()));
     }
 
     /// The item relayed to `via` did not get there: its request fails now.
     fn transit_failed(&self, request_id: &str) {
-        self.lock_transit().remove(request_id);
+        lock(&self.inner.in_transit).remove(request_id);
         if let Some(broker) = self.inner.broker.get() {
             broker.fail_handed_over(request_id);
         }
-    }
-
-    fn lock_homes(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.inner.homes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Starts the subscriber, the heartbeat and the directory refresh; `router` serves the
@@ -449,11 +438,7 @@ impl Cluster {
             .await
             .map_err(|e| redis_error("heartbeat", e))?;
         let cut_off = {
-            let mut last = self
-                .inner
-                .last_beat
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut last = lock(&self.inner.last_beat);
             let cut_off = last.elapsed() > ttl;
             *last = std::time::Instant::now();
             cut_off
@@ -463,7 +448,7 @@ impl Cluster {
         let forgotten = (added == 1 || cut_off) && self.inner.joined.swap(true, Ordering::Relaxed);
         if forgotten {
             // What this instance remembered about homes predates the gap.
-            self.lock_homes().clear();
+            lock(&self.inner.homes).clear();
         }
         let keys: Vec<String> = members
             .iter()
@@ -491,7 +476,7 @@ impl Cluster {
                 .await;
         }
         let gone: Vec<String> = {
-            let mut current = self.lock_alive();
+            let mut current = lock(&self.inner.alive);
             let gone = current.difference(&alive).cloned().collect();
             *current = alive;
             gone
@@ -501,7 +486,7 @@ impl Cluster {
         }
         if !gone.is_empty() {
             let gone: HashSet<&String> = gone.iter().collect();
-            self.lock_homes().retain(|_, home| !gone.contains(home));
+            lock(&self.inner.homes).retain(|_, home| !gone.contains(home));
         }
         Ok(forgotten)
     }
@@ -509,10 +494,10 @@ impl Cluster {
     /// Fails relays waiting on dead instances, stops serving relays for dead callers, and
     /// fails the requests dead instances were carrying to servers.
     fn reap(&self) {
-        let alive = self.lock_alive().clone();
+        let alive = lock(&self.inner.alive).clone();
         if let Some(broker) = self.inner.broker.get() {
             let doomed: Vec<String> = {
-                let mut transit = self.lock_transit();
+                let mut transit = lock(&self.inner.in_transit);
                 let doomed = transit
                     .iter()
                     .filter(|(_, (via, _))| !alive.contains(via))
@@ -538,7 +523,7 @@ impl Cluster {
             |home| !alive.contains(home),
             "the proxy instance serving it left",
         );
-        let mut inbound = self.inner.inbound.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inbound = lock(&self.inner.inbound);
         inbound.retain(|(from, _), task| {
             let keep = alive.contains(from);
             if !keep {
@@ -550,11 +535,7 @@ impl Cluster {
 
     /// Fails every outbound relay whose home matches.
     fn fail_outbound(&self, matches: impl Fn(&str) -> bool, why: &str) {
-        let mut outbound = self
-            .inner
-            .outbound
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut outbound = lock(&self.inner.outbound);
         outbound.retain(|_, relay| {
             if matches(&relay.home) {
                 self.inner.relays_failed.fetch_add(1, Ordering::Relaxed);
@@ -568,7 +549,7 @@ impl Cluster {
 
     /// Whether `instance` lives: known from the last beat, or (a newer instance) asked now.
     async fn is_alive(&self, instance: &str) -> Result<bool, Error> {
-        if self.lock_alive().contains(instance) {
+        if lock(&self.inner.alive).contains(instance) {
             return Ok(true);
         }
         let exists: bool = redis::cmd("EXISTS")
@@ -577,7 +558,7 @@ impl Cluster {
             .await
             .map_err(|e| redis_error("instance lookup", e))?;
         if exists {
-            self.lock_alive().insert(instance.to_owned());
+            lock(&self.inner.alive).insert(instance.to_owned());
         }
         Ok(exists)
     }
@@ -591,26 +572,20 @@ impl Cluster {
     }
 
     fn cached_home(&self, key: &str) -> Option<String> {
-        let fenced = self
-            .inner
-            .last_beat
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .elapsed()
-            > self.inner.heartbeat.ttl();
+        let fenced = lock(&self.inner.last_beat).elapsed() > self.inner.heartbeat.ttl();
         if fenced {
             // Cut off from Redis for longer than others wait: whatever this instance
             // believed about homes may be stale, so every route asks Redis (and gets 503
             // while it cannot) rather than serving a pool another instance now holds.
             return None;
         }
-        let home = self.lock_homes().get(key).cloned()?;
+        let home = lock(&self.inner.homes).get(key).cloned()?;
         // Only homes alive at the last beat count; others are asked again.
-        self.lock_alive().contains(&home).then_some(home)
+        lock(&self.inner.alive).contains(&home).then_some(home)
     }
 
     fn cache_home(&self, key: String, home: &str) {
-        let mut homes = self.lock_homes();
+        let mut homes = lock(&self.inner.homes);
         if homes.len() >= HOME_CACHE_MAX {
             homes.clear();
         }
@@ -719,11 +694,7 @@ impl Cluster {
 
     /// Remembers an entry this instance wrote, so the refresh removes it once it ends here.
     fn note_recorded(&self, what: String) {
-        self.inner
-            .recorded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(what);
+        lock(&self.inner.recorded).insert(what);
     }
 
     /// One `ENTRY_SCRIPT` call for `what` with these fields.
@@ -756,7 +727,7 @@ impl Cluster {
 
     /// Forgets registration `session_id` (it deregistered): no instance may take it over.
     pub(crate) async fn forget_registration(&self, session_id: &str) {
-        self.lock_homes().remove(&format!("r:{session_id}"));
+        lock(&self.inner.homes).remove(&format!("r:{session_id}"));
         let result: Result<(), _> = redis::cmd("DEL")
             .arg(self.key(&format!("reg:{session_id}")))
             .query_async(&mut self.conn())
@@ -814,19 +785,16 @@ impl Cluster {
         if self.pool_home(&pool, true).await.ok() != Some(Target::Local) {
             return;
         }
-        if broker.adopt(session_id, &pool, capabilities, owner) {
-            let _: Result<(), _> = redis::pipe()
-                .cmd("HSET")
-                .arg(&key)
-                .arg("home")
-                .arg(&self.inner.id)
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&key)
-                .arg(DIRECTORY_TTL.as_millis() as u64)
-                .ignore()
-                .query_async(&mut self.conn())
-                .await;
+        if broker.adopt(session_id, &pool, capabilities.clone(), owner) {
+            let record = RegistrationRecord {
+                session_id: session_id.to_owned(),
+                pool,
+                capabilities,
+                owner,
+            };
+            if let Err(e) = self.record_registration(&record).await {
+                warn!(error = %e, "could not record a registration taken over");
+            }
         }
     }
 
@@ -913,17 +881,7 @@ impl Cluster {
         }
         self.adopt_orphan(broker, registration).await;
         if broker.adopt_session(client_session, pool, registration) {
-            let _: Result<(), _> = redis::pipe()
-                .cmd("HSET")
-                .arg(&key)
-                .arg("home")
-                .arg(&self.inner.id)
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&key)
-                .arg(DIRECTORY_TTL.as_millis() as u64)
-                .ignore()
-                .query_async(&mut self.conn())
+            self.record_session(client_session, pool, registration)
                 .await;
         }
     }
@@ -937,16 +895,15 @@ impl Cluster {
         // holds now (it took the pool over while this one was cut off from Redis) is not
         // ours any more: its members here are dropped, and their servers, told 404, register
         // again with the pool's home.
+        let registrations = broker.registration_records();
         for pool in broker.pool_names() {
             if self.pool_home(&pool, true).await? != Target::Local {
                 warn!(
                     pool,
                     "another instance took this pool over; dropping its members here"
                 );
-                for record in broker.registration_records() {
-                    if record.pool == pool {
-                        let _ = broker.deregister(&record.session_id);
-                    }
+                for record in registrations.iter().filter(|r| r.pool == pool) {
+                    let _ = broker.deregister(&record.session_id);
                 }
             } else {
                 let _: Result<(), _> = redis::cmd("PEXPIRE")
@@ -959,7 +916,10 @@ impl Cluster {
         // Whole entries, not just their expiry: after Redis lost its data they are written
         // back with everything a takeover needs. An entry another live instance holds is
         // dropped here likewise.
-        let registrations = broker.registration_records();
+        let registrations: Vec<RegistrationRecord> = registrations
+            .into_iter()
+            .filter(|r| broker.knows(&r.session_id))
+            .collect();
         for chunk in registrations.chunks(500) {
             let mut pipe = redis::pipe();
             for record in chunk {
@@ -992,11 +952,7 @@ impl Cluster {
             .chain(sessions.iter().map(|(id, _, _)| format!("sess:{id}")))
             .collect();
         let ended: Vec<String> = {
-            let mut recorded = self
-                .inner
-                .recorded
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut recorded = lock(&self.inner.recorded);
             let ended = recorded.difference(&current).cloned().collect();
             *recorded = current;
             ended
@@ -1022,12 +978,8 @@ impl Cluster {
         per_second: f64,
         burst: u32,
     ) -> Result<Option<Duration>, Error> {
-        let backing_off = self
-            .inner
-            .limit_backoff
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some_and(|until| std::time::Instant::now() < until);
+        let backing_off =
+            lock(&self.inner.limit_backoff).is_some_and(|until| std::time::Instant::now() < until);
         if backing_off {
             return Err(Error::ClusterUnavailable("rate limit: backing off".into()));
         }
@@ -1041,11 +993,7 @@ impl Cluster {
             .invoke_async(&mut self.conn())
             .await;
         let (ok, wait) = result.map_err(|e| {
-            *self
-                .inner
-                .limit_backoff
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now() + LIMIT_BACKOFF);
+            *lock(&self.inner.limit_backoff) = Some(std::time::Instant::now() + LIMIT_BACKOFF);
             warn!(error = %e, backoff = ?LIMIT_BACKOFF, "shared rate limit unavailable; each instance limits alone meanwhile");
             redis_error("rate limit", e)
         })?;
@@ -1082,12 +1030,7 @@ impl Cluster {
         let channel = self.channel(&self.inner.id);
         let mut delay = Duration::from_millis(100);
         loop {
-            let first = self
-                .inner
-                .first_subscription
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take();
+            let first = lock(&self.inner.first_subscription).take();
             let subscribed = async {
                 if let Some(pubsub) = first {
                     return Ok(pubsub);
@@ -1151,25 +1094,17 @@ impl Cluster {
         self.inner.relayed_out.fetch_add(1, Ordering::Relaxed);
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
-        self.inner
-            .outbound
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                id,
-                relay::Outbound {
-                    home: home.to_owned(),
-                    tx,
-                },
-            );
+        lock(&self.inner.outbound).insert(
+            id,
+            relay::Outbound {
+                home: home.to_owned(),
+                tx,
+            },
+        );
         (id, rx)
     }
 
     fn close_outbound(&self, id: u64) {
-        self.inner
-            .outbound
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+        lock(&self.inner.outbound).remove(&id);
     }
 }

@@ -16,7 +16,7 @@ use tower::ServiceExt;
 use tracing::{debug, warn};
 
 use super::frame::{self, Head};
-use super::{Cluster, Target};
+use super::{lock, Cluster, Target};
 use crate::auth::TokenKind;
 use crate::{AppState, Error};
 
@@ -501,25 +501,15 @@ impl Cluster {
                 let key = (from.clone(), id);
                 // The lock is held across the spawn so the task cannot finish (and remove
                 // itself) before it is recorded.
-                let mut inbound = self.inner.inbound.lock().unwrap_or_else(|e| e.into_inner());
+                let mut inbound = lock(&self.inner.inbound);
                 let task = tokio::spawn(async move {
                     cluster.serve(&from, id, method, uri, headers, body).await;
-                    cluster
-                        .inner
-                        .inbound
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&(from, id));
+                    lock(&cluster.inner.inbound).remove(&(from, id));
                 });
                 inbound.insert(key, task.abort_handle());
             }
             Head::Cancel { id, from } => {
-                let task = self
-                    .inner
-                    .inbound
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&(from, id));
+                let task = lock(&self.inner.inbound).remove(&(from, id));
                 if let Some(task) = task {
                     debug!(relay = id, "relayed request cancelled by its caller");
                     task.abort();
@@ -560,11 +550,7 @@ impl Cluster {
 
     /// Hands `event` to relay `id`; `false` when no such relay waits here (any more).
     fn deliver(&self, id: u64, event: Event, last: bool) -> bool {
-        let mut outbound = self
-            .inner
-            .outbound
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut outbound = lock(&self.inner.outbound);
         let known = match outbound.get(&id) {
             // A closed receiver: the caller left; its guard removes the entry.
             Some(relay) => {
