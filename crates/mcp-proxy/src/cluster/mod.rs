@@ -47,7 +47,7 @@ use crate::auth::TokenId;
 use crate::broker::{Broker, RegistrationRecord, Short};
 use crate::Error;
 
-pub(crate) use relay::{relay, Relayed};
+pub(crate) use relay::{carried_request, relay, CarriedRequest, Relayed};
 
 /// Where and how to join a cluster (`--broker redis://HOST:PORT`).
 #[derive(Clone)]

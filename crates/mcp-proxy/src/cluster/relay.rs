@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use mcp_protocol::jsonrpc::Message;
 use mcp_protocol::streamable::SESSION_ID_HEADER;
-use mcp_protocol::wire::is_valid_pool_name;
+use mcp_protocol::wire::{is_valid_pool_name, PollItem};
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
@@ -285,19 +285,19 @@ impl Drop for RelayGuard {
     }
 }
 
-/// The request id of a poll's item (`request` items; `reply` and `session_closed` items
-/// carry no client waiting on them).
-fn carried_request(body: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Item<'a> {
-        #[serde(borrow)]
-        request_id: Option<std::borrow::Cow<'a, str>>,
-        request: Option<&'a serde_json::value::RawValue>,
+/// The request a poll's item hands to its server (`request` items; `reply` and
+/// `session_closed` items carry no client waiting on them).
+pub(crate) fn carried_request(item: &PollItem) -> Option<&str> {
+    match item {
+        PollItem::Request(request) => Some(&request.request_id),
+        _ => None,
     }
-    let item: Item<'_> = serde_json::from_slice(body).ok()?;
-    item.request?;
-    item.request_id.map(|id| id.into_owned())
 }
+
+/// Set by the poll route (in a cluster) on an answer that hands a request to a server, so a
+/// relayed poll's home knows what it carries without parsing the body again.
+#[derive(Clone, Debug)]
+pub(crate) struct CarriedRequest(pub(crate) String);
 
 /// Headers that describe one hop's connection, not the message.
 fn hop_by_hop(name: &str) -> bool {
@@ -617,8 +617,11 @@ impl Cluster {
             Ok(response) => response,
             Err(never) => match never {},
         };
-        let is_poll = uri.starts_with("/poll");
         let (parts, body) = response.into_parts();
+        let carried = parts
+            .extensions
+            .get::<CarriedRequest>()
+            .map(|c| c.0.clone());
         let status = parts.status.as_u16();
         let headers = header_pairs(&parts.headers);
         // A body of known length (JSON answers, errors, 202/204) is already complete: it
@@ -631,24 +634,19 @@ impl Cluster {
                 whole: true,
                 from: self.inner.id.clone(),
             };
-            let (frame, carried) = match axum::body::to_bytes(body, usize::MAX).await {
-                Ok(bytes) => {
-                    // A poll's item is handed over once it leaves here: if `from` is lost
-                    // before passing it on, its request must fail, not wait for a timeout.
-                    let carried = (is_poll && status == 200)
-                        .then(|| carried_request(&bytes))
-                        .flatten();
-                    if let Some(request_id) = &carried {
-                        self.track_transit(request_id.clone(), from);
-                    }
-                    (frame::encode(&head, &bytes), carried)
-                }
+            // A poll's item is handed over once it leaves here: if `from` is lost before
+            // passing it on, its request must fail, not wait for a timeout.
+            if let Some(request_id) = &carried {
+                self.track_transit(request_id.clone(), from);
+            }
+            let frame = match axum::body::to_bytes(body, usize::MAX).await {
+                Ok(bytes) => frame::encode(&head, &bytes),
                 Err(e) => {
                     let fail = Head::Fail {
                         id,
                         reason: e.to_string(),
                     };
-                    (frame::encode(&fail, b""), None)
+                    frame::encode(&fail, b"")
                 }
             };
             // Only a publish nobody received proves the item is lost; after a Redis timeout it
@@ -751,6 +749,11 @@ mod tests {
 
     #[test]
     fn a_request_item_names_the_request_it_carries() {
+        let carried_request = |body: &[u8]| {
+            serde_json::from_slice::<PollItem>(body)
+                .ok()
+                .and_then(|item| super::carried_request(&item).map(str::to_owned))
+        };
         let item = br#"{"request_id":"r-1","request":{"jsonrpc":"2.0","id":1,"method":"ping"}}"#;
         assert_eq!(carried_request(item), Some("r-1".into()));
         let escaped = br#"{"request":{"jsonrpc":"2.0","method":"x"},"request_id":"r-2"}"#;
