@@ -211,18 +211,28 @@ impl RateLimiter {
         }
     }
 
-    fn caller(&self, budget: Budget, req: &Request) -> Caller {
+    /// Who calls, and whether the token check refused the caller (auth on, token missing or
+    /// wrong for this kind of route).
+    fn caller(&self, budget: Budget, req: &Request) -> (Caller, bool) {
         // Only a token the proxy knows for this kind of route names a caller; anything else
         // (a made-up token, the other kind's, auth off) is the address's.
-        if let Ok(Some(grant)) = self.auth.check(budget.token_kind(), req.headers()) {
-            return Caller::Token(grant.id);
-        }
-        match req.extensions().get::<ConnectInfo<SocketAddr>>() {
+        let refused = match self.auth.check(budget.token_kind(), req.headers()) {
+            Ok(Some(grant)) => return (Caller::Token(grant.id), false),
+            Ok(None) => false,
+            Err(_) => true,
+        };
+        let caller = match req.extensions().get::<ConnectInfo<SocketAddr>>() {
             Some(ConnectInfo(addr)) => Caller::Addr(address_key(addr.ip())),
             None => Caller::Unknown,
-        }
+        };
+        (caller, refused)
     }
 }
+
+/// What the rate limiter's token check found, left on the request for the layers inside it
+/// (the cluster relay), so the token is not hashed and compared twice.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TokenRefused(pub(crate) bool);
 
 /// The address a bucket is keyed on: IPv4 as is, IPv6 by its /64 (a host usually has a whole
 /// /64 and could otherwise take a fresh bucket per address).
@@ -261,7 +271,12 @@ pub(crate) async fn rate_limit(
     if req.extensions().get::<Relayed>().is_some() {
         return next.run(req).await; // counted by the instance it reached first
     }
-    let caller = limiter.caller(budget, &req);
+    let mut req = req;
+    let (caller, refused) = limiter.caller(budget, &req);
+    if limiter.shared.is_some() {
+        // Only the cluster's relay reads it; a single instance pays nothing for it.
+        req.extensions_mut().insert(TokenRefused(refused));
+    }
     let verdict = match &limiter.shared {
         Some(cluster) if !limiter.rate(budget).is_off() => {
             let rate = limiter.rate(budget);

@@ -18,6 +18,7 @@ use tracing::{debug, warn};
 use super::frame::{self, Head};
 use super::{lock, Cluster, Target};
 use crate::auth::TokenKind;
+use crate::limits::TokenRefused;
 use crate::{AppState, Error};
 
 /// Marks a request that came through the relay: it is served here, never relayed again,
@@ -159,11 +160,18 @@ pub(crate) async fn relay(State(state): State<AppState>, req: Request, next: Nex
     }
     // A caller without a valid token changes nothing in the cluster (no pool claimed, nothing
     // taken over): it is answered here, by the route's own 401.
-    let kind = match route {
-        Route::Client(_) => TokenKind::Client,
-        _ => TokenKind::Server,
+    let refused = match req.extensions().get::<TokenRefused>() {
+        // The rate limiter checked the same kind of token for this route already.
+        Some(TokenRefused(refused)) => *refused,
+        None => {
+            let kind = match route {
+                Route::Client(_) => TokenKind::Client,
+                _ => TokenKind::Server,
+            };
+            state.config().auth.check(kind, req.headers()).is_err()
+        }
     };
-    if state.config().auth.check(kind, req.headers()).is_err() {
+    if refused {
         return next.run(req).await;
     }
     let limit = state.config().max_body_bytes;
