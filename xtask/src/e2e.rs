@@ -262,33 +262,6 @@ fn proxy_restart(world: &mut World) -> Result<(), String> {
     Ok(())
 }
 
-/// `GET /servers` of the proxy at `url`.
-async fn servers(url: &str) -> Result<Value, String> {
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .map_err(|e| e.to_string())?;
-    http.get(format!("{url}/servers"))
-        .send()
-        .await
-        .map_err(|e| format!("GET /servers: {e}"))?
-        .json()
-        .await
-        .map_err(|e| format!("GET /servers: {e}"))
-}
-
-/// The members of pool `name` in `GET /servers`, oldest first (empty when it has none).
-async fn pool_members(url: &str, name: &str) -> Result<Vec<Value>, String> {
-    let v = servers(url).await?;
-    Ok(v["pools"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|p| p["name"] == name)
-        .and_then(|p| p["members"].as_array().cloned())
-        .unwrap_or_default())
-}
-
 /// Waits until `cond` holds for pool `name`'s members.
 async fn wait_pool(
     url: &str,
@@ -298,7 +271,7 @@ async fn wait_pool(
 ) -> Result<Vec<Value>, String> {
     let start = Instant::now();
     loop {
-        let members = pool_members(url, name).await?;
+        let members = procs::pool_members(url, Some(name)).await?;
         if cond(&members) {
             return Ok(members);
         }
@@ -427,7 +400,7 @@ fn failover_load(world: &World, procs: &mut [Proc]) -> Result<(), String> {
     let pinned: Vec<Arc<Client>> = world.rt.block_on(async {
         let mut v = Vec::new();
         while v.len() < PINNED
-            || pool_members(&url, "pool")
+            || procs::pool_members(&url, Some("pool"))
                 .await?
                 .iter()
                 .any(|m| m["client_sessions"] == 0)
@@ -481,7 +454,7 @@ fn failover_load(world: &World, procs: &mut [Proc]) -> Result<(), String> {
         move || log.lock().unwrap().len() >= n
     };
     wait_for(Duration::from_secs(30), done(200))?;
-    let members = world.rt.block_on(pool_members(&url, "pool"))?;
+    let members = world.rt.block_on(procs::pool_members(&url, Some("pool")))?;
     let Some(v) = members.iter().position(|m| m["sticky"] == true) else {
         return Err(format!("no sticky member under load: {members:?}"));
     };

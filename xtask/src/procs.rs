@@ -305,6 +305,38 @@ pub(crate) fn summary(
     }
 }
 
+/// `GET /servers` at a proxy's `url` (no proxy from the environment).
+pub(crate) async fn servers(url: &str) -> Result<serde_json::Value, String> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?
+        .get(format!("{url}/servers"))
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}/servers: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("GET {url}/servers: {e}"))
+}
+
+/// The members of a pool (`None` = the default pool) in `GET /servers` at `url`, oldest
+/// first; empty when it has none.
+pub(crate) async fn pool_members(
+    url: &str,
+    pool: Option<&str>,
+) -> Result<Vec<serde_json::Value>, String> {
+    let name = pool.map_or(serde_json::Value::Null, |p| p.into());
+    Ok(servers(url).await?["pools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == name)
+        .and_then(|p| p["members"].as_array().cloned())
+        .unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

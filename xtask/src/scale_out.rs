@@ -104,16 +104,8 @@ pub(crate) fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(e) = procs::cargo_build(&[
-        "-p",
-        "mcp-proxy",
-        "--bin",
-        "mcp-proxy",
-        "-p",
-        "mcp-reverse",
-        "--example",
-        "reverse_server_example",
-    ]) {
+    // The binaries the plain e2e builds (a superset of what this runs).
+    if let Err(e) = procs::build() {
         eprintln!("FAIL build: {e}");
         return ExitCode::FAILURE;
     }
@@ -425,30 +417,6 @@ fn http() -> Result<reqwest::Client, String> {
         .map_err(|e| e.to_string())
 }
 
-/// `GET /servers` at `url`.
-async fn servers(url: &str) -> Result<Value, String> {
-    http()?
-        .get(format!("{url}/servers"))
-        .send()
-        .await
-        .map_err(|e| format!("GET {url}/servers: {e}"))?
-        .json()
-        .await
-        .map_err(|e| format!("GET {url}/servers: {e}"))
-}
-
-/// The members of a pool (`None` = the default pool) in `GET /servers` at `url`.
-async fn members(url: &str, pool: Option<&str>) -> Result<Vec<Value>, String> {
-    let name = pool.map_or(Value::Null, |p| Value::String(p.to_owned()));
-    Ok(servers(url).await?["pools"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|p| p["name"] == name)
-        .and_then(|p| p["members"].as_array().cloned())
-        .unwrap_or_default())
-}
-
 /// Waits until the pool counts `n` members in `GET /servers` through `url`.
 async fn wait_members(
     url: &str,
@@ -458,7 +426,7 @@ async fn wait_members(
 ) -> Result<(), String> {
     let start = Instant::now();
     loop {
-        let got = members(url, pool).await;
+        let got = procs::pool_members(url, pool).await;
         if got.as_ref().is_ok_and(|m| m.len() == n) {
             return Ok(());
         }
@@ -756,7 +724,7 @@ async fn load_worker(
 /// The instance to kill: the default pool's home (so its pools must be taken over), when the
 /// named pool's home is the other one, as [`start`] arranged.
 fn victim(cluster: &Cluster) -> Result<(usize, String), String> {
-    let pools = cluster.rt.block_on(servers(&cluster.url))?;
+    let pools = cluster.rt.block_on(procs::servers(&cluster.url))?;
     let home_of = |name: Value| {
         pools["pools"]
             .as_array()

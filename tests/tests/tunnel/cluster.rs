@@ -193,6 +193,28 @@ async fn post(url: String, body: Value) -> reqwest::Response {
         .unwrap()
 }
 
+/// Registers through `node` with `body`; the registration's session id.
+async fn register(node: &Node, body: Value) -> String {
+    let reg: Value = post(format!("{}/register", node.url), body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    reg["session_id"].as_str().unwrap().to_owned()
+}
+
+/// Makes `node` the default pool's home: a registration through it, at once withdrawn (the
+/// pool stays homed there while `node` lives).
+async fn claim_default_pool(node: &Node) {
+    let session = register(node, json!({"type": "mcp_server", "capabilities": {}})).await;
+    let left = reqwest::Client::new()
+        .delete(format!("{}/register?session_id={session}", node.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(left.status(), 204);
+}
+
 #[tokio::test]
 async fn a_request_and_its_answer_cross_three_instances() {
     let redis = Redis::start();
@@ -202,15 +224,7 @@ async fn a_request_and_its_answer_cross_three_instances() {
         Node::start(&redis).await,
     );
     // A modern registration through A: A is the default pool's home.
-    let reg: Value = post(
-        format!("{}/register", a.url),
-        json!({"type": "mcp_server", "capabilities": {}}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let session = reg["session_id"].as_str().unwrap().to_owned();
+    let session = register(&a, json!({"type": "mcp_server", "capabilities": {}})).await;
 
     // The server's poll is held through B; the client's message arrives at C.
     let poll = tokio::spawn(reqwest::get(format!(
@@ -341,20 +355,7 @@ async fn losing_the_home_fails_what_it_held_and_its_servers_carry_on() {
     let b = Node::start(&redis).await;
     // A claims the default pool first, so the reverse client, which talks to B only, is
     // homed on A.
-    let claim: Value = post(
-        format!("{}/register", a.url),
-        json!({"type": "mcp_server", "capabilities": {}}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let first = claim["session_id"].as_str().unwrap().to_owned();
-    reqwest::Client::new()
-        .delete(format!("{}/register?session_id={first}", a.url))
-        .send()
-        .await
-        .unwrap();
+    claim_default_pool(&a).await;
     let reverse = serve_through(&b.url);
     assert_eq!(echo_eventually(&b.url, "before").await, "before");
     assert_eq!(a.health().await["registrations"], 1, "homed on A");
@@ -424,12 +425,7 @@ async fn a_legacy_id_is_re_adopted_by_the_instance_that_takes_over() {
     let redis = Redis::start();
     let a = Node::start(&redis).await;
     let b = Node::start(&redis).await;
-    let reg: Value = post(format!("{}/register", a.url), json!({"type": "mcp_server"}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let legacy = reg["session_id"].as_str().unwrap().to_owned();
+    let legacy = register(&a, json!({"type": "mcp_server"})).await;
     assert_eq!(legacy.len(), 32, "a seed-format id");
     let idle = reqwest::get(format!("{}/poll?session_id={legacy}&timeout=0", b.url))
         .await
@@ -542,15 +538,11 @@ async fn a_modern_registration_is_taken_over_with_its_id_when_its_home_is_lost()
     let redis = Redis::start();
     let a = Node::start(&redis).await;
     let b = Node::start(&redis).await;
-    let reg: Value = post(
-        format!("{}/register", a.url),
+    let session = register(
+        &a,
         json!({"type": "mcp_server", "name": "files", "capabilities": {"held_polls": 0}}),
     )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let session = reg["session_id"].as_str().unwrap().to_owned();
+    .await;
     a.kill().await;
 
     // The server's next poll reaches B: B takes the pool and the registration over.
@@ -612,23 +604,7 @@ async fn a_client_session_outlives_its_home() {
     let b = Node::start(&redis).await;
     let c = Node::start(&redis).await;
     // A claims the default pool; the server and the client both talk to B only.
-    let claim: Value = post(
-        format!("{}/register", a.url),
-        json!({"type": "mcp_server", "capabilities": {}}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    reqwest::Client::new()
-        .delete(format!(
-            "{}/register?session_id={}",
-            a.url,
-            claim["session_id"].as_str().unwrap()
-        ))
-        .send()
-        .await
-        .unwrap();
+    claim_default_pool(&a).await;
     let reverse = serve_through(&b.url);
     assert_eq!(echo_eventually(&b.url, "up").await, "up");
     let session = client(&b.mcp(), ClientOptions::default()).await;
@@ -747,4 +723,50 @@ async fn a_taken_over_registration_keeps_its_owner_token() {
     }
     assert_eq!(poll(OWNER).await, 204, "its own token carries on");
     assert_eq!(poll(OTHER).await, 401);
+}
+
+#[tokio::test]
+async fn bad_input_at_another_instance_gets_the_single_instance_answer() {
+    let redis = Redis::start();
+    let small = |c: &mut Config| {
+        c.max_body_bytes = 4096;
+        c.request_timeout = Duration::from_secs(1);
+    };
+    let a = Node::start_with(&redis, small).await;
+    let b = Node::start_with(&redis, small).await;
+    // A is home to the default pool, whose one server never polls.
+    register(
+        &a,
+        json!({"type": "mcp_server", "capabilities": {"held_polls": 0}}),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let message = |node: &Node, body: Vec<u8>| {
+        http.post(format!("{}/message", node.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let rpc = |r: reqwest::Response| async move {
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        (status, body["error"]["code"].clone())
+    };
+
+    // Oversized: 413 from the instance it reached, as from the home.
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"x":"{}"}}}}"#,
+        "x".repeat(5000)
+    );
+    for node in [&a, &b] {
+        let r = message(node, big.clone().into_bytes()).await.unwrap();
+        assert_eq!(r.status(), 413, "at {}", node.url);
+    }
+    // Malformed: relayed to the home, which answers 400 -32700.
+    let (status, code) = rpc(message(&b, b"{not json".to_vec()).await.unwrap()).await;
+    assert_eq!((status, code), (400, json!(-32700)));
+    // Never answered: the home's request timeout, 504 -32011, through B.
+    let ping = br#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#.to_vec();
+    let (status, code) = rpc(message(&b, ping).await.unwrap()).await;
+    assert_eq!((status, code), (504, json!(-32011)));
 }
