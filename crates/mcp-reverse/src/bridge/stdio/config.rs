@@ -1,0 +1,64 @@
+//! [`StdioConfig`]: what to run and how to share it, and how a child is spawned.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+use super::SessionMode;
+use crate::Error;
+
+/// What to run and how to share it.
+#[derive(Clone, Debug)]
+pub struct StdioConfig {
+    /// The program to run.
+    pub program: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Shared by all clients or one per client session.
+    pub mode: SessionMode,
+    /// In per-client mode, the most children alive at once; more sessions are refused.
+    pub max_children: usize,
+    /// How long a stopping child gets after its stdin closes, and again after SIGTERM.
+    pub stop_grace: Duration,
+    /// The longest pause between restarts of a child that keeps exiting.
+    pub max_restart_delay: Duration,
+}
+
+impl StdioConfig {
+    /// Runs `program` with `args`, shared, with the defaults.
+    pub fn new(
+        program: impl Into<String>,
+        args: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        StdioConfig {
+            program: program.into(),
+            args: args.into_iter().map(Into::into).collect(),
+            mode: SessionMode::Shared,
+            max_children: 64,
+            stop_grace: Duration::from_secs(5),
+            max_restart_delay: Duration::from_secs(10),
+        }
+    }
+
+    /// Shares the child as `mode` says.
+    pub fn with_mode(mut self, mode: SessionMode) -> Self {
+        self.mode = mode;
+        self
+    }
+}
+
+pub(super) fn spawn_child(config: &StdioConfig) -> Result<Child, Error> {
+    Command::new(&config.program)
+        .args(&config.args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // If the bridge itself dies, the child must not outlive it.
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| Error::Spawn {
+            program: config.program.clone(),
+            source,
+        })
+}

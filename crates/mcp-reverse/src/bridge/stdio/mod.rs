@@ -1,0 +1,224 @@
+//! [`StdioBridge`]: one or many child processes speaking MCP over stdio (newline-delimited
+//! JSON-RPC on stdin/stdout; stderr goes to our log), supervised and multiplexed.
+//!
+//! This file owns the bridge itself: which child serves which client session, and the
+//! [`Service`] the reverse client calls. The rest lives in:
+//! - `config`: [`StdioConfig`] and how a child is spawned (its environment);
+//! - `supervision`: a child's life: started, watched, restarted with backoff, stopped;
+//! - `multiplex`: what travels over one child's stdio: ids and progress tokens rewritten,
+//!   pending requests, the child's messages routed back to the right client.
+
+mod config;
+mod multiplex;
+mod supervision;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use mcp_protocol::jsonrpc::{ErrorObject, Message, Response};
+use mcp_server::Outbound;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+pub use config::StdioConfig;
+use supervision::Slot;
+
+use super::{unavailable, SessionMode};
+use crate::service::{BoxFuture, Service, SessionSink};
+use crate::Error;
+
+/// Serves a stdio MCP program through the proxy (see [the module docs](crate::bridge)).
+#[derive(Clone)]
+pub struct StdioBridge {
+    inner: Arc<BridgeInner>,
+}
+
+struct BridgeInner {
+    config: StdioConfig,
+    /// The shared child, or in per-client mode the child of sessionless traffic.
+    main: Arc<Slot>,
+    /// Per-client mode: the child of each client session. A std mutex: no await under it.
+    sessions: Mutex<HashMap<String, Arc<Slot>>>,
+    /// Where session messages go (set by the reverse client).
+    sink: Arc<OnceLock<SessionSink>>,
+    /// Client sessions seen and not closed (shared mode broadcasts untied messages to them).
+    known: Arc<Mutex<HashSet<String>>>,
+    stop: CancellationToken,
+}
+
+impl StdioBridge {
+    /// Starts the child (the shared one, or the sessionless one in per-client mode) and
+    /// returns once it runs; an error if the program cannot be started at all.
+    pub async fn start(config: StdioConfig) -> Result<StdioBridge, Error> {
+        let stop = CancellationToken::new();
+        let sink = Arc::new(OnceLock::new());
+        let known = Arc::new(Mutex::new(HashSet::new()));
+        let main = Slot::start(
+            &config,
+            "main".into(),
+            None,
+            &sink,
+            &known,
+            stop.child_token(),
+        )?;
+        info!(program = %config.program, mode = ?config.mode, "MCP server process started");
+        Ok(StdioBridge {
+            inner: Arc::new(BridgeInner {
+                config,
+                main,
+                sessions: Mutex::new(HashMap::new()),
+                sink,
+                known,
+                stop,
+            }),
+        })
+    }
+
+    /// Stops every child: closes its stdin, then SIGTERM, then SIGKILL, each after the grace.
+    pub async fn shutdown(&self) {
+        self.inner.stop.cancel();
+        let mut slots = vec![self.inner.main.clone()];
+        slots.extend(
+            self.inner
+                .sessions
+                .lock()
+                .expect("sessions lock")
+                .drain()
+                .map(|(_, s)| s),
+        );
+        for slot in slots {
+            slot.stopped().await;
+        }
+    }
+
+    /// How many children are alive now (for tests and logs).
+    pub fn children(&self) -> usize {
+        let sessions = self.inner.sessions.lock().expect("sessions lock");
+        std::iter::once(&self.inner.main)
+            .chain(sessions.values())
+            .filter(|s| s.current().is_some())
+            .count()
+    }
+
+    /// The process id of the child serving `session` (`None`: sessionless/shared), if running.
+    pub fn child_pid(&self, session: Option<&str>) -> Option<u32> {
+        self.slot_for(session, false)
+            .ok()
+            .flatten()
+            .and_then(|s| s.current())
+            .and_then(|g| g.pid)
+    }
+
+    /// The slot serving `session`; in per-client mode a new one when `create`.
+    fn slot_for(
+        &self,
+        session: Option<&str>,
+        create: bool,
+    ) -> Result<Option<Arc<Slot>>, ErrorObject> {
+        let inner = &self.inner;
+        let (SessionMode::PerClient, Some(session)) = (inner.config.mode, session) else {
+            return Ok(Some(inner.main.clone()));
+        };
+        let mut sessions = inner.sessions.lock().expect("sessions lock");
+        if let Some(slot) = sessions.get(session) {
+            return Ok(Some(slot.clone()));
+        }
+        if !create {
+            return Ok(None);
+        }
+        if inner.stop.is_cancelled() {
+            return Err(unavailable("the bridge is shutting down"));
+        }
+        if sessions.len() >= inner.config.max_children {
+            warn!(
+                max = inner.config.max_children,
+                "per-client child limit reached; session refused"
+            );
+            return Err(unavailable(format!(
+                "too many client sessions: this server runs at most {} processes",
+                inner.config.max_children
+            )));
+        }
+        let label = format!("session {}", short(session));
+        let slot = Slot::start(
+            &inner.config,
+            label,
+            Some(session.to_owned()),
+            &inner.sink,
+            &inner.known,
+            inner.stop.child_token(),
+        )
+        .map_err(|e| unavailable(e.to_string()))?;
+        sessions.insert(session.to_owned(), slot.clone());
+        Ok(Some(slot))
+    }
+}
+
+impl Service for StdioBridge {
+    fn handle<'a>(
+        &'a self,
+        session: Option<&'a str>,
+        message: Message,
+        outbound: Outbound,
+    ) -> BoxFuture<'a, Option<Response>> {
+        Box::pin(async move {
+            if let Some(session) = session {
+                if !self.inner.stop.is_cancelled() {
+                    self.inner
+                        .known
+                        .lock()
+                        .expect("known lock")
+                        .insert(session.to_owned());
+                }
+            }
+            let create = !matches!(message, Message::Response(_));
+            let slot = match self.slot_for(session, create) {
+                Ok(Some(slot)) => slot,
+                Ok(None) => return None,
+                Err(error) => {
+                    return match message {
+                        Message::Request(r) => Some(Response::error(Some(r.id), error)),
+                        _ => None,
+                    }
+                }
+            };
+            slot.handle(session, message, outbound).await
+        })
+    }
+
+    fn close_session(&self, session: &str) {
+        self.inner.known.lock().expect("known lock").remove(session);
+        let slot = self
+            .inner
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .remove(session);
+        if let Some(slot) = slot {
+            debug!(
+                session = short(session),
+                "client session closed: stopping its child"
+            );
+            slot.stop.cancel();
+        } else {
+            self.inner.main.forget_session(session);
+        }
+    }
+
+    fn set_session_sink(&self, sink: SessionSink) {
+        let _ = self.inner.sink.set(sink);
+    }
+}
+
+impl Drop for BridgeInner {
+    fn drop(&mut self) {
+        // The last handle is gone: stop the children rather than leave them running.
+        self.stop.cancel();
+    }
+}
+
+/// A short prefix of a session id for logs (ids are credentials of a sort).
+fn short(session: &str) -> &str {
+    // Session ids are ASCII (the proxy mints them); `get` keeps odd ones from panicking.
+    session.get(..8).unwrap_or(session)
+}
