@@ -1,10 +1,10 @@
 //! Several proxy instances sharing one real Redis (`redis-server`, installed by
-//! `xtask/scale-out/install-deps.sh`): any instance takes any route, a lost instance fails
-//! what it held at once and its servers carry on elsewhere, rate limits are shared.
+//! `xtask/scale-out/install-deps.sh` when missing: see `redis`): any instance takes any
+//! route, a lost instance fails what it held at once and its servers carry on elsewhere, rate
+//! limits are shared.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+mod redis;
+
 use std::time::{Duration, Instant};
 
 use mcp_client::{text_of, Client, ClientOptions, Error as ClientError};
@@ -14,69 +14,8 @@ use mcp_server::{demo, Server, ServerConfig};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use self::redis::Redis;
 use crate::common::{client, recording, DEADLINE};
-
-/// A `redis-server` of this test's own on a Unix socket in a fresh directory: no port to
-/// race for, nothing persisted, killed when dropped.
-struct Redis {
-    child: Child,
-    dir: PathBuf,
-    url: String,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "mcp-cluster-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let child = Redis::spawn(&dir);
-        let url = format!("redis+unix://{}", dir.join("redis.sock").display());
-        Redis { child, url, dir }
-    }
-
-    /// A crash and restart with nothing kept: the same socket, an empty store.
-    fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(self.dir.join("redis.sock"));
-        self.child = Redis::spawn(&self.dir);
-    }
-
-    /// Starts `redis-server` on `dir/redis.sock` and waits for the socket.
-    fn spawn(dir: &std::path::Path) -> Child {
-        let socket = dir.join("redis.sock");
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--save", "", "--appendonly", "no"])
-            .arg("--unixsocket")
-            .arg(&socket)
-            .args(["--unixsocketperm", "700", "--dir"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is needed: run `bash xtask/scale-out/install-deps.sh`");
-        let start = Instant::now();
-        while !socket.exists() {
-            assert!(
-                start.elapsed() < DEADLINE,
-                "redis-server never opened its socket"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        child
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// One proxy instance in the cluster, on a runtime of its own so that killing it cuts its
 /// connections and its Redis links at once, as a crash would.
