@@ -119,11 +119,7 @@ fn redis_server() -> &'static Path {
     static FOUND: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let found = FOUND.get_or_init(|| {
         let lock = Path::new(env!("CARGO_TARGET_TMPDIR")).join("install-redis.lock");
-        once_across_processes(
-            &lock,
-            || find_tool("redis-server").is_some(),
-            install_redis,
-        )?;
+        once_across_processes(&lock, || find_tool("redis-server").is_some(), install_redis)?;
         find_tool("redis-server")
             .ok_or_else(|| "redis-server still missing after the installer ran".to_owned())
     });
@@ -220,10 +216,8 @@ fn once_across_processes(
 #[test]
 fn the_installer_runs_once_however_many_wait_for_it() {
     use std::sync::atomic::AtomicBool;
-    let lock = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "install-once-test-{}.lock",
-        std::process::id()
-    ));
+    let lock = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("install-once-test-{}.lock", std::process::id()));
     let installed = AtomicBool::new(false);
     let installs = AtomicU32::new(0);
     std::thread::scope(|s| {
