@@ -110,7 +110,7 @@ async fn a_stdio_server_is_published_through_the_proxy() {
     let client = Client::connect(&proxy.url()).unwrap();
     let info = client.initialize().await.unwrap();
     assert_eq!(info.server_info.name, "stdio-fixture");
-    assert_eq!(client.list_tools().await.unwrap().len(), 5);
+    assert_eq!(client.list_tools().await.unwrap().len(), 7);
     client.ping().await.unwrap();
 
     // Twenty clients, each numbering its requests from 1: the same ids in flight at once.
@@ -399,4 +399,24 @@ async fn per_client_sessions_on_the_proxys_mcp_route_get_a_process_each() {
 async fn mcp_whoami(client: &Client) -> Value {
     let answer = client.call_tool("whoami", json!({})).await.unwrap();
     serde_json::from_str(&text_of(&answer)).unwrap()
+}
+
+#[tokio::test]
+async fn a_child_writing_junk_and_huge_lines_on_stderr_keeps_working() {
+    let bridge = StdioBridge::start(fixture(SessionMode::Shared))
+        .await
+        .unwrap();
+    let pid = bridge.child_pid(None).expect("running");
+    // Invalid UTF-8 and a 1 MiB line, twice: a reader that gave up on the first would close
+    // the pipe, and the child's next write to it would fail (EPIPE), leaving the call unanswered.
+    for id in 1..=2 {
+        let params = json!({"name": "noise", "arguments": {}});
+        let answer = request(&bridge, None, id, "tools/call", params, Outbound::none()).await;
+        assert_eq!(result_text(&answer), "noisy");
+    }
+    let params = json!({"name": "echo", "arguments": {"text": "still here"}});
+    let answer = request(&bridge, None, 3, "tools/call", params, Outbound::none()).await;
+    assert_eq!(result_text(&answer), "still here");
+    assert_eq!(bridge.child_pid(None), Some(pid), "the same process");
+    bridge.shutdown().await;
 }

@@ -6,10 +6,12 @@
 //! - `config`: [`StdioConfig`] and how a child is spawned (its environment);
 //! - `supervision`: a child's life: started, watched, restarted with backoff, stopped;
 //! - `multiplex`: what travels over one child's stdio: ids and progress tokens rewritten,
-//!   pending requests, the child's messages routed back to the right client.
+//!   pending requests, the child's messages routed back to the right client;
+//! - `stderr`: the child's stderr, drained to our log (lossy, capped lines, never closed early).
 
 mod config;
 mod multiplex;
+mod stderr;
 mod supervision;
 
 use std::collections::{HashMap, HashSet};

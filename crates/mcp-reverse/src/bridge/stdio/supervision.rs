@@ -10,14 +10,15 @@ use std::time::Duration;
 
 use mcp_protocol::jsonrpc::{ErrorObject, Response};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdin};
 use tokio::sync::{mpsc, watch, OnceCell};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::config::{spawn_child, StdioConfig};
 use super::multiplex::{Generation, Pending};
+use super::stderr;
 use crate::backoff::Backoff;
 use crate::bridge::unavailable;
 use crate::service::SessionSink;
@@ -225,13 +226,8 @@ impl Generation {
             tokio::spawn(generation.clone().read_stdout(stdout));
         }
         if let Some(stderr) = child.stderr.take() {
-            let label = slot.label.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    info!(target: "mcp_reverse::child", slot = %label, "{line}");
-                }
-            });
+            // Drained to EOF whatever it holds: a closed stderr would kill the child.
+            tokio::spawn(stderr::drain(stderr, slot.label.clone()));
         }
         debug!(slot = %slot.label, number, pid = ?generation.pid, "MCP server process running");
         (generation, child)
