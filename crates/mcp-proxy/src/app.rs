@@ -1,6 +1,5 @@
 //! The router and the server loop: routes, body limit, request spans, graceful shutdown.
 
-use std::future::IntoFuture;
 use std::io;
 
 use std::sync::Arc;
@@ -10,7 +9,6 @@ use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::Router;
 use mcp_protocol::streamable::{
     HostAllowList, LAST_EVENT_ID_HEADER, METHOD_HEADER, NAME_HEADER, PROTOCOL_VERSION_HEADER,
@@ -20,15 +18,15 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
-use tracing::{info, info_span, warn, Level};
+use tracing::{info, info_span, Level};
 
 use crate::auth::{self, Auth};
 use crate::broker::Broker;
 use crate::cluster::{self, Cluster};
 use crate::limits::{self, RateLimiter};
+use crate::listener;
 use crate::metrics::{self, Metrics};
 use crate::routes;
-use crate::tls::TlsListener;
 use crate::{Config, Error};
 
 /// What every handler shares: the broker (which owns the configuration), the metrics, and
@@ -301,6 +299,8 @@ pub async fn serve_with_state(
 ) -> io::Result<()> {
     let drain = state.config().shutdown_drain;
     let tls = state.config().tls.clone();
+    let state_config = state.config().clone();
+    let stats = state.metrics.connections.clone();
     if let Ok(addr) = listener.local_addr() {
         state.config().auth.warn_if_open(addr);
     }
@@ -313,8 +313,6 @@ pub async fn serve_with_state(
     let membership = cluster
         .as_ref()
         .map(|c| c.start(router.clone(), broker.clone(), shutdown.child_token()));
-    // The peer address is the rate limiter's key for callers without a token.
-    let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let signal = {
         let shutdown = shutdown.clone();
         async move {
@@ -323,26 +321,19 @@ pub async fn serve_with_state(
             broker.shutdown();
         }
     };
-    let result = match tls {
-        None => {
-            let listener = listener.tap_io(|tcp| {
-                // Nagle's algorithm meeting delayed ACKs stalls bodies of 8 KiB and more by
-                // ~40-90 ms.
-                if let Err(e) = tcp.set_nodelay(true) {
-                    warn!(error = %e, "could not set TCP_NODELAY");
-                }
-            });
-            let server = axum::serve(listener, app).with_graceful_shutdown(signal);
-            drain_until(server.into_future(), &shutdown, drain).await
-        }
-        Some(tls) => {
-            // `tap_io` (a no-op here) gives the listener axum's `ConnectInfo` support.
-            let listener = TlsListener::new(listener, &tls)?.tap_io(|_| {});
-            // The TLS listener sets TCP_NODELAY itself, before the handshake.
-            let server = axum::serve(listener, app).with_graceful_shutdown(signal);
-            drain_until(server.into_future(), &shutdown, drain).await
-        }
-    };
+    let failing = tokio::spawn(signal);
+    let limits = state_config.connection_limits();
+    let result = listener::serve(
+        listener,
+        tls,
+        router,
+        limits,
+        stats,
+        shutdown.clone(),
+        drain,
+    )
+    .await;
+    failing.abort();
     sweeper.abort();
     if let Some(membership) = membership {
         // It leaves the cluster on cancellation; wait so the instance is gone from Redis
@@ -353,19 +344,4 @@ pub async fn serve_with_state(
         reloader.abort();
     }
     result
-}
-
-/// Runs `server` to its end, or until `drain` after `shutdown` is cancelled.
-async fn drain_until(
-    server: impl std::future::Future<Output = io::Result<()>>,
-    shutdown: &CancellationToken,
-    drain: std::time::Duration,
-) -> io::Result<()> {
-    tokio::select! {
-        r = server => r,
-        _ = async { shutdown.cancelled().await; tokio::time::sleep(drain).await } => {
-            warn!(?drain, "drain deadline passed; closing remaining connections");
-            Ok(())
-        }
-    }
 }

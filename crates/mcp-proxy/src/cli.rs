@@ -10,6 +10,7 @@ use crate::auth::{Auth, TokenKind, TokenSet};
 use crate::cluster::ClusterConfig;
 use crate::config::{self, Config};
 use crate::limits::Rate;
+use crate::peer::TrustedProxies;
 use crate::tls::TlsConfig;
 use crate::Error;
 
@@ -207,6 +208,68 @@ pub struct Cli {
     #[arg(long, env = "MCP_PROXY_MAX_SESSIONS_PER_REGISTRATION", value_name = "N", default_value_t = config::DEFAULT_MAX_SESSIONS_PER_REGISTRATION)]
     pub max_sessions_per_registration: usize,
 
+    /// Registrations the proxy keeps at once, whoever made them; the next `/register` gets
+    /// 503 with Retry-After.
+    #[arg(long, env = "MCP_PROXY_MAX_REGISTRATIONS", value_name = "N", default_value_t = config::DEFAULT_MAX_REGISTRATIONS)]
+    pub max_registrations: usize,
+
+    /// Registrations one address may have at once when it registers without a server token
+    /// (server auth off; with auth on, --max-registrations-per-token applies); the next gets
+    /// 429. The address is the peer's, or X-Forwarded-For's from a --trusted-proxies peer.
+    #[arg(long, env = "MCP_PROXY_MAX_REGISTRATIONS_PER_ADDRESS", value_name = "N", default_value_t = config::DEFAULT_MAX_REGISTRATIONS_PER_ADDRESS)]
+    pub max_registrations_per_address: usize,
+
+    /// `/mcp` client sessions one caller (its client token, else its address) may have at
+    /// once; the next `initialize` gets 429. Ended and idle-expired sessions free their place.
+    #[arg(long, env = "MCP_PROXY_MAX_SESSIONS_PER_CALLER", value_name = "N", default_value_t = config::DEFAULT_MAX_SESSIONS_PER_CALLER)]
+    pub max_sessions_per_caller: usize,
+
+    /// Bytes of SSE events one client session keeps for resumption with Last-Event-ID; its
+    /// oldest events are forgotten first (a resumption from before them gets 404).
+    #[arg(long, env = "MCP_PROXY_MAX_REPLAY_BYTES_PER_SESSION", value_name = "BYTES", default_value_t = config::DEFAULT_MAX_REPLAY_BYTES_PER_SESSION)]
+    pub max_replay_bytes_per_session: usize,
+
+    /// Bytes of SSE events all client sessions keep for resumption together; above it the
+    /// oldest finished streams are forgotten first.
+    #[arg(long, env = "MCP_PROXY_MAX_REPLAY_BYTES", value_name = "BYTES", default_value_t = config::DEFAULT_MAX_REPLAY_BYTES)]
+    pub max_replay_bytes: usize,
+
+    /// How long a caller may take to send a request's headers, from their first byte; a
+    /// slower one is disconnected (slow-header attacks). Held polls and SSE streams are not
+    /// affected: they are requests in flight.
+    #[arg(long, env = "MCP_PROXY_HEADER_TIMEOUT", value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub header_timeout: Duration,
+
+    /// How long a request body may go without a byte while it is read; the request then
+    /// fails and its connection closes.
+    #[arg(long, env = "MCP_PROXY_BODY_TIMEOUT", value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    pub body_timeout: Duration,
+
+    /// How long a kept-alive connection with no request in flight stays open.
+    #[arg(long, env = "MCP_PROXY_IDLE_TIMEOUT", value_name = "SECS", default_value = "60", value_parser = parse_secs)]
+    pub idle_timeout: Duration,
+
+    /// Open connections in all (TLS handshakes included); the next is closed unread. 0 turns
+    /// the cap off. Keep it below the process's open-file limit.
+    #[arg(long, env = "MCP_PROXY_MAX_CONNECTIONS", value_name = "N", default_value_t = config::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
+    /// Open connections from one address (IPv6: one /64); the next is closed unread. Peers
+    /// in --trusted-proxies are exempt (they carry many callers). 0 turns the cap off.
+    #[arg(long, env = "MCP_PROXY_MAX_CONNECTIONS_PER_ADDRESS", value_name = "N", default_value_t = config::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS)]
+    pub max_connections_per_address: usize,
+
+    /// Reverse proxies in front of this one (comma-separated addresses or CIDRs, e.g.
+    /// `127.0.0.1,10.0.0.0/8`): from these peers the client's address is read from
+    /// X-Forwarded-For (rightmost untrusted entry) for every per-address limit. Default: none.
+    #[arg(
+        long,
+        env = "MCP_PROXY_TRUSTED_PROXIES",
+        value_name = "CIDRS",
+        default_value = ""
+    )]
+    pub trusted_proxies: TrustedProxies,
+
     /// Where the broker's shared state lives: `memory` (this instance alone), or a Redis URL
     /// (`redis://[user:password@]HOST:PORT[/DB]`, `rediss://` for TLS) shared by several
     /// instances behind a load balancer (docs/deployment.md).
@@ -402,6 +465,17 @@ impl Cli {
             max_registrations_per_token: self.max_registrations_per_token,
             max_sessions: self.max_sessions,
             max_sessions_per_registration: self.max_sessions_per_registration,
+            max_registrations: self.max_registrations,
+            max_registrations_per_address: self.max_registrations_per_address,
+            max_sessions_per_caller: self.max_sessions_per_caller,
+            max_replay_bytes_per_session: self.max_replay_bytes_per_session,
+            max_replay_bytes: self.max_replay_bytes,
+            header_timeout: self.header_timeout,
+            body_timeout: self.body_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+            max_connections_per_address: self.max_connections_per_address,
+            trusted_proxies: self.trusted_proxies.clone(),
             // A bad URL is refused by `try_config`; here it just means no cluster.
             cluster: self
                 .broker

@@ -5,6 +5,8 @@ use std::time::Duration;
 use crate::auth::Auth;
 use crate::cluster::ClusterConfig;
 use crate::limits::Rate;
+use crate::listener::ConnectionLimits;
+use crate::peer::TrustedProxies;
 use crate::tls::TlsConfig;
 
 /// Default poll hold when the poll names no `timeout` (and the cap for legacy registrations).
@@ -48,6 +50,30 @@ pub const DEFAULT_MAX_REGISTRATIONS_PER_TOKEN: usize = 256;
 pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
 /// Default `/mcp` client sessions pinned to one registration at once.
 pub const DEFAULT_MAX_SESSIONS_PER_REGISTRATION: usize = 1_000;
+
+/// Default time from a request head's first byte to its end (slow-header callers are cut).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time a request body may go without a byte while it is read.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time a connection with no request in flight stays open (held polls and SSE
+/// streams are requests in flight: never cut by it).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default open connections in all.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+/// Default open connections from one address (trusted proxies exempt).
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 512;
+
+/// Default registrations the proxy keeps at once, whoever made them.
+pub const DEFAULT_MAX_REGISTRATIONS: usize = 20_000;
+/// Default registrations one address may have at once when it registers without a server
+/// token (server auth off).
+pub const DEFAULT_MAX_REGISTRATIONS_PER_ADDRESS: usize = 256;
+/// Default `/mcp` client sessions one caller (client token, else address) may have at once.
+pub const DEFAULT_MAX_SESSIONS_PER_CALLER: usize = 256;
+/// Default bytes of SSE events one client session keeps for `Last-Event-ID` replay.
+pub const DEFAULT_MAX_REPLAY_BYTES_PER_SESSION: usize = 16 * 1024 * 1024;
+/// Default bytes of SSE events kept for replay by all sessions together.
+pub const DEFAULT_MAX_REPLAY_BYTES: usize = 256 * 1024 * 1024;
 
 /// Everything the proxy can be told; [`Config::default`] is what the CLI starts from.
 #[derive(Clone, Debug)]
@@ -96,6 +122,29 @@ pub struct Config {
     /// `/mcp` client sessions pinned to one registration; a pool whose members are all full
     /// answers the next `initialize` with 503.
     pub max_sessions_per_registration: usize,
+    /// Registrations kept at once, in all; the next `/register` gets 503.
+    pub max_registrations: usize,
+    /// Registrations one address may have at once without a server token; the next gets 429.
+    pub max_registrations_per_address: usize,
+    /// `/mcp` client sessions one caller (client token, else address) may have; the next
+    /// `initialize` gets 429.
+    pub max_sessions_per_caller: usize,
+    /// Replay bytes one client session keeps (its oldest events are forgotten first).
+    pub max_replay_bytes_per_session: usize,
+    /// Replay bytes all sessions keep together (the oldest finished streams go first).
+    pub max_replay_bytes: usize,
+    /// From a request head's first byte to its end; a slower head closes the connection.
+    pub header_timeout: Duration,
+    /// The longest a request body may go without a byte; the request then fails.
+    pub body_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// Open connections in all; the next is closed unread. 0 = no cap.
+    pub max_connections: usize,
+    /// Open connections from one address (trusted proxies exempt); 0 = no cap.
+    pub max_connections_per_address: usize,
+    /// Networks whose `X-Forwarded-For` names the client (the per-address limits' key).
+    pub trusted_proxies: TrustedProxies,
     /// Join the instances sharing this Redis (`--broker redis://…`); `None` runs alone with
     /// the in-memory broker.
     pub cluster: Option<ClusterConfig>,
@@ -124,12 +173,35 @@ impl Default for Config {
             max_registrations_per_token: DEFAULT_MAX_REGISTRATIONS_PER_TOKEN,
             max_sessions: DEFAULT_MAX_SESSIONS,
             max_sessions_per_registration: DEFAULT_MAX_SESSIONS_PER_REGISTRATION,
+            max_registrations: DEFAULT_MAX_REGISTRATIONS,
+            max_registrations_per_address: DEFAULT_MAX_REGISTRATIONS_PER_ADDRESS,
+            max_sessions_per_caller: DEFAULT_MAX_SESSIONS_PER_CALLER,
+            max_replay_bytes_per_session: DEFAULT_MAX_REPLAY_BYTES_PER_SESSION,
+            max_replay_bytes: DEFAULT_MAX_REPLAY_BYTES,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            trusted_proxies: TrustedProxies::none(),
             cluster: None,
         }
     }
 }
 
 impl Config {
+    /// The limits the accept loop applies to every connection.
+    pub(crate) fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            header_timeout: self.header_timeout,
+            body_timeout: self.body_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+            max_connections_per_address: self.max_connections_per_address,
+            trusted_proxies: self.trusted_proxies.clone(),
+        }
+    }
+
     /// How often the sweeper looks for dead and expired registrations: often enough that a
     /// death is noticed within a quarter of the shorter of grace and expiry (at most 1 s).
     pub(crate) fn sweep_interval(&self) -> Duration {

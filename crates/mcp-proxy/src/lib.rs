@@ -26,6 +26,9 @@
 //! - [`cli`]: the `mcp-proxy` command line (clap), which builds a [`Config`].
 //! - [`error`]: [`Error`], the crate's one error type, and how it looks on the wire.
 //! - [`limits`]: request-rate limits per caller (429 with Retry-After).
+//! - [`listener`]: the accept loop: connection caps, header/body/idle deadlines, TLS
+//!   handshakes, the drain on shutdown.
+//! - [`peer`]: who a caller is by address, `X-Forwarded-For` from trusted proxies.
 //! - [`metrics`]: Prometheus text at `/metrics`, and the middleware that measures routes.
 //!
 //! # Example
@@ -54,7 +57,9 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod limits;
+pub mod listener;
 pub mod metrics;
+pub mod peer;
 mod routes;
 pub mod tls;
 

@@ -22,7 +22,7 @@
 //! few arithmetic operations.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::auth::{Auth, TokenId, TokenKind};
 use crate::cluster::{Cluster, Relayed};
+use crate::peer::{address_key, ClientAddr};
 use crate::Error;
 
 /// A sustained rate and the burst allowed above it.
@@ -221,9 +222,15 @@ impl RateLimiter {
             Ok(None) => false,
             Err(_) => true,
         };
-        let caller = match req.extensions().get::<ConnectInfo<SocketAddr>>() {
-            Some(ConnectInfo(addr)) => Caller::Addr(address_key(addr.ip())),
-            None => Caller::Unknown,
+        // The listener resolves the address (X-Forwarded-For from trusted proxies); an
+        // in-process router given only `ConnectInfo` keys on the peer.
+        let caller = match (
+            req.extensions().get::<ClientAddr>(),
+            req.extensions().get::<ConnectInfo<SocketAddr>>(),
+        ) {
+            (Some(ClientAddr(ip)), _) => Caller::Addr(*ip),
+            (None, Some(ConnectInfo(addr))) => Caller::Addr(address_key(addr.ip())),
+            (None, None) => Caller::Unknown,
         };
         (caller, refused)
     }
@@ -233,21 +240,6 @@ impl RateLimiter {
 /// (the cluster relay), so the token is not hashed and compared twice.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TokenRefused(pub(crate) bool);
-
-/// The address a bucket is keyed on: IPv4 as is, IPv6 by its /64 (a host usually has a whole
-/// /64 and could otherwise take a fresh bucket per address).
-fn address_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let bits = u128::from(v6) & !((1u128 << 64) - 1);
-                IpAddr::V6(Ipv6Addr::from(bits))
-            }
-        },
-    }
-}
 
 /// Which budget `path` draws from; `None` for routes that are never limited.
 fn budget(path: &str) -> Option<Budget> {

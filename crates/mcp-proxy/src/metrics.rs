@@ -19,6 +19,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
+use crate::listener::ConnectionStats;
 use crate::AppState;
 
 /// Upper bounds (seconds) of the latency histogram's buckets: from a fast tool call through
@@ -60,6 +61,8 @@ struct Registry {
 #[derive(Debug, Default)]
 pub struct Metrics {
     registry: Mutex<Registry>,
+    /// The accept loop's counters (open connections, caps, timeouts).
+    pub connections: Arc<ConnectionStats>,
 }
 
 impl Metrics {
@@ -71,6 +74,57 @@ impl Metrics {
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
         // A plain mutex: map updates only, never an `.await` under it.
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The accept loop's gauge and counters.
+    fn render_connections(&self, out: &mut String) {
+        let c = &self.connections;
+        let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        gauge_head(
+            out,
+            "mcp_proxy_connections_open",
+            "Open client and server connections.",
+        );
+        let _ = writeln!(out, "mcp_proxy_connections_open {}", n(&c.open));
+        let _ = writeln!(
+            out,
+            "# HELP mcp_proxy_connections_accepted_total Connections admitted."
+        );
+        let _ = writeln!(out, "# TYPE mcp_proxy_connections_accepted_total counter");
+        let _ = writeln!(
+            out,
+            "mcp_proxy_connections_accepted_total {}",
+            n(&c.accepted)
+        );
+        let _ = writeln!(out, "# HELP mcp_proxy_connections_refused_total Connections closed unread at a cap (max_connections: total; max_connections_per_address: address).");
+        let _ = writeln!(out, "# TYPE mcp_proxy_connections_refused_total counter");
+        let _ = writeln!(
+            out,
+            "mcp_proxy_connections_refused_total{{cap=\"total\"}} {}",
+            n(&c.refused_total_cap)
+        );
+        let _ = writeln!(
+            out,
+            "mcp_proxy_connections_refused_total{{cap=\"address\"}} {}",
+            n(&c.refused_address_cap)
+        );
+        let _ = writeln!(out, "# HELP mcp_proxy_connections_closed_total Connections the proxy closed: a request head unfinished within header_timeout, idle past idle_timeout, or a failed TLS handshake.");
+        let _ = writeln!(out, "# TYPE mcp_proxy_connections_closed_total counter");
+        let _ = writeln!(
+            out,
+            "mcp_proxy_connections_closed_total{{reason=\"header_timeout\"}} {}",
+            n(&c.closed_header_timeout)
+        );
+        let _ = writeln!(
+            out,
+            "mcp_proxy_connections_closed_total{{reason=\"idle\"}} {}",
+            n(&c.closed_idle)
+        );
+        let _ = writeln!(
+            out,
+            "mcp_proxy_connections_closed_total{{reason=\"tls_handshake\"}} {}",
+            n(&c.tls_failed)
+        );
     }
 
     fn byte_counters(&self, route: &str) -> (Arc<AtomicU64>, Arc<AtomicU64>) {
@@ -137,6 +191,7 @@ impl Metrics {
             "SSE connections attached to streams.",
         );
         let _ = writeln!(out, "mcp_proxy_sse_streams {}", stats.attached);
+        self.render_connections(&mut out);
         if let Some(cluster) = &state.cluster {
             gauge_head(
                 &mut out,

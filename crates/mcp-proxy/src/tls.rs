@@ -1,12 +1,11 @@
-//! TLS with rustls (ring provider, no OpenSSL): the certificate and key from PEM files, and a
-//! listener that hands axum connections whose handshake is already done.
+//! TLS with rustls (ring provider, no OpenSSL): the certificate and key from PEM files, and
+//! the acceptor the listener handshakes with.
 //!
-//! Handshakes run in their own tasks, each with a deadline, so a slow or silent peer never
-//! holds up the accept loop. ALPN offers HTTP/2 and HTTP/1.1 (hyper serves either).
+//! Handshakes run in each connection's own task, with a deadline ([`HANDSHAKE_TIMEOUT`]), so
+//! a slow or silent peer never holds up the accept loop and counts against the connection
+//! caps while it tries. ALPN offers HTTP/2 and HTTP/1.1 (hyper serves either).
 
 use std::fmt;
-use std::io;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,12 +13,7 @@ use std::time::Duration;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
 
 use crate::Error;
 
@@ -85,86 +79,9 @@ impl TlsConfig {
     }
 }
 
-/// A listener that yields TLS connections whose handshake has completed.
-pub(crate) struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-    /// Stops the accept task when the listener is dropped (axum drops it on shutdown).
-    _stop: tokio_util::sync::DropGuard,
-}
-
-impl TlsListener {
-    /// Accepts on `listener` (TCP_NODELAY on every socket) and handshakes with `tls`.
-    pub(crate) fn new(listener: TcpListener, tls: &TlsConfig) -> io::Result<Self> {
-        let local = listener.local_addr()?;
-        let acceptor = TlsAcceptor::from(tls.0.clone());
-        let stop = CancellationToken::new();
-        let (tx, ready) = mpsc::channel(64);
-        tokio::spawn(accept_loop(listener, acceptor, tx, stop.clone()));
-        Ok(TlsListener {
-            ready,
-            local,
-            _stop: stop.drop_guard(),
-        })
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
-    stop: CancellationToken,
-) {
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and the like: back off as axum's own listener does.
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        // Nagle's algorithm meeting delayed ACKs stalls bodies of 8 KiB and more by ~40-90 ms.
-        if let Err(e) = tcp.set_nodelay(true) {
-            warn!(error = %e, "could not set TCP_NODELAY");
-        }
-        let acceptor = acceptor.clone();
-        let tx = tx.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
-            let stream = tokio::select! {
-                _ = stop.cancelled() => return,
-                r = handshake => match r {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => return debug!(%peer, "TLS handshake timed out"),
-                },
-            };
-            // The receiver is gone only when the server stopped: drop the connection.
-            let _ = tx.send((stream, peer)).await;
-        });
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(conn) => conn,
-            // The accept task only ends when this listener is dropped; until then, wait.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local)
+impl TlsConfig {
+    /// An acceptor that handshakes with this certificate.
+    pub(crate) fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.0.clone())
     }
 }

@@ -8,6 +8,7 @@ mod proxy {
     pub(crate) mod seed;
 
     mod auth;
+    mod connections;
     mod fuzz;
     mod limits;
     mod mcp;

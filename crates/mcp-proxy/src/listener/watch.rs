@@ -1,0 +1,349 @@
+//! What one connection is doing, watched: requests in flight, the start of a request head
+//! that has not finished, and when the connection last went idle; the IO wrapper and the body
+//! wrappers that feed it, and the deadline they imply.
+//!
+//! hyper's own `header_read_timeout` starts when an HTTP/1 connection becomes idle, so it
+//! would also be the keep-alive limit; the proxy wants the two apart (a short limit on a head
+//! that has started, a longer one on a quiet kept-alive connection), and the same idle rule
+//! for HTTP/2, where hyper has none. A connection with a request in flight (a held poll, an
+//! SSE stream) has no deadline at all: only its request's own deadlines apply.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes, HttpBody};
+use http_body::{Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+use tokio::time::Sleep;
+
+/// No head has started (the value of `head_started` between requests).
+const NONE: u64 = u64::MAX;
+
+/// The first bytes of an HTTP/2 connection with prior knowledge (`PRI * HTTP/2.0`).
+const H2_PREFACE_START: &[u8] = b"PRI ";
+
+/// Why a connection's deadline passed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Expiry {
+    /// A request head started and did not finish within the header timeout.
+    Header,
+    /// No request for the idle timeout.
+    Idle,
+}
+
+/// One connection's state, shared by its IO, its requests and its watchdog.
+#[derive(Debug)]
+pub(crate) struct Watch {
+    /// When the connection was accepted; the times below are milliseconds since then.
+    start: Instant,
+    /// Requests whose response has not been written to its end.
+    in_flight: AtomicUsize,
+    /// When the connection last had no request in flight.
+    idle_since: AtomicU64,
+    /// When the first byte of a request head arrived while idle ([`NONE`] if none did).
+    head_started: AtomicU64,
+    /// The connection speaks HTTP/2, whose idle connections carry frames (pings, window
+    /// updates) that are not request heads.
+    http2: AtomicBool,
+    /// Wakes the watchdog when the deadline may have moved.
+    changed: Notify,
+}
+
+impl Watch {
+    /// A connection accepted now, idle.
+    pub(crate) fn new(http2: bool) -> Arc<Self> {
+        Arc::new(Watch {
+            start: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            head_started: AtomicU64::new(NONE),
+            http2: AtomicBool::new(http2),
+            changed: Notify::new(),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// Bytes arrived: if nothing is in flight they start a request head.
+    fn on_read(&self, first: &[u8], first_read: bool) {
+        if first_read && first.starts_with(H2_PREFACE_START) {
+            self.http2.store(true, Ordering::Relaxed);
+        }
+        if self.in_flight.load(Ordering::Acquire) == 0
+            && !self.http2.load(Ordering::Relaxed)
+            && self.head_started.load(Ordering::Relaxed) == NONE
+        {
+            self.head_started.store(self.now_ms(), Ordering::Relaxed);
+            self.changed.notify_one();
+        }
+    }
+
+    /// A request's head is complete and it is being served; the guard ends it when dropped.
+    pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.head_started.store(NONE, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// The moment this connection's deadline passes, and why, or `None` while a request is
+    /// in flight.
+    pub(crate) fn deadline(&self, header: Duration, idle: Duration) -> Option<(Instant, Expiry)> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let at = |ms: u64, d: Duration| self.start + Duration::from_millis(ms) + d;
+        let idle_at = at(self.idle_since.load(Ordering::Relaxed), idle);
+        match self.head_started.load(Ordering::Relaxed) {
+            NONE => Some((idle_at, Expiry::Idle)),
+            ms => {
+                let header_at = at(ms, header);
+                Some(if header_at < idle_at {
+                    (header_at, Expiry::Header)
+                } else {
+                    (idle_at, Expiry::Idle)
+                })
+            }
+        }
+    }
+
+    /// Waits until something may have moved the deadline.
+    pub(crate) async fn changed(&self) {
+        self.changed.notified().await;
+    }
+}
+
+/// A request in flight on its connection; dropping it (with the response body, once written
+/// or abandoned) lets the connection go idle.
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<Watch>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let w = &self.0;
+        if w.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            w.idle_since.store(w.now_ms(), Ordering::Relaxed);
+            w.changed.notify_one();
+        }
+    }
+}
+
+/// A connection's IO, reporting the bytes it reads to its [`Watch`].
+pub(crate) struct WatchedIo<T> {
+    inner: T,
+    watch: Arc<Watch>,
+    read_any: bool,
+}
+
+impl<T> WatchedIo<T> {
+    /// Wraps `inner`.
+    pub(crate) fn new(inner: T, watch: Arc<Watch>) -> Self {
+        WatchedIo {
+            inner,
+            watch,
+            read_any: false,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            let first_read = !self.read_any;
+            self.read_any = true;
+            self.watch.on_read(&buf.filled()[before..], first_read);
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The error a request body gives when its sender stalls.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body stalled: no bytes for {0:?}")]
+pub(crate) struct BodyStalled(pub(crate) Duration);
+
+/// A request body that fails when no bytes arrive for `timeout` while it is being read.
+pub(crate) struct StallGuardedBody<B> {
+    inner: B,
+    timeout: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl<B> StallGuardedBody<B> {
+    /// Wraps `inner`.
+    pub(crate) fn new(inner: B, timeout: Duration) -> Self {
+        StallGuardedBody {
+            inner,
+            timeout,
+            timer: None,
+        }
+    }
+}
+
+impl<B> HttpBody for StallGuardedBody<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                // Progress: the next wait starts its own timeout (reset lazily).
+                self.timer = None;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let timeout = self.timeout;
+                let timer = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyStalled(timeout).into()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body that keeps its request in flight until hyper drops it (written or
+/// abandoned).
+pub(crate) struct HeldBody {
+    inner: Body,
+    _in_flight: InFlight,
+}
+
+impl HeldBody {
+    /// Wraps `inner`, holding `in_flight` for its life.
+    pub(crate) fn new(inner: Body, in_flight: InFlight) -> Self {
+        HeldBody {
+            inner,
+            _in_flight: in_flight,
+        }
+    }
+}
+
+impl HttpBody for HeldBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: Duration = Duration::from_secs(10);
+    const IDLE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn an_idle_connection_expires_after_the_idle_timeout() {
+        let w = Watch::new(false);
+        let (at, why) = w.deadline(HEADER, IDLE).expect("idle has a deadline");
+        assert_eq!(why, Expiry::Idle);
+        assert_eq!(at, w.start + IDLE);
+    }
+
+    #[test]
+    fn a_started_head_expires_after_the_header_timeout() {
+        let w = Watch::new(false);
+        w.on_read(b"POST /mess", true);
+        let (_, why) = w.deadline(HEADER, IDLE).expect("a head has a deadline");
+        assert_eq!(why, Expiry::Header);
+    }
+
+    #[test]
+    fn a_request_in_flight_has_no_deadline_and_its_end_restarts_idle() {
+        let w = Watch::new(false);
+        w.on_read(b"GET /poll", true);
+        let guard = w.begin();
+        assert!(
+            w.deadline(HEADER, IDLE).is_none(),
+            "a held poll is never cut"
+        );
+        // Bytes while a request is in flight start no head (HTTP/2 streams, pipelining).
+        w.on_read(b"more", false);
+        drop(guard);
+        let (_, why) = w.deadline(HEADER, IDLE).expect("idle again");
+        assert_eq!(why, Expiry::Idle);
+    }
+
+    #[test]
+    fn http2_frames_while_idle_start_no_head() {
+        let w = Watch::new(false);
+        w.on_read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", true);
+        let (_, why) = w.deadline(HEADER, IDLE).expect("idle");
+        assert_eq!(why, Expiry::Idle);
+    }
+}
