@@ -9,7 +9,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use mcp_reverse::bridge::{SessionMode, StdioBridge, StdioConfig, UpstreamBridge, UpstreamConfig};
+use mcp_reverse::bridge::{
+    SessionMode, StdioBridge, StdioConfig, UpstreamBridge, UpstreamConfig, TOKEN_ENV,
+};
 use mcp_reverse::{Configuration, ReverseClient};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -41,10 +43,11 @@ struct Cli {
     #[arg(long, env = "MCP_REVERSE_NAME")]
     name: Option<String>,
 
-    /// Server token for the proxy (sent as Authorization: Bearer).
+    /// Server token for the proxy (sent as Authorization: Bearer). Never passed on to the
+    /// program's environment.
     #[arg(
         long,
-        env = "MCP_REVERSE_TOKEN",
+        env = TOKEN_ENV,
         hide_env_values = true,
         value_name = "T"
     )]

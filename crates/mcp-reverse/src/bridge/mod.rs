@@ -32,11 +32,16 @@
 //! the new child is initialized again with the same parameters, so clients carry on (with the
 //! child's state lost). On shutdown its stdin is closed, then it gets SIGTERM, then SIGKILL
 //! after a grace.
+//!
+//! A child inherits the bridge's environment except the secrets of [`SECRET_ENV_VARS`] (the
+//! proxy token of the `mcp-reverse` command, [`TOKEN_ENV`]): the program is the operator's,
+//! but what it runs (a package fetched by `npx`, say) need not be trusted with the token.
+//! Its stderr goes to the log, read as bytes to EOF: decoded lossily, each line capped.
 
 mod stdio;
 mod upstream;
 
-pub use stdio::{StdioBridge, StdioConfig};
+pub use stdio::{StdioBridge, StdioConfig, SECRET_ENV_VARS, TOKEN_ENV};
 pub use upstream::{UpstreamBridge, UpstreamConfig};
 
 use mcp_protocol::jsonrpc::{ErrorObject, Response};

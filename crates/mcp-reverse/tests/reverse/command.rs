@@ -62,6 +62,54 @@ async fn the_command_publishes_a_stdio_server_and_stops_cleanly_on_sigterm() {
     proxy.stop().await;
 }
 
+#[tokio::test]
+async fn the_wrapped_program_never_sees_the_proxy_token() {
+    let proxy = Proxy::start().await;
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-reverse"))
+        .args(["--proxy", &proxy.url(), "--retry-delay", "1"])
+        .args(["--session-mode", "per-client", "--"])
+        .args(["python3", "-u", &fixture_path()])
+        // The proxy runs without auth: the token is sent and not checked.
+        .env("MCP_REVERSE_TOKEN", "the-proxy-token")
+        .env("MCP_REVERSE_TEST_CONTROL", "inherited")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the command starts");
+    proxy.wait_registrations(1).await;
+
+    // Every child: the sessionless one (/message) and a client session's own (/mcp).
+    for route in ["message", "mcp"] {
+        let client = Client::connect(&format!("{}/{route}", proxy.url())).unwrap();
+        client.initialize().await.unwrap();
+        for (name, expected) in [
+            ("MCP_REVERSE_TEST_CONTROL", "set"),
+            ("MCP_REVERSE_TOKEN", "unset"),
+        ] {
+            let answer = client
+                .call_tool("env", json!({"name": name}))
+                .await
+                .unwrap();
+            assert_eq!(text_of(&answer), expected, "{name} on /{route}");
+        }
+    }
+
+    let pid = command.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(DEADLINE, command.wait())
+        .await
+        .expect("the command stops")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    proxy.stop().await;
+}
+
 #[test]
 fn help_reads_like_a_manual() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-reverse"))

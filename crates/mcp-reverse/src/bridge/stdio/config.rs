@@ -48,8 +48,21 @@ impl StdioConfig {
     }
 }
 
+/// The environment variable the `mcp-reverse` command reads its proxy token from.
+pub const TOKEN_ENV: &str = "MCP_REVERSE_TOKEN";
+
+/// Environment variables no child ever inherits: every secret the `mcp-reverse` command reads
+/// from the environment (the proxy token), so a wrapped program can neither use nor leak it.
+pub const SECRET_ENV_VARS: &[&str] = &[TOKEN_ENV];
+
+/// Spawns one process of `config`'s program, its stdio piped, its environment without
+/// [`SECRET_ENV_VARS`].
 pub(super) fn spawn_child(config: &StdioConfig) -> Result<Child, Error> {
-    Command::new(&config.program)
+    let mut command = Command::new(&config.program);
+    for name in SECRET_ENV_VARS {
+        command.env_remove(name);
+    }
+    command
         .args(&config.args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -3,7 +3,8 @@
 //!
 //! This file owns the bridge itself: which child serves which client session, and the
 //! [`Service`] the reverse client calls. The rest lives in:
-//! - `config`: [`StdioConfig`] and how a child is spawned (its environment);
+//! - `config`: [`StdioConfig`] and how a child is spawned (its environment, without the
+//!   secrets of [`SECRET_ENV_VARS`]);
 //! - `supervision`: a child's life: started, watched, restarted with backoff, stopped;
 //! - `multiplex`: what travels over one child's stdio: ids and progress tokens rewritten,
 //!   pending requests, the child's messages routed back to the right client;
@@ -22,7 +23,7 @@ use mcp_server::Outbound;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-pub use config::StdioConfig;
+pub use config::{StdioConfig, SECRET_ENV_VARS, TOKEN_ENV};
 use supervision::Slot;
 
 use super::{unavailable, SessionMode};
