@@ -112,7 +112,21 @@ pub fn is_valid_session_id(id: &str) -> bool {
 /// Host names that are always allowed: the loopback names (DNS rebinding cannot point them
 /// elsewhere).
 fn is_loopback_host(host: &str) -> bool {
-    matches!(host, "localhost" | "127.0.0.1" | "[::1]" | "::1") || host.starts_with("127.")
+    if host == "localhost" {
+        return true;
+    }
+    // An address, parsed: `127.attacker.example` starts like one and is a name anyone can
+    // point anywhere (the rebinding case this check exists for).
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.parse::<std::net::IpAddr>().is_ok_and(|ip| match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback(),
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    })
 }
 
 /// Splits `host[:port]` (or `[v6]:port`) and returns the host, lowercased.
@@ -551,6 +565,34 @@ mod tests {
         assert!(!list.allows_origin(Some("https://evil.example.com")));
         assert!(!list.allows_origin(Some("null")));
         assert!(HostAllowList::new(["*"]).allows_host("anything.example"));
+    }
+
+    #[test]
+    fn loopback_is_an_address_test_never_a_prefix_test() {
+        let list = HostAllowList::new::<_, &str>([]);
+        for ok in [
+            "127.0.0.1:9000",
+            "127.8.9.10",
+            "[::1]",
+            "[::ffff:127.0.0.1]:1",
+            "LOCALHOST",
+        ] {
+            assert!(list.allows_host(ok), "{ok}");
+        }
+        for rebinding in [
+            "127.attacker.example:9000",
+            "127.0.0.1.evil.example",
+            "127.0.0.1.nip.io",
+            "localhost.evil.example",
+            "128.0.0.1",
+            "[::2]",
+        ] {
+            assert!(!list.allows_host(rebinding), "{rebinding}");
+            assert!(
+                !list.allows_origin(Some(&format!("http://{rebinding}"))),
+                "{rebinding}"
+            );
+        }
     }
 
     #[test]

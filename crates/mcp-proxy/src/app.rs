@@ -4,15 +4,13 @@ use std::io;
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, HeaderName, HeaderValue, Method};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
 use mcp_protocol::streamable::{
-    HostAllowList, LAST_EVENT_ID_HEADER, METHOD_HEADER, NAME_HEADER, PROTOCOL_VERSION_HEADER,
-    SESSION_ID_HEADER,
+    LAST_EVENT_ID_HEADER, METHOD_HEADER, NAME_HEADER, PROTOCOL_VERSION_HEADER, SESSION_ID_HEADER,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +21,7 @@ use tracing::{info, info_span, Level};
 use crate::auth::{self, Auth};
 use crate::broker::Broker;
 use crate::cluster::{self, Cluster};
+use crate::guard::{self, Guard};
 use crate::limits::{self, RateLimiter};
 use crate::listener;
 use crate::metrics::{self, Metrics};
@@ -82,7 +81,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(mcp_routes(state.config()))
         .merge(reverse_client_routes(&state.config().auth))
-        .merge(message_routes(&state.config().auth))
+        .merge(message_routes(state.config()))
         .route("/healthz", get(routes::health::healthz))
         .merge(
             // Pool names and load are for operators: a client token for every pool (`*`).
@@ -141,23 +140,27 @@ fn reverse_client_routes(auth: &Auth) -> Router<AppState> {
         ))
 }
 
-/// `/message` and `/servers/{name}/message`: a client token for the pool when client auth
-/// is on.
-fn message_routes(auth: &Auth) -> Router<AppState> {
+/// `/message` and `/servers/{name}/message`: behind the Origin and Content-Type check, then
+/// a client token for the pool when client auth is on.
+fn message_routes(config: &Config) -> Router<AppState> {
     Router::new()
         .route("/message", post(routes::message::default_pool))
         .route("/servers/{name}/message", post(routes::message::named_pool))
         .route_layer(middleware::from_fn_with_state(
-            auth.clone(),
+            config.auth.clone(),
             auth::require_client,
+        ))
+        .layer(middleware::from_fn_with_state(
+            Guard::new(config, false),
+            guard::check,
         ))
 }
 
-/// `/mcp` and `/servers/{name}/mcp`, behind the Host/Origin check, then the client token
+/// `/mcp` and `/servers/{name}/mcp`, behind the Host/Origin/Content-Type check, then the client token
 /// check and, when origins are configured, CORS (outermost, so preflights, which carry no
 /// token, are answered before the checks).
 fn mcp_routes(config: &Config) -> Router<AppState> {
-    let guard = Arc::new(HostGuard::new(config));
+    let guard = Guard::new(config, true);
     let mut routes = Router::new()
         .route(
             "/mcp",
@@ -175,65 +178,11 @@ fn mcp_routes(config: &Config) -> Router<AppState> {
             config.auth.clone(),
             auth::require_client,
         ))
-        .layer(middleware::from_fn_with_state(guard, check_host));
+        .layer(middleware::from_fn_with_state(guard, guard::check));
     if let Some(cors) = cors_layer(&config.cors_origins) {
         routes = routes.layer(cors);
     }
     routes
-}
-
-/// Who may reach `/mcp`: the DNS-rebinding defence the MCP transport spec requires.
-#[derive(Debug)]
-struct HostGuard {
-    hosts: HostAllowList,
-    /// CORS origins (exact), which are acceptable `Origin`s even when not allowed hosts.
-    origins: Vec<String>,
-    any_origin: bool,
-}
-
-impl HostGuard {
-    fn new(config: &Config) -> Self {
-        HostGuard {
-            hosts: HostAllowList::new(&config.allowed_hosts),
-            origins: config
-                .cors_origins
-                .iter()
-                .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
-                .collect(),
-            any_origin: config.cors_origins.iter().any(|o| o.trim() == "*"),
-        }
-    }
-
-    fn allows(&self, host: Option<&str>, origin: Option<&str>) -> bool {
-        // HTTP/1.0 requests may lack Host; they carry nothing a rebinding page could forge.
-        let host_ok = host.is_none_or(|h| self.hosts.allows_host(h));
-        let origin_ok = match origin {
-            None => true,
-            Some(o) => {
-                self.any_origin
-                    || self.hosts.allows_origin(Some(o))
-                    || self
-                        .origins
-                        .contains(&o.trim().trim_end_matches('/').to_ascii_lowercase())
-            }
-        };
-        host_ok && origin_ok
-    }
-}
-
-/// 403 (JSON-RPC -32000) for a Host or Origin that is not allowed.
-async fn check_host(State(guard): State<Arc<HostGuard>>, req: Request, next: Next) -> Response {
-    let headers = req.headers();
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()));
-    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    if !guard.allows(host, origin) {
-        tracing::info!(host, origin, "refused: Host or Origin not allowed");
-        return Error::Forbidden.with_id(None).into_response();
-    }
-    next.run(req).await
 }
 
 /// CORS for browser clients, or `None` when no origins are configured.

@@ -69,6 +69,9 @@ pub enum Error {
     /// `/mcp`: the `Host` or `Origin` header names a host that is not allowed.
     #[error("host or origin not allowed")]
     Forbidden,
+    /// A client POST whose `Content-Type` is not `application/json`.
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
     /// `/mcp`: `Last-Event-ID` names a stream this session cannot resume.
     #[error("cannot resume the stream of Last-Event-ID")]
     CannotResume,
@@ -172,6 +175,7 @@ impl Error {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             Error::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
+            Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::Unauthorized | Error::ServerUnauthorized => StatusCode::UNAUTHORIZED,
             Error::TokenConfig { .. } | Error::Tls { .. } | Error::InvalidConfig { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -254,6 +258,9 @@ impl Error {
             .with_data(json!({ "supported": mcp_protocol::version::SUPPORTED, "requested": v })),
             Error::MissingClientSession => ErrorObject::invalid_request(
                 "Mcp-Session-Id header is required (send initialize first)",
+            ),
+            Error::UnsupportedMediaType => ErrorObject::invalid_request(
+                "Content-Type must be application/json",
             ),
             Error::NotAcceptable => ErrorObject::invalid_request(
                 "Accept must allow application/json or text/event-stream (GET: text/event-stream)",

@@ -25,6 +25,8 @@
 //! - [`tls`]: rustls from PEM files and the TLS listener (docs/security.md).
 //! - [`cli`]: the `mcp-proxy` command line (clap), which builds a [`Config`].
 //! - [`error`]: [`Error`], the crate's one error type, and how it looks on the wire.
+//! - `guard`: Host, Origin and Content-Type checks on the client routes (DNS rebinding,
+//!   cross-site posts).
 //! - [`limits`]: request-rate limits per caller (429 with Retry-After).
 //! - [`listener`]: the accept loop: connection caps, header/body/idle deadlines, TLS
 //!   handshakes, the drain on shutdown.
@@ -56,6 +58,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod error;
+mod guard;
 pub mod limits;
 pub mod listener;
 pub mod metrics;

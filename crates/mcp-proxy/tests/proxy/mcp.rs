@@ -112,6 +112,7 @@ async fn missing_unknown_and_orphaned_sessions_and_bad_versions() {
     for bad in ["c-00000000000000000000000000000000", "not a valid id"] {
         let resp = http
             .post(&url)
+            .header("content-type", "application/json")
             .header("accept", BOTH)
             .header("mcp-session-id", bad)
             .body(ping.to_string())
@@ -129,6 +130,7 @@ async fn missing_unknown_and_orphaned_sessions_and_bad_versions() {
     let session = open_session(&proxy, &server).await;
     let resp = http
         .post(&url)
+        .header("content-type", "application/json")
         .header("accept", BOTH)
         .header("mcp-session-id", &session)
         .header("mcp-protocol-version", "1999-01-01")
@@ -514,6 +516,7 @@ async fn the_era_probe_fails_fast_on_mcp() {
                   "io.modelcontextprotocol/clientCapabilities": {}}}});
     let resp = http
         .post(proxy.url("/mcp"))
+        .header("content-type", "application/json")
         .header("accept", BOTH)
         .header("mcp-protocol-version", "2026-07-28")
         .header("mcp-method", "server/discover")
@@ -530,7 +533,7 @@ async fn the_era_probe_fails_fast_on_mcp() {
 }
 
 #[tokio::test]
-async fn host_and_origin_are_checked_on_mcp_only() {
+async fn host_is_checked_on_mcp_only() {
     let config = Config {
         allowed_hosts: vec!["mcp.example.com".into()],
         ..test_config()
@@ -540,7 +543,11 @@ async fn host_and_origin_are_checked_on_mcp_only() {
     let url = proxy.url("/mcp");
     let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}).to_string();
     let status = |host: Option<&'static str>, origin: Option<&'static str>| {
-        let mut req = http.post(&url).header("accept", BOTH).body(ping.clone());
+        let mut req = http
+            .post(&url)
+            .header("accept", BOTH)
+            .header("content-type", "application/json")
+            .body(ping.clone());
         if let Some(h) = host {
             req = req.header("host", h);
         }
@@ -572,9 +579,10 @@ async fn host_and_origin_are_checked_on_mcp_only() {
         status(None, Some("http://localhost:6274")).await.status(),
         400
     );
-    // /message is not checked (the seed's client sends no Origin, and a public Host).
+    // /message has no Host check (the seed's client sends no Origin, and a public Host).
     let resp = http
         .post(proxy.url("/message"))
+        .header("content-type", "application/json")
         .header("host", "evil.example")
         .body(ping.clone())
         .send()
@@ -591,6 +599,7 @@ async fn cors_preflight_and_exposed_session_header() {
     let proxy = Proxy::start(test_config()).await;
     let resp = http
         .post(proxy.url("/mcp"))
+        .header("content-type", "application/json")
         .header("origin", "http://localhost:6274")
         .body("{}")
         .send()
@@ -637,6 +646,7 @@ async fn cors_preflight_and_exposed_session_header() {
     let _server = FakeServer::register(&proxy, None, &["2025-11-25"]).await;
     let resp = http
         .post(proxy.url("/mcp"))
+        .header("content-type", "application/json")
         .header("origin", "https://app.example")
         .header("accept", BOTH)
         .body(json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}).to_string())

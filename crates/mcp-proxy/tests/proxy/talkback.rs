@@ -316,6 +316,7 @@ async fn under_2026_07_28_closing_the_stream_cancels_at_the_server() {
                                      "io.modelcontextprotocol/clientCapabilities": {}});
     let resp = http
         .post(proxy.url("/mcp"))
+        .header("content-type", "application/json")
         .header("accept", BOTH)
         .header("mcp-protocol-version", "2026-07-28")
         .header("mcp-method", "tools/call")
