@@ -118,8 +118,7 @@ struct Registration {
 impl Registration {
     /// A short prefix for logs: the id is the registration's only credential.
     fn short(&self) -> &str {
-        // `get` rather than indexing: the id comes from the proxy and need not be ASCII.
-        self.id.get(..8).unwrap_or("?")
+        crate::redact::short_id(&self.id)
     }
 }
 

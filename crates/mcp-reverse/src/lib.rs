@@ -44,6 +44,7 @@
 //! - [`client`]: [`ReverseClient`] and its background [`ReverseHandle`].
 //! - [`service`]: [`Service`], what a reverse client serves.
 //! - `bridge` (feature `bridge`): stdio and Streamable HTTP bridges.
+//! - `redact`: what of ids reaches the logs (a short prefix).
 //! - `signal`: [`shutdown_signal`], Ctrl-C or SIGTERM.
 //! - [`error`]: [`Error`], the reasons it stops.
 //! - `backoff`: retry pauses.
@@ -72,6 +73,7 @@ pub mod bridge;
 pub mod client;
 pub mod config;
 pub mod error;
+mod redact;
 pub mod service;
 mod signal;
 

@@ -38,6 +38,7 @@
 //! but what it runs (a package fetched by `npx`, say) need not be trusted with the token.
 //! Its stderr goes to the log, read as bytes to EOF: decoded lossily, each line capped.
 
+mod closed;
 mod stdio;
 mod upstream;
 

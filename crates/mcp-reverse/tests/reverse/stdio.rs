@@ -420,3 +420,43 @@ async fn a_child_writing_junk_and_huge_lines_on_stderr_keeps_working() {
     assert_eq!(bridge.child_pid(None), Some(pid), "the same process");
     bridge.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_request_that_comes_after_its_sessions_close_starts_no_child() {
+    // Several polls are held at once: `session_closed` may overtake its session's request.
+    for mode in [SessionMode::PerClient, SessionMode::Shared] {
+        let bridge = StdioBridge::start(fixture(mode)).await.unwrap();
+        initialize(&bridge, Some("live"), "live-client").await;
+        let live = whoami(&bridge, Some("live"), 2).await;
+        bridge.close_session("live");
+        // Closed before anything of it arrived (its request overtaken).
+        bridge.close_session("late");
+        for session in ["late", "live"] {
+            let answer = initialize(&bridge, Some(session), "late-client").await;
+            let error = answer.as_error().expect("refused");
+            assert_eq!(error.code.0, -32001, "{mode:?}: unknown session");
+            assert_eq!(answer.id, Some(RequestId::from(1)), "the client's own id");
+            let ping = request(
+                &bridge,
+                Some(session),
+                2,
+                "ping",
+                json!({}),
+                Outbound::none(),
+            );
+            assert_eq!(ping.await.as_error().map(|e| e.code.0), Some(-32001));
+        }
+        match mode {
+            SessionMode::PerClient => {
+                wait_dead(live["pid"].as_u64().unwrap()).await;
+                assert_eq!(bridge.child_pid(Some("late")), None, "no child started");
+                assert_eq!(bridge.children(), 1, "only the sessionless child");
+            }
+            SessionMode::Shared => assert_eq!(bridge.children(), 1),
+        }
+        // Other sessions are served as before.
+        initialize(&bridge, Some("other"), "other-client").await;
+        assert!(whoami(&bridge, Some("other"), 2).await["pid"].is_u64());
+        bridge.shutdown().await;
+    }
+}

@@ -26,6 +26,7 @@ use tracing::{debug, info, warn};
 pub use config::{StdioConfig, SECRET_ENV_VARS, TOKEN_ENV};
 use supervision::Slot;
 
+use super::closed::ClosedSessions;
 use super::{unavailable, SessionMode};
 use crate::service::{BoxFuture, Service, SessionSink};
 use crate::Error;
@@ -40,13 +41,23 @@ struct BridgeInner {
     config: StdioConfig,
     /// The shared child, or in per-client mode the child of sessionless traffic.
     main: Arc<Slot>,
-    /// Per-client mode: the child of each client session. A std mutex: no await under it.
-    sessions: Mutex<HashMap<String, Arc<Slot>>>,
+    /// Per-client children and ended client sessions. A std mutex: no await under it; taken
+    /// before `known` when both are.
+    sessions: Mutex<Sessions>,
     /// Where session messages go (set by the reverse client).
     sink: Arc<OnceLock<SessionSink>>,
     /// Client sessions seen and not closed (shared mode broadcasts untied messages to them).
     known: Arc<Mutex<HashSet<String>>>,
     stop: CancellationToken,
+}
+
+/// The client sessions a bridge serves and those that ended.
+#[derive(Default)]
+struct Sessions {
+    /// Per-client mode: the child of each client session.
+    children: HashMap<String, Arc<Slot>>,
+    /// Ended client sessions: a late message of one is refused and starts no child.
+    closed: ClosedSessions,
 }
 
 impl StdioBridge {
@@ -69,7 +80,7 @@ impl StdioBridge {
             inner: Arc::new(BridgeInner {
                 config,
                 main,
-                sessions: Mutex::new(HashMap::new()),
+                sessions: Mutex::new(Sessions::default()),
                 sink,
                 known,
                 stop,
@@ -86,6 +97,7 @@ impl StdioBridge {
                 .sessions
                 .lock()
                 .expect("sessions lock")
+                .children
                 .drain()
                 .map(|(_, s)| s),
         );
@@ -98,32 +110,56 @@ impl StdioBridge {
     pub fn children(&self) -> usize {
         let sessions = self.inner.sessions.lock().expect("sessions lock");
         std::iter::once(&self.inner.main)
-            .chain(sessions.values())
+            .chain(sessions.children.values())
             .filter(|s| s.current().is_some())
             .count()
     }
 
     /// The process id of the child serving `session` (`None`: sessionless/shared), if running.
     pub fn child_pid(&self, session: Option<&str>) -> Option<u32> {
-        self.slot_for(session, false)
-            .ok()
-            .flatten()
-            .and_then(|s| s.current())
-            .and_then(|g| g.pid)
+        let slot = match (self.inner.config.mode, session) {
+            (SessionMode::PerClient, Some(session)) => self
+                .inner
+                .sessions
+                .lock()
+                .expect("sessions lock")
+                .children
+                .get(session)
+                .cloned()?,
+            _ => self.inner.main.clone(),
+        };
+        slot.current().and_then(|g| g.pid)
     }
 
-    /// The slot serving `session`; in per-client mode a new one when `create`.
-    fn slot_for(
-        &self,
-        session: Option<&str>,
-        create: bool,
-    ) -> Result<Option<Arc<Slot>>, ErrorObject> {
+    /// The slot serving a message of `session`; in per-client mode a new one when `create`.
+    /// A session that has ended is refused with -32001 "unknown session" (the proxy answers
+    /// its client 404): its `session_closed` overtook this message, and a child started now
+    /// would never be stopped.
+    fn admit(&self, session: Option<&str>, create: bool) -> Result<Option<Arc<Slot>>, ErrorObject> {
         let inner = &self.inner;
-        let (SessionMode::PerClient, Some(session)) = (inner.config.mode, session) else {
+        let Some(session) = session else {
             return Ok(Some(inner.main.clone()));
         };
+        // One lock for the check and what follows, so a concurrent close cannot slip between.
         let mut sessions = inner.sessions.lock().expect("sessions lock");
-        if let Some(slot) = sessions.get(session) {
+        if sessions.closed.contains(session) {
+            debug!(
+                session = short(session),
+                "a message of a client session that has ended; refused"
+            );
+            return Err(ErrorObject::unknown_session());
+        }
+        if !inner.stop.is_cancelled() {
+            inner
+                .known
+                .lock()
+                .expect("known lock")
+                .insert(session.to_owned());
+        }
+        if inner.config.mode == SessionMode::Shared {
+            return Ok(Some(inner.main.clone()));
+        }
+        if let Some(slot) = sessions.children.get(session) {
             return Ok(Some(slot.clone()));
         }
         if !create {
@@ -132,7 +168,7 @@ impl StdioBridge {
         if inner.stop.is_cancelled() {
             return Err(unavailable("the bridge is shutting down"));
         }
-        if sessions.len() >= inner.config.max_children {
+        if sessions.children.len() >= inner.config.max_children {
             warn!(
                 max = inner.config.max_children,
                 "per-client child limit reached; session refused"
@@ -152,7 +188,7 @@ impl StdioBridge {
             inner.stop.child_token(),
         )
         .map_err(|e| unavailable(e.to_string()))?;
-        sessions.insert(session.to_owned(), slot.clone());
+        sessions.children.insert(session.to_owned(), slot.clone());
         Ok(Some(slot))
     }
 }
@@ -165,17 +201,8 @@ impl Service for StdioBridge {
         outbound: Outbound,
     ) -> BoxFuture<'a, Option<Response>> {
         Box::pin(async move {
-            if let Some(session) = session {
-                if !self.inner.stop.is_cancelled() {
-                    self.inner
-                        .known
-                        .lock()
-                        .expect("known lock")
-                        .insert(session.to_owned());
-                }
-            }
             let create = !matches!(message, Message::Response(_));
-            let slot = match self.slot_for(session, create) {
+            let slot = match self.admit(session, create) {
                 Ok(Some(slot)) => slot,
                 Ok(None) => return None,
                 Err(error) => {
@@ -189,14 +216,15 @@ impl Service for StdioBridge {
         })
     }
 
+    /// Stops the session's child (per-client mode) or forgets its routes (shared mode), and
+    /// remembers the session as ended so that a late message of it is refused.
     fn close_session(&self, session: &str) {
-        self.inner.known.lock().expect("known lock").remove(session);
-        let slot = self
-            .inner
-            .sessions
-            .lock()
-            .expect("sessions lock")
-            .remove(session);
+        let slot = {
+            let mut sessions = self.inner.sessions.lock().expect("sessions lock");
+            sessions.closed.insert(session);
+            self.inner.known.lock().expect("known lock").remove(session);
+            sessions.children.remove(session)
+        };
         if let Some(slot) = slot {
             debug!(
                 session = short(session),
@@ -222,6 +250,5 @@ impl Drop for BridgeInner {
 
 /// A short prefix of a session id for logs (ids are credentials of a sort).
 fn short(session: &str) -> &str {
-    // Session ids are ASCII (the proxy mints them); `get` keeps odd ones from panicking.
-    session.get(..8).unwrap_or(session)
+    crate::redact::short_id(session)
 }
