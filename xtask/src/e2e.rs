@@ -89,6 +89,9 @@ pub(crate) fn run() -> ExitCode {
         &mut results,
         || pool_failover(&world),
     );
+    procs::timed(crate::hostile::NAME, &mut results, || {
+        crate::hostile::run(&world.rt)
+    });
     procs::summary(&results, "scenarios", None)
 }
 

@@ -4,6 +4,7 @@
 //! - `procs`: building the binaries once, spawning them, reading their output, cleaning up.
 //! - `bench`: latency, throughput and idle cost of every path to the same tool.
 //! - `e2e`: the seed's walkthrough and the fault scenarios, as real processes on loopback.
+//! - `hostile`: e2e's hostile-traffic scenario (slow headers, bloated registrations, caps).
 //! - `scale_out`: `e2e --scale-out`, two proxies sharing Redis behind nginx, one killed.
 //! - `interop`: the official Python and TypeScript SDK clients through the proxy.
 //! - `conformance`: the official MCP conformance suite against the proxy's `/mcp`.
@@ -11,6 +12,7 @@
 mod bench;
 mod conformance;
 mod e2e;
+mod hostile;
 mod interop;
 mod procs;
 mod scale_out;
@@ -24,8 +26,12 @@ Tasks:
   e2e      Build once, then run the proxy, a reverse server and the seed's client as real
            processes on free loopback ports: the seed's walkthrough, 200 concurrent calls,
            a reverse server killed mid-call, a proxy restart, two named servers side by
-           side, and a pool of two with one killed under load. Prints PASS/FAIL per
+           side, a pool of two with one killed under load, and hostile traffic (slow
+           headers, bloated registrations, registration and session floods, rebinding and
+           cross-site posts) while honest calls must all succeed. Prints PASS/FAIL per
            scenario; exits non-zero if any fails.
+  e2e --hostile
+           Only e2e's hostile-traffic scenario (about 15 s).
   e2e --scale-out
            Two proxies sharing one Redis (--broker) behind nginx, round robin: reverse
            servers and clients all through nginx, calls spread over both instances, a named
@@ -62,8 +68,9 @@ fn main() -> ExitCode {
         Some("e2e") => match std::env::args().nth(2).as_deref() {
             None => e2e::run(),
             Some("--scale-out") if std::env::args().len() == 3 => scale_out::run(),
+            Some("--hostile") if std::env::args().len() == 3 => hostile::run_alone(),
             Some(_) => {
-                eprintln!("error: `e2e` takes no argument but `--scale-out`\n\n{USAGE}");
+                eprintln!("error: `e2e` takes `--scale-out`, `--hostile` or nothing\n\n{USAGE}");
                 ExitCode::from(2)
             }
         },
