@@ -33,12 +33,21 @@
 //! child's state lost). On shutdown its stdin is closed, then it gets SIGTERM, then SIGKILL
 //! after a grace.
 //!
+//! # Ended client sessions
+//! When a client session ends (`session_closed`, or its registration lost), its child is
+//! stopped (per-client mode) or its upstream session deleted, and the session is remembered
+//! (the last `CLOSED_SESSIONS_REMEMBERED`, 4096): a message of it that arrives later (it can
+//! overtake the close on another poll) is refused with JSON-RPC -32001 "unknown session",
+//! which the proxy answers with 404, and starts nothing.
+//!
+//! # Environment and stderr
 //! A child inherits the bridge's environment except the secrets of [`SECRET_ENV_VARS`] (the
 //! proxy token of the `mcp-reverse` command, [`TOKEN_ENV`]): the program is the operator's,
 //! but what it runs (a package fetched by `npx`, say) need not be trusted with the token.
 //! Its stderr goes to the log, read as bytes to EOF: decoded lossily, each line capped.
 
 mod closed;
+mod sse;
 mod stdio;
 mod upstream;
 

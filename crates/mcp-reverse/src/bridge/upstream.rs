@@ -19,6 +19,8 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::closed::ClosedSessions;
+use super::sse::SseReader;
 use super::{default_initialize_params, unavailable, with_id};
 use crate::service::{BoxFuture, Service, SessionSink};
 use crate::Error;
@@ -61,12 +63,22 @@ pub struct UpstreamBridge {
 struct Inner {
     http: reqwest::Client,
     url: Url,
-    /// Upstream sessions by client session (`None`: sessionless). A std mutex: no await under it.
-    sessions: Mutex<HashMap<Option<String>, Arc<Upstream>>>,
+    /// Upstream sessions by client session, and the client sessions that ended. A std mutex:
+    /// no await under it.
+    sessions: Mutex<Sessions>,
     next_id: AtomicU64,
     /// Requests in flight: the bridge's id → (client session, client's id), for cancellations.
     in_flight: Mutex<HashMap<u64, (Option<String>, RequestId)>>,
     sink: OnceLock<SessionSink>,
+}
+
+/// The upstream sessions of a bridge and the client sessions that ended.
+#[derive(Default)]
+struct Sessions {
+    /// Upstream sessions by client session (`None`: sessionless).
+    map: HashMap<Option<String>, Arc<Upstream>>,
+    /// Ended client sessions: a late message of one is refused and opens no upstream session.
+    closed: ClosedSessions,
 }
 
 /// One upstream session.
@@ -75,6 +87,16 @@ struct Upstream {
     state: OnceCell<State>,
     /// Stops the GET stream.
     stop: CancellationToken,
+    /// Whether its client session ended, and the upstream's session id to delete then. One
+    /// lock for both, so an `initialize` that completes while the session closes is deleted
+    /// by exactly one side. A std mutex: no await under it.
+    lifecycle: Mutex<Lifecycle>,
+}
+
+#[derive(Default)]
+struct Lifecycle {
+    closed: bool,
+    session_id: Option<String>,
 }
 
 #[derive(Clone)]
@@ -117,7 +139,7 @@ impl UpstreamBridge {
             inner: Arc::new(Inner {
                 http,
                 url,
-                sessions: Mutex::new(HashMap::new()),
+                sessions: Mutex::new(Sessions::default()),
                 next_id: AtomicU64::new(1),
                 in_flight: Mutex::new(HashMap::new()),
                 sink: OnceLock::new(),
@@ -125,20 +147,35 @@ impl UpstreamBridge {
         })
     }
 
-    fn upstream(&self, session: Option<&str>) -> Arc<Upstream> {
+    /// The upstream session of `session`, new if it has none; -32001 "unknown session" (the
+    /// proxy answers its client 404) if the client session has ended: its `session_closed`
+    /// overtook this message, and an upstream session opened now would never be deleted.
+    fn upstream(&self, session: Option<&str>) -> Result<Arc<Upstream>, ErrorObject> {
         let mut sessions = self.inner.sessions.lock().expect("sessions lock");
-        sessions
+        if session.is_some_and(|s| sessions.closed.contains(s)) {
+            debug!(
+                session = session.map(crate::redact::short_id),
+                "a message of a client session that has ended; refused"
+            );
+            return Err(ErrorObject::unknown_session());
+        }
+        Ok(sessions
+            .map
             .entry(session.map(str::to_owned))
             .or_default()
-            .clone()
+            .clone())
     }
 
     /// Forgets `upstream` if it is still the one of `session`.
     fn forget(&self, session: Option<&str>, upstream: &Arc<Upstream>) {
         let mut sessions = self.inner.sessions.lock().expect("sessions lock");
         let key = session.map(str::to_owned);
-        if sessions.get(&key).is_some_and(|u| Arc::ptr_eq(u, upstream)) {
-            sessions.remove(&key);
+        if sessions
+            .map
+            .get(&key)
+            .is_some_and(|u| Arc::ptr_eq(u, upstream))
+        {
+            sessions.map.remove(&key);
         }
         upstream.stop.cancel();
     }
@@ -197,6 +234,16 @@ impl UpstreamBridge {
                         e.message
                     );
                 }
+                if let Some(session_id) = &state.session_id {
+                    let mut lifecycle = upstream.lifecycle.lock().expect("lifecycle lock");
+                    if lifecycle.closed {
+                        // The client session ended while this was being set up.
+                        drop(lifecycle);
+                        self.delete_upstream_session(session_id.clone());
+                        return Err(ErrorObject::unknown_session());
+                    }
+                    lifecycle.session_id = Some(session_id.clone());
+                }
                 if let (Some(client_session), Some(_)) = (session, &state.session_id) {
                     tokio::spawn(self.clone().listen(
                         client_session.to_owned(),
@@ -218,7 +265,7 @@ impl UpstreamBridge {
     ) -> Result<Response, ErrorObject> {
         // One retry: a sessionless upstream session the upstream forgot is made again.
         for _ in 0..2 {
-            let upstream = self.upstream(session);
+            let upstream = self.upstream(session)?;
             if request.method == methods::INITIALIZE {
                 let state = self
                     .state(session, &upstream, request.params.clone())
@@ -437,7 +484,9 @@ impl Service for UpstreamBridge {
                     {
                         return None;
                     }
-                    let upstream = self.upstream(session);
+                    let Ok(upstream) = self.upstream(session) else {
+                        return None;
+                    };
                     if let Ok(state) = self.state(session, &upstream, None).await {
                         let message = Message::Notification(notification);
                         if let Err(e) = self.post(&state, &message, &Outbound::none(), None).await {
@@ -447,7 +496,9 @@ impl Service for UpstreamBridge {
                     None
                 }
                 Message::Response(response) => {
-                    let upstream = self.upstream(session);
+                    let Ok(upstream) = self.upstream(session) else {
+                        return None;
+                    };
                     if let Some(state) = upstream.state.get() {
                         let message = Message::Response(response);
                         if let Err(e) = self.post(state, &message, &Outbound::none(), None).await {
@@ -460,18 +511,35 @@ impl Service for UpstreamBridge {
         })
     }
 
+    /// Deletes the session's upstream session (stopping its GET stream), and remembers the
+    /// session as ended so that a late message of it is refused.
     fn close_session(&self, session: &str) {
-        let upstream = self
-            .inner
-            .sessions
-            .lock()
-            .expect("sessions lock")
-            .remove(&Some(session.to_owned()));
+        let upstream = {
+            let mut sessions = self.inner.sessions.lock().expect("sessions lock");
+            sessions.closed.insert(session);
+            sessions.map.remove(&Some(session.to_owned()))
+        };
         let Some(upstream) = upstream else { return };
         upstream.stop.cancel();
-        let Some(session_id) = upstream.state.get().and_then(|s| s.session_id.clone()) else {
-            return;
+        let session_id = {
+            let mut lifecycle = upstream.lifecycle.lock().expect("lifecycle lock");
+            lifecycle.closed = true;
+            lifecycle.session_id.take()
         };
+        if let Some(session_id) = session_id {
+            self.delete_upstream_session(session_id);
+        }
+    }
+
+    fn set_session_sink(&self, sink: SessionSink) {
+        let _ = self.inner.sink.set(sink);
+    }
+}
+
+impl UpstreamBridge {
+    /// Deletes an upstream session in the background (best effort: the upstream expires what
+    /// it is not told about).
+    fn delete_upstream_session(&self, session_id: String) {
         let delete = self
             .inner
             .http
@@ -485,12 +553,6 @@ impl Service for UpstreamBridge {
         });
     }
 
-    fn set_session_sink(&self, sink: SessionSink) {
-        let _ = self.inner.sink.set(sink);
-    }
-}
-
-impl UpstreamBridge {
     /// Points a client's `notifications/cancelled` at the bridge's id; `false` when the
     /// request is not in flight (then there is nothing to cancel).
     fn rewrite_cancel(&self, session: Option<&str>, notification: &mut Notification) -> bool {
@@ -515,53 +577,5 @@ impl UpstreamBridge {
             }
             None => false,
         }
-    }
-}
-
-/// Splits an SSE byte stream into the `data` of its events.
-#[derive(Default)]
-struct SseReader {
-    buffer: Vec<u8>,
-    data: String,
-}
-
-impl SseReader {
-    /// Takes the next bytes; returns the events they complete.
-    fn push(&mut self, bytes: &[u8]) -> Vec<String> {
-        self.buffer.extend_from_slice(bytes);
-        let mut events = Vec::new();
-        while let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.buffer.drain(..=end).collect();
-            let line = String::from_utf8_lossy(&line);
-            let line = line.trim_end_matches(['\n', '\r']);
-            if line.is_empty() {
-                if !self.data.is_empty() {
-                    events.push(std::mem::take(&mut self.data));
-                }
-            } else if let Some(value) = line.strip_prefix("data:") {
-                if !self.data.is_empty() {
-                    self.data.push('\n');
-                }
-                self.data.push_str(value.strip_prefix(' ').unwrap_or(value));
-            }
-            // `event:`, `id:`, `retry:` and comments do not change what is forwarded.
-        }
-        events
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::SseReader;
-
-    #[test]
-    fn sse_events_split_across_chunks_and_lines() {
-        let mut reader = SseReader::default();
-        assert!(reader.push(b": keep-alive\n\nid: 1\nda").is_empty());
-        assert_eq!(reader.push(b"ta: {\"a\":1}\r\n\r\n"), vec!["{\"a\":1}"]);
-        assert_eq!(
-            reader.push(b"event: message\ndata: x\ndata:y\n\ndata: z\n\n"),
-            vec!["x\ny", "z"]
-        );
     }
 }

@@ -394,3 +394,59 @@ async fn each_client_session_gets_its_own_upstream_session() {
     }
     stop.cancel();
 }
+
+#[tokio::test]
+async fn a_request_that_comes_after_its_sessions_close_opens_no_upstream_session() {
+    let (upstream, url, stop) = Upstream::start().await;
+    let bridge = UpstreamBridge::new(UpstreamConfig::new(&url)).unwrap();
+    let answer = call(
+        &bridge,
+        Some("live"),
+        1,
+        "initialize",
+        initialize_params(),
+        Outbound::none(),
+    )
+    .await;
+    assert!(answer.as_result().is_some(), "{answer:?}");
+    bridge.close_session("live");
+    // Several polls are held at once: `session_closed` may overtake its session's request.
+    bridge.close_session("late");
+    for session in ["late", "live"] {
+        for (id, method, params) in [
+            (1, "initialize", initialize_params()),
+            (2, "ping", json!({})),
+        ] {
+            let answer = call(&bridge, Some(session), id, method, params, Outbound::none()).await;
+            let error = answer.as_error().expect("refused");
+            assert_eq!(error.code.0, -32001, "{session} {method}: unknown session");
+            assert_eq!(answer.id, Some(RequestId::from(id)), "the client's own id");
+        }
+    }
+    let start = Instant::now();
+    while upstream.deletes.load(Ordering::SeqCst) != 1 {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the live session was never deleted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        upstream.minted.load(Ordering::SeqCst),
+        1,
+        "no upstream session opened"
+    );
+    assert!(upstream.sessions.lock().unwrap().is_empty());
+    // Other sessions are served as before.
+    let answer = call(
+        &bridge,
+        Some("other"),
+        1,
+        "initialize",
+        initialize_params(),
+        Outbound::none(),
+    )
+    .await;
+    assert!(answer.as_result().is_some(), "{answer:?}");
+    stop.cancel();
+}
