@@ -1,6 +1,7 @@
 //! [`ReverseClient`]: registers with the proxy, keeps polls open, hands each item to the
 //! server, and posts the answers back.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -109,10 +110,14 @@ impl ReverseHandle {
     }
 }
 
-/// One registration: the proxy's session id for it.
+/// One registration: the proxy's session id for it, and the client sessions it carries.
 #[derive(Clone)]
 struct Registration {
     id: Arc<str>,
+    /// Client sessions seen in this registration's requests and not closed since: when the
+    /// registration is lost they go with it, and the service closes them. A std mutex: no
+    /// await under it. Bounded by the proxy's own limit on client sessions per registration.
+    sessions: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Registration {
@@ -271,6 +276,7 @@ impl ReverseClient {
             while polls.join_next().await.is_some() {}
             if !shutting_down {
                 *inner.current.lock().expect("current lock") = None;
+                inner.close_sessions_of(&registration);
             }
             if shutting_down {
                 info!(
@@ -303,6 +309,28 @@ impl ReverseClient {
 }
 
 impl Inner {
+    /// The proxy lost `registration`, and its client sessions with it (their clients get 404
+    /// and initialize again): the service drops their state (per-client children, upstream
+    /// sessions) now, before registering again, rather than keep it forever.
+    fn close_sessions_of(&self, registration: &Registration) {
+        let sessions: Vec<String> = registration
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .drain()
+            .collect();
+        if !sessions.is_empty() {
+            info!(
+                registration = registration.short(),
+                sessions = sessions.len(),
+                "closing the client sessions of the lost registration"
+            );
+        }
+        for session in &sessions {
+            self.service.close_session(session);
+        }
+    }
+
     fn link_up(&self) {
         let mut link = self.link.lock().expect("link lock");
         if *link == Link::Down {
@@ -350,6 +378,7 @@ impl Inner {
                             backoff.reset();
                             let registration = Registration {
                                 id: answer.session_id.into(),
+                                sessions: Arc::default(),
                             };
                             info!(
                                 proxy = %self.config.proxy_url,
@@ -499,6 +528,12 @@ impl Inner {
     ) {
         match item {
             PollItem::Request(item) => {
+                if let Some(session) = &item.client_session {
+                    let mut sessions = registration.sessions.lock().expect("sessions lock");
+                    if !sessions.contains(session) {
+                        sessions.insert(session.clone());
+                    }
+                }
                 let inner = self.clone();
                 let registration = registration.clone();
                 let hard_stop = hard_stop.clone();
@@ -526,6 +561,11 @@ impl Inner {
             }
             PollItem::SessionClosed(closed) => {
                 debug!("client session closed by the proxy");
+                registration
+                    .sessions
+                    .lock()
+                    .expect("sessions lock")
+                    .remove(&closed.client_session);
                 self.service.close_session(&closed.client_session);
             }
         }

@@ -29,7 +29,11 @@ pub trait Service: Send + Sync + 'static {
         outbound: Outbound,
     ) -> BoxFuture<'a, Option<Response>>;
 
-    /// The proxy says client session `session` ended: drop its state.
+    /// Client session `session` ended: drop its state. Called when the proxy says so
+    /// (`session_closed`), and for every client session of a registration the proxy lost,
+    /// before registering again. A message of the session may still arrive afterwards (it can
+    /// overtake the close on another poll): refuse it with -32001 "unknown session" rather
+    /// than start anything for it, as the bridges do.
     fn close_session(&self, session: &str);
 
     /// Installs where session messages go; the reverse client calls it once, at construction.

@@ -460,3 +460,46 @@ async fn a_request_that_comes_after_its_sessions_close_starts_no_child() {
         bridge.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn registering_again_closes_the_per_client_children_of_the_lost_registration() {
+    let mut proxy = Proxy::start().await;
+    let mut stdio = fixture(SessionMode::PerClient);
+    // One child per client session at most: one left behind would refuse every new session.
+    stdio.max_children = 1;
+    let bridge = StdioBridge::start(stdio).await.unwrap();
+    let reverse = ReverseClient::with_service(bridge.clone(), config(&proxy.url()))
+        .unwrap()
+        .spawn();
+    proxy.wait_registrations(1).await;
+
+    for round in 0..2 {
+        let client = Client::connect(&format!("{}/mcp", proxy.url())).unwrap();
+        client.initialize().await.unwrap();
+        let me = mcp_whoami(&client).await;
+        assert_eq!(
+            bridge.children(),
+            2,
+            "round {round}: the sessionless child and this one"
+        );
+
+        // The proxy restarts: the registration and its client sessions are gone; the reverse
+        // client registers again and the bridge stops the child of the lost session.
+        proxy = proxy.restart().await;
+        proxy.wait_registrations(1).await;
+        wait_dead(me["pid"].as_u64().unwrap()).await;
+        let start = Instant::now();
+        while bridge.children() != 1 {
+            assert!(start.elapsed() < DEADLINE, "round {round}: the child stays");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    // A new client session gets a child again (the limit is not used up).
+    let client = Client::connect(&format!("{}/mcp", proxy.url())).unwrap();
+    client.initialize().await.unwrap();
+    assert!(mcp_whoami(&client).await["pid"].is_u64());
+
+    reverse.shutdown().await.unwrap();
+    bridge.shutdown().await;
+    proxy.stop().await;
+}

@@ -450,3 +450,46 @@ async fn a_request_that_comes_after_its_sessions_close_opens_no_upstream_session
     assert!(answer.as_result().is_some(), "{answer:?}");
     stop.cancel();
 }
+
+#[tokio::test]
+async fn registering_again_deletes_the_upstream_sessions_of_the_lost_registration() {
+    let (upstream, url, stop) = Upstream::start().await;
+    let mut proxy = Proxy::start().await;
+    let bridge = UpstreamBridge::new(UpstreamConfig::new(&url)).unwrap();
+    let reverse = ReverseClient::with_service(bridge, config(&proxy.url()))
+        .unwrap()
+        .spawn();
+    proxy.wait_registrations(1).await;
+
+    let client = Client::connect(&format!("{}/mcp", proxy.url())).unwrap();
+    client.initialize().await.unwrap();
+    let answer = client
+        .call_tool("echo", json!({"text": "before"}))
+        .await
+        .unwrap();
+    assert_eq!(text_of(&answer), "before");
+    assert_eq!(upstream.sessions.lock().unwrap().len(), 1);
+
+    // The proxy restarts: the registration and its client sessions are gone; the reverse
+    // client registers again and the bridge deletes the lost session's upstream session.
+    proxy = proxy.restart().await;
+    proxy.wait_registrations(1).await;
+    let start = Instant::now();
+    while upstream.deletes.load(Ordering::SeqCst) != 1 {
+        assert!(start.elapsed() < DEADLINE, "the upstream session stays");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(upstream.sessions.lock().unwrap().is_empty());
+
+    let client = Client::connect(&format!("{}/mcp", proxy.url())).unwrap();
+    client.initialize().await.unwrap();
+    let answer = client
+        .call_tool("echo", json!({"text": "after"}))
+        .await
+        .unwrap();
+    assert_eq!(text_of(&answer), "after");
+
+    reverse.shutdown().await.unwrap();
+    proxy.stop().await;
+    stop.cancel();
+}
