@@ -716,6 +716,16 @@ fn idle_scale(n: usize) -> Result<Idle, String> {
             "0",
             "--max-poll-timeout",
             "600",
+            // Every idle registration comes from this one loopback address: lift the
+            // per-address caps (connections and registrations) above the run's size.
+            "--max-connections-per-address",
+            "0",
+            "--max-connections",
+            "0",
+            "--max-registrations",
+            "1000000",
+            "--max-registrations-per-address",
+            "1000000",
         ],
     )?;
     let url = proxy.wait_for_line(START, listening_url)?;

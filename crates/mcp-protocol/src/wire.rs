@@ -123,9 +123,53 @@ pub struct RegistrationCapabilities {
     /// How many polls the client keeps open at all times (0: liveness by expiry only).
     #[serde(default)]
     pub held_polls: u32,
-    /// MCP protocol versions the server speaks.
-    #[serde(default)]
+    /// MCP protocol versions the server speaks (at most [`MAX_PROTOCOL_VERSIONS`], each at
+    /// most [`MAX_PROTOCOL_VERSION_LEN`] bytes: the proxy keeps them for the registration's
+    /// life).
+    #[serde(default, deserialize_with = "bounded_versions")]
     pub protocol_versions: Vec<String>,
+}
+
+/// Most protocol versions a registration may declare (there are a handful of MCP eras).
+pub const MAX_PROTOCOL_VERSIONS: usize = 16;
+/// Longest protocol version a registration may declare (`2025-11-25` is 10 bytes).
+pub const MAX_PROTOCOL_VERSION_LEN: usize = 32;
+
+/// Reads `protocol_versions`, refusing a list over the bounds as soon as it is seen, before
+/// the rest of a huge list is allocated.
+fn bounded_versions<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct Bounded;
+    impl<'de> de::Visitor<'de> for Bounded {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(
+                f,
+                "at most {MAX_PROTOCOL_VERSIONS} protocol versions of at most \
+                 {MAX_PROTOCOL_VERSION_LEN} bytes"
+            )
+        }
+
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(v) = seq.next_element::<String>()? {
+                if out.len() == MAX_PROTOCOL_VERSIONS {
+                    return Err(de::Error::custom(format_args!(
+                        "capabilities.protocol_versions: more than {MAX_PROTOCOL_VERSIONS} entries"
+                    )));
+                }
+                if v.len() > MAX_PROTOCOL_VERSION_LEN {
+                    return Err(de::Error::custom(format_args!(
+                        "capabilities.protocol_versions: an entry longer than \
+                         {MAX_PROTOCOL_VERSION_LEN} bytes"
+                    )));
+                }
+                out.push(v);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Bounded)
 }
 
 /// `POST /register` answer.

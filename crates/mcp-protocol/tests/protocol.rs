@@ -644,3 +644,31 @@ proptest! {
         prop_assert_eq!(serde_json::to_value(&typed).unwrap(), init);
     }
 }
+
+#[test]
+fn a_registration_declares_a_bounded_version_list() {
+    use mcp_protocol::wire::{RegisterRequest, MAX_PROTOCOL_VERSIONS, MAX_PROTOCOL_VERSION_LEN};
+    let ok: Vec<String> = (0..MAX_PROTOCOL_VERSIONS)
+        .map(|i| format!("v{i}"))
+        .collect();
+    let body = serde_json::json!({"type":"mcp_server","capabilities":{"protocol_versions": ok}});
+    let req: RegisterRequest = serde_json::from_value(body).unwrap();
+    assert_eq!(
+        req.capabilities.unwrap().protocol_versions.len(),
+        MAX_PROTOCOL_VERSIONS
+    );
+
+    let too_many: Vec<String> = (0..=MAX_PROTOCOL_VERSIONS)
+        .map(|i| format!("v{i}"))
+        .collect();
+    let body =
+        serde_json::json!({"type":"mcp_server","capabilities":{"protocol_versions": too_many}});
+    let e = serde_json::from_value::<RegisterRequest>(body).unwrap_err();
+    assert!(e.to_string().contains("more than 16 entries"), "{e}");
+
+    let long = "x".repeat(MAX_PROTOCOL_VERSION_LEN + 1);
+    let body =
+        serde_json::json!({"type":"mcp_server","capabilities":{"protocol_versions": [long]}});
+    let e = serde_json::from_value::<RegisterRequest>(body).unwrap_err();
+    assert!(e.to_string().contains("longer than 32 bytes"), "{e}");
+}

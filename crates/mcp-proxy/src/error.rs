@@ -124,6 +124,9 @@ pub enum Error {
     /// allowed (503).
     #[error("server busy: too many pending requests")]
     QueueFull,
+    /// `/register` (or a legacy re-adoption): `--max-registrations` are live (503).
+    #[error("too many registrations: the proxy is full, retry later")]
+    RegistrationsFull,
     /// `/mcp` `initialize`: the proxy, or every member of the pool, has as many client
     /// sessions as allowed (503).
     #[error("too many client sessions")]
@@ -162,6 +165,7 @@ impl Error {
             | Error::ShuttingDown
             | Error::QueueFull
             | Error::TooManySessions
+            | Error::RegistrationsFull
             | Error::ClusterUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::RateLimited(_) | Error::ClientRateLimited => StatusCode::TOO_MANY_REQUESTS,
             Error::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -204,6 +208,7 @@ impl Error {
             Error::RateLimited(_)
             | Error::ClientRateLimited
             | Error::QueueFull
+            | Error::RegistrationsFull
             | Error::TooManySessions => Some(1),
             _ => None,
         }
@@ -288,6 +293,7 @@ impl Error {
                 ErrorCode::SERVER_ERROR,
                 "too many client sessions: retry later",
             ),
+            Error::RegistrationsFull => return None,
             Error::UnknownSession
             | Error::RateLimited(_)
             | Error::UnknownRequest

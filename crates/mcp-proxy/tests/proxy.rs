@@ -14,6 +14,7 @@ mod proxy {
     mod limits;
     mod mcp;
     mod pools;
+    mod quotas;
     mod routing;
     mod seed_compat;
     mod stateless;

@@ -13,6 +13,7 @@
 mod pending;
 mod pools;
 mod queue;
+mod quota;
 mod registration;
 mod sessions;
 
@@ -35,11 +36,13 @@ use tracing::{debug, info, warn};
 pub use pending::Waiter;
 pub use pools::{MemberInfo, PoolInfo};
 pub use queue::Claimed;
+pub use quota::Requester;
 pub use sessions::Attached;
 
 use pending::{Answered, Outcome, Pending, Stage};
 use pools::Pool;
 use queue::QueueEntry;
+use quota::{Held, Holder};
 pub(crate) use registration::Short;
 use registration::{
     new_client_session_id, new_legacy_id, new_modern_id, new_request_id, Registration,
@@ -81,6 +84,10 @@ struct State {
     answered: Answered,
     next_generation: u64,
     shutting_down: bool,
+    /// Registrations per caller (token, else address).
+    registrants: Held,
+    /// Client sessions per caller (token, else address).
+    session_holders: Held,
 }
 
 /// A client message to route to a pool.
@@ -159,16 +166,14 @@ impl Broker {
 
     /// Registers a server and returns its new session id.
     pub fn register(&self, req: &RegisterRequest) -> Result<String, Error> {
-        self.register_as(req, None)
+        self.register_as(req, Requester::default())
     }
 
-    /// [`Broker::register`] with the server token it registers with (auth on): from then on
-    /// only that token is accepted for the registration ([`Broker::check_owner`]).
-    pub fn register_as(
-        &self,
-        req: &RegisterRequest,
-        owner: Option<TokenId>,
-    ) -> Result<String, Error> {
+    /// [`Broker::register`] by `who`: its server token (auth on), from then on the only one
+    /// accepted for the registration ([`Broker::check_owner`]), and its address; both count
+    /// against the registration quotas.
+    pub fn register_as(&self, req: &RegisterRequest, who: Requester) -> Result<String, Error> {
+        let owner = who.token;
         let pool = req.name.clone().unwrap_or_default();
         if req.name.is_some() && !is_valid_pool_name(&pool) {
             return Err(Error::InvalidName);
@@ -179,20 +184,9 @@ impl Broker {
             new_legacy_id()
         };
         let mut st = self.lock();
-        if let Some(owner) = &owner {
-            let held = st
-                .registrations
-                .values()
-                .filter(|r| r.owner.as_ref() == Some(owner))
-                .count();
-            if held >= self.inner.config.max_registrations_per_token {
-                return Err(Error::RateLimited("too many registrations for this token"));
-            }
-        }
+        st.admit_registration(&who, &self.inner.config)?;
         st.insert_registration(id.clone(), pool, req.capabilities.clone());
-        if let Some(reg) = st.registrations.get_mut(&id) {
-            reg.owner = owner;
-        }
+        st.charge_registration(&id, owner, who.holder());
         info!(session = %Short(&id), modern = req.is_modern(), pool = req.name.as_deref().unwrap_or("default"), "registered");
         Ok(id)
     }
@@ -227,19 +221,21 @@ impl Broker {
         session_id: &str,
         requested: Option<Duration>,
     ) -> Result<Option<Claimed>, Error> {
-        self.poll_as(session_id, requested, None, true).await
+        self.poll_as(session_id, requested, Requester::default(), true)
+            .await
     }
 
-    /// [`Broker::poll`] by the holder of server token `owner` (auth on): 401 unless the
-    /// registration was made with it. An unknown legacy id is re-adopted with `owner` only
-    /// when `may_adopt` (the token reaches the default pool), else 401.
+    /// [`Broker::poll`] by `who`: 401 unless the registration was made with its server token
+    /// (auth on). An unknown legacy id is re-adopted for `who` only when `may_adopt` (the
+    /// token reaches the default pool), else 401, and within the registration quotas.
     pub async fn poll_as(
         &self,
         session_id: &str,
         requested: Option<Duration>,
-        owner: Option<TokenId>,
+        who: Requester,
         may_adopt: bool,
     ) -> Result<Option<Claimed>, Error> {
+        let owner = who.token;
         let kind = SessionIdKind::of(session_id).ok_or(Error::UnknownSession)?;
         let cfg = &self.inner.config;
         let (notify, generation, hold) = {
@@ -254,10 +250,10 @@ impl Broker {
                 if !may_adopt {
                     return Err(Error::ServerUnauthorized);
                 }
+                // A re-adoption is a registration: the same quotas as `/register`.
+                st.admit_registration(&who, cfg)?;
                 st.insert_registration(session_id.to_owned(), String::new(), None);
-                if let Some(reg) = st.registrations.get_mut(session_id) {
-                    reg.owner = owner;
-                }
+                st.charge_registration(session_id, owner, who.holder());
                 info!(session = %Short(session_id), "re-adopted an unknown legacy session");
             }
             let reg = st
@@ -549,11 +545,26 @@ impl Broker {
 
     /// Starts a client session in `pool` on its least loaded member; returns the session id.
     pub fn open_session(&self, pool: &str) -> Result<String, Error> {
+        self.open_session_for(pool, Requester::default())
+    }
+
+    /// [`Broker::open_session`] for `who`, within its quota of sessions (429 above it).
+    pub fn open_session_for(&self, pool: &str, who: Requester) -> Result<String, Error> {
         let mut st = self.lock();
         if st.shutting_down {
             return Err(Error::ShuttingDown);
         }
         let cfg = &self.inner.config;
+        let holder = who.holder();
+        if let Some(h) = &holder {
+            if st.session_holders.of(h) >= cfg.max_sessions_per_caller {
+                info!(
+                    max = cfg.max_sessions_per_caller,
+                    "client session refused: --max-sessions-per-caller reached"
+                );
+                return Err(Error::RateLimited("too many client sessions for this caller"));
+            }
+        }
         if st.sessions.len() >= cfg.max_sessions {
             // `info`, not `warn`: a flood of initializes must not flood the log at warn.
             info!(
@@ -589,10 +600,10 @@ impl Broker {
             .clone();
         let generation = registrations[&member].generation;
         let id = new_client_session_id();
-        st.insert_session(
-            id.clone(),
-            ClientSession::new(member.clone(), pool.to_owned(), generation, Instant::now()),
-        );
+        let mut session =
+            ClientSession::new(member.clone(), pool.to_owned(), generation, Instant::now());
+        session.holder = holder;
+        st.insert_session(id.clone(), session);
         debug!(client_session = %Short(&id), session = %Short(&member), "client session opened");
         Ok(id)
     }
@@ -814,9 +825,7 @@ impl Broker {
             return false;
         }
         st.insert_registration(session_id.to_owned(), pool.to_owned(), capabilities);
-        if let Some(reg) = st.registrations.get_mut(session_id) {
-            reg.owner = owner;
-        }
+        st.charge_registration(session_id, owner, owner.map(Holder::Token));
         info!(session = %Short(session_id), pool, "took over a registration of a lost instance");
         true
     }
@@ -1270,6 +1279,7 @@ impl State {
 
     /// Adds a client session, counting it for its registration.
     fn insert_session(&mut self, id: String, session: ClientSession) {
+        self.session_holders.add(session.holder);
         *self
             .sessions_per_registration
             .entry(session.registration.clone())
@@ -1280,6 +1290,7 @@ impl State {
     /// Removes a client session, uncounting it.
     fn remove_session(&mut self, id: &str) -> Option<ClientSession> {
         let session = self.sessions.remove(id)?;
+        self.session_holders.remove(session.holder);
         if let Some(n) = self
             .sessions_per_registration
             .get_mut(&session.registration)
@@ -1365,6 +1376,40 @@ impl State {
         self.registrations.insert(id, reg);
     }
 
+    /// Refuses a registration over the caps: all registrations (503), the caller's token's
+    /// or, without a token, its address's (429).
+    fn admit_registration(&self, who: &Requester, cfg: &Config) -> Result<(), Error> {
+        if self.registrations.len() >= cfg.max_registrations {
+            info!(
+                max = cfg.max_registrations,
+                "registration refused: --max-registrations reached"
+            );
+            return Err(Error::RegistrationsFull);
+        }
+        match who.holder() {
+            Some(h @ Holder::Token(_))
+                if self.registrants.of(&h) >= cfg.max_registrations_per_token =>
+            {
+                Err(Error::RateLimited("too many registrations for this token"))
+            }
+            Some(h @ Holder::Address(_))
+                if self.registrants.of(&h) >= cfg.max_registrations_per_address =>
+            {
+                Err(Error::RateLimited("too many registrations from this address"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Records who made registration `id`: its owner token and the caller it counts against.
+    fn charge_registration(&mut self, id: &str, owner: Option<TokenId>, holder: Option<Holder>) {
+        if let Some(reg) = self.registrations.get_mut(id) {
+            reg.owner = owner;
+            reg.holder = holder;
+            self.registrants.add(holder);
+        }
+    }
+
     /// Removes a registration, failing everything pending on it.
     fn remove_registration(&mut self, id: &str, why: &'static str) {
         let Some(reg) = self.registrations.remove(id) else {
@@ -1388,8 +1433,16 @@ impl State {
                 self.finish(p, Err(Error::ServerGone));
             }
         }
-        self.sessions.retain(|_, s| s.registration != id);
-        self.sessions_per_registration.remove(id);
+        let orphans: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.registration == id)
+            .map(|(sid, _)| sid.clone())
+            .collect();
+        for sid in orphans {
+            self.remove_session(&sid);
+        }
+        self.registrants.remove(reg.holder);
         reg.notify.notify_waiters();
         info!(session = %Short(id), why, failed, queued = reg.queue.len(), "registration removed");
     }

@@ -25,6 +25,8 @@ pub(crate) struct Registration {
     /// The server token it registered with (auth on): the only one its polls, answers and
     /// deregistration are accepted with.
     pub(crate) owner: Option<TokenId>,
+    /// The caller its registration quota is counted on.
+    pub(crate) holder: Option<super::quota::Holder>,
     /// Items waiting for a poll.
     pub(crate) queue: Queue,
     /// Wakes held polls: `notify_one` per queued item, `notify_waiters` when it goes away.
@@ -62,6 +64,7 @@ impl Registration {
             pool,
             capabilities,
             owner: None,
+            holder: None,
             queue: Queue::default(),
             notify: Arc::new(Notify::new()),
             open_polls: 0,

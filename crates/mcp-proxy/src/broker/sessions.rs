@@ -162,6 +162,8 @@ pub(crate) struct ClientSession {
     pub(crate) counter: u64,
     /// Last request, stream end or DELETE (for idle expiry).
     pub(crate) last_seen: Instant,
+    /// The caller its session quota is counted on.
+    pub(crate) holder: Option<super::quota::Holder>,
 }
 
 impl ClientSession {
@@ -182,6 +184,7 @@ impl ClientSession {
             outbound_order: VecDeque::new(),
             counter: 0,
             last_seen: now,
+            holder: None,
         }
     }
 

@@ -37,16 +37,17 @@ use mcp_protocol::wire::is_valid_pool_name;
 use serde_json::Value;
 
 use super::message::{client_answer, forwarded_headers, read_message};
-use crate::broker::{Attached, Submission, STATELESS_ERA};
+use crate::broker::{Attached, Requester, Submission, STATELESS_ERA};
 use crate::{AppState, Error, RpcError};
 
 /// `POST /mcp`.
 pub(crate) async fn post_default(
     State(state): State<AppState>,
+    who: Requester,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    post(state, String::new(), headers, body)
+    post(state, String::new(), who, headers, body)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -55,13 +56,14 @@ pub(crate) async fn post_default(
 pub(crate) async fn post_named(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    who: Requester,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if !is_valid_pool_name(&name) {
         return Error::InvalidPoolName.with_id(None).into_response();
     }
-    post(state, name, headers, body)
+    post(state, name, who, headers, body)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -188,6 +190,7 @@ fn final_answer(event: &str) -> Option<String> {
 async fn post(
     state: AppState,
     pool: String,
+    who: Requester,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, RpcError> {
@@ -248,9 +251,10 @@ async fn post(
         .map_err(fail)?;
     let (session, minted) = match session {
         Some(s) => (Some(s), false),
-        None if request.method == "initialize" && !stateless => {
-            (Some(broker.open_session(&pool).map_err(fail)?), true)
-        }
+        None if request.method == "initialize" && !stateless => (
+            Some(broker.open_session_for(&pool, who).map_err(fail)?),
+            true,
+        ),
         None if stateless => (None, false),
         None => return Err(fail(Error::MissingClientSession)),
     };

@@ -14,7 +14,26 @@ use axum::http::StatusCode;
 use bytes::Bytes;
 use serde::Deserialize;
 
+use crate::auth::Grant;
+use crate::broker::Requester;
+use crate::peer::ClientAddr;
 use crate::Error;
+
+/// Who calls, for the quotas: the token the auth layer granted and the address the
+/// listener resolved.
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Requester {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Requester {
+            token: parts.extensions.get::<Grant>().map(|g| g.id),
+            address: parts.extensions.get::<ClientAddr>().map(|a| a.0),
+        })
+    }
+}
 
 /// `?session_id=X`, the query of every reverse-client route but `/register`'s POST.
 #[derive(Debug, Deserialize)]

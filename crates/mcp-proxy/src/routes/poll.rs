@@ -10,7 +10,9 @@ use axum::Extension;
 use serde::Deserialize;
 
 use crate::auth::Grant;
+use crate::broker::Requester;
 use crate::cluster::{carried_request, CarriedRequest};
+use crate::peer::ClientAddr;
 use crate::{AppState, Error};
 
 /// The poll's query.
@@ -25,6 +27,7 @@ pub(crate) struct PollQuery {
 pub(crate) async fn poll(
     State(state): State<AppState>,
     grant: Option<Extension<Grant>>,
+    address: Option<Extension<ClientAddr>>,
     query: Result<Query<PollQuery>, QueryRejection>,
 ) -> Result<Response, Error> {
     let Query(q) = query.map_err(|e| Error::InvalidQuery(e.body_text()))?;
@@ -44,7 +47,15 @@ pub(crate) async fn poll(
     };
     let Some(claimed) = state
         .broker
-        .poll_as(&id, requested, owner, may_adopt)
+        .poll_as(
+            &id,
+            requested,
+            Requester {
+                token: owner,
+                address: address.map(|Extension(ClientAddr(ip))| ip),
+            },
+            may_adopt,
+        )
         .await?
     else {
         return Ok(StatusCode::NO_CONTENT.into_response());

@@ -12,7 +12,8 @@ use mcp_protocol::wire::{
 
 use super::{session_id, wire_body, SessionQuery};
 use crate::auth::Grant;
-use crate::broker::RegistrationRecord;
+use crate::broker::{RegistrationRecord, Requester};
+use crate::peer::ClientAddr;
 use crate::{AppState, Error};
 
 /// Registers a server; a body without `capabilities` (the seed's) makes a legacy registration.
@@ -20,6 +21,7 @@ use crate::{AppState, Error};
 pub(crate) async fn register(
     State(state): State<AppState>,
     grant: Option<Extension<Grant>>,
+    address: Option<Extension<ClientAddr>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<RegisterResponse>, Error> {
     let body = wire_body(body, state.config().max_body_bytes)?;
@@ -42,7 +44,11 @@ pub(crate) async fn register(
         }
     }
     let owner = grant.map(|Extension(g)| g.id);
-    let session_id = state.broker.register_as(&req, owner)?;
+    let who = Requester {
+        token: owner,
+        address: address.map(|Extension(ClientAddr(ip))| ip),
+    };
+    let session_id = state.broker.register_as(&req, who)?;
     // Several instances: the directory names this one as the registration's home before
     // the id is handed out, so the server's first poll finds it from any instance.
     if let Some(cluster) = &state.cluster {
