@@ -714,6 +714,13 @@ impl Broker {
             .close_session(client_session, false, "forgotten by its server");
     }
 
+    /// Ends a client session whose `initialize` the client abandoned before its answer: the
+    /// client never learnt it, so it is not kept for the idle time (its server is told).
+    pub fn abandon_session(&self, client_session: &str) {
+        self.lock()
+            .close_session(client_session, true, "its initialize was abandoned");
+    }
+
     /// Removes dead and expired registrations, unanswered notifications past the request
     /// timeout, and old answered ids. The sweeper task calls it periodically.
     pub fn sweep(&self) {

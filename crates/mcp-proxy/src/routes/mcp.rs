@@ -37,7 +37,7 @@ use mcp_protocol::wire::is_valid_pool_name;
 use serde_json::Value;
 
 use super::message::{client_answer, forwarded_headers, read_message};
-use crate::broker::{Attached, Requester, Submission, STATELESS_ERA};
+use crate::broker::{Attached, Broker, Requester, Submission, STATELESS_ERA};
 use crate::{AppState, Error, RpcError};
 
 /// `POST /mcp`.
@@ -266,12 +266,21 @@ async fn post(
     };
     let sub = submission(pool, session.clone(), raw, true, &headers, stateless);
     let session_to_send = session.as_deref().filter(|_| minted);
+    // A client that hangs up before its `initialize` is answered never learns the session:
+    // it ends then, not after the idle time.
+    let abandoned = Abandoned::arm(broker, session.as_deref().filter(|_| minted));
 
     if mode == ResponseMode::Sse {
         let mut attached = broker.submit_streamed(sub, id.clone()).map_err(forget)?;
         let keep_alive = state.config().sse_keep_alive;
         if !stateless_era {
-            return Ok(sse_response(attached, keep_alive, session_to_send, None));
+            return Ok(sse_response(
+                attached,
+                keep_alive,
+                session_to_send,
+                None,
+                abandoned,
+            ));
         }
         // A stateless stream cannot be resumed: no priming event. The answer is JSON unless
         // something comes before it (progress, a log message), so errors keep their HTTP status
@@ -281,13 +290,21 @@ async fn post(
         attached.take_initial();
         let first = match tokio::time::timeout(keep_alive, attached.next()).await {
             Ok(Some(event)) => event,
-            Ok(None) | Err(_) => return Ok(sse_response(attached, keep_alive, None, None)),
+            Ok(None) | Err(_) => {
+                return Ok(sse_response(attached, keep_alive, None, None, abandoned))
+            }
         };
         if let Some(answer) = final_answer(&first) {
             let status = stateless_status(error_code(&answer));
             return Ok(super::message::json_response(status, answer));
         }
-        return Ok(sse_response(attached, keep_alive, None, Some(first)));
+        return Ok(sse_response(
+            attached,
+            keep_alive,
+            None,
+            Some(first),
+            abandoned,
+        ));
     }
 
     let mut waiter = broker.submit(sub).map_err(forget)?.expect("a request");
@@ -317,7 +334,37 @@ async fn post(
     if let Some(s) = session_to_send {
         set_session_header(&mut response, s);
     }
+    abandoned.disarm();
     Ok(response)
+}
+
+/// A session minted by an `initialize` still unanswered: dropped armed (the client went
+/// away first), it ends the session.
+struct Abandoned {
+    broker: Broker,
+    session: Option<String>,
+}
+
+impl Abandoned {
+    fn arm(broker: &Broker, session: Option<&str>) -> Self {
+        Abandoned {
+            broker: broker.clone(),
+            session: session.map(str::to_owned),
+        }
+    }
+
+    /// The answer reached the client (or the session was already dealt with).
+    fn disarm(mut self) {
+        self.session = None;
+    }
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if let Some(s) = self.session.take() {
+            self.broker.abandon_session(&s);
+        }
+    }
 }
 
 fn submission(
@@ -360,6 +407,7 @@ fn get(state: AppState, pool: &str, headers: HeaderMap) -> Result<Response, RpcE
         state.config().sse_keep_alive,
         None,
         None,
+        Abandoned::arm(&state.broker, None),
     ))
 }
 
@@ -389,6 +437,7 @@ fn sse_response(
     keep_alive: Duration,
     session: Option<&str>,
     first: Option<String>,
+    abandoned: Abandoned,
 ) -> Response {
     let mut initial = attached.take_initial();
     initial.extend(first);
@@ -397,13 +446,27 @@ fn sse_response(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // `attached` lives in the body: when hyper drops the body (the client went away), its
     // drop detaches the connection from the stream.
-    let live = futures::stream::unfold((attached, tick), |(mut attached, mut tick)| async move {
-        tokio::select! {
-            biased;
-            chunk = attached.next() => chunk.map(|c| (c, (attached, tick))),
-            _ = tick.tick() => Some((KEEP_ALIVE.to_owned(), (attached, tick))),
-        }
-    });
+    // `abandoned` too: a minted session's stream that ends (its answer sent) disarms it; one
+    // dropped before its end ends the session.
+    let state = (attached, tick, Some(abandoned));
+    let live = futures::stream::unfold(
+        state,
+        |(mut attached, mut tick, mut abandoned)| async move {
+            tokio::select! {
+                biased;
+                chunk = attached.next() => match chunk {
+                    Some(c) => Some((c, (attached, tick, abandoned))),
+                    None => {
+                        if let Some(a) = abandoned.take() {
+                            a.disarm();
+                        }
+                        None
+                    }
+                },
+                _ = tick.tick() => Some((KEEP_ALIVE.to_owned(), (attached, tick, abandoned))),
+            }
+        },
+    );
     let body = futures::stream::iter(initial)
         .chain(live)
         .map(Ok::<_, Infallible>);

@@ -181,3 +181,51 @@ async fn client_sessions_are_capped_per_caller_and_an_ended_one_frees_its_place(
     assert!(resp.status().is_success(), "{}", resp.status());
     assert_eq!(open().await.status(), 200);
 }
+
+#[tokio::test]
+async fn an_initialize_abandoned_before_its_answer_leaves_no_session() {
+    let proxy = Proxy::start(test_config()).await;
+    let server = FakeServer::register(&proxy, None, &["2025-11-25"]).await;
+    let http = client();
+    // SSE: the client reads the head (and the session id), then hangs up unanswered.
+    let resp = mcp_post(
+        &http,
+        &proxy.url("/mcp"),
+        super::fake::BOTH,
+        None,
+        &initialize(1),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().contains_key("mcp-session-id"));
+    let item = server.next_item(&proxy).await;
+    assert_eq!(item["request"]["method"], "initialize");
+    assert_eq!(proxy.state.broker.stats().sessions, 1);
+    drop(resp);
+    super::common::wait_until("the abandoned SSE session ends", || async {
+        proxy.state.broker.stats().sessions == 0
+    })
+    .await;
+    // Its server is told, so it drops the session's state too.
+    let closed = server.next_item(&proxy).await;
+    assert_eq!(closed["kind"], "session_closed", "{closed}");
+
+    // JSON: the client gives up while waiting.
+    let call = mcp_post(
+        &http,
+        &proxy.url("/mcp"),
+        "application/json",
+        None,
+        &initialize(2),
+    )
+    .send();
+    let gave_up = tokio::time::timeout(std::time::Duration::from_millis(300), call).await;
+    assert!(gave_up.is_err(), "nobody answered");
+    let _ = server.next_item(&proxy).await;
+    super::common::wait_until("the abandoned JSON session ends", || async {
+        proxy.state.broker.stats().sessions == 0
+    })
+    .await;
+}
