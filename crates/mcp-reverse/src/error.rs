@@ -17,7 +17,7 @@ pub enum Error {
     InvalidConfig(String),
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
-    Http(#[from] reqwest::Error),
+    Http(#[source] reqwest::Error),
     /// The MCP server program could not be started.
     #[error("cannot start {program:?}: {source}")]
     Spawn {
@@ -34,4 +34,11 @@ pub enum Error {
         /// The proxy's explanation.
         message: String,
     },
+}
+
+impl From<reqwest::Error> for Error {
+    /// Without the URL the error may name: it can carry a session id.
+    fn from(error: reqwest::Error) -> Self {
+        Error::Http(crate::redact::http_error(error))
+    }
 }

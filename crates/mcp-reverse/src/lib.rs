@@ -44,7 +44,7 @@
 //! - [`client`]: [`ReverseClient`] and its background [`ReverseHandle`].
 //! - [`service`]: [`Service`], what a reverse client serves.
 //! - `bridge` (feature `bridge`): stdio and Streamable HTTP bridges.
-//! - `redact`: what of ids reaches the logs (a short prefix).
+//! - `redact`: what of ids and HTTP errors reaches the logs (a short prefix; no URL).
 //! - `signal`: [`shutdown_signal`], Ctrl-C or SIGTERM.
 //! - [`error`]: [`Error`], the reasons it stops.
 //! - `backoff`: retry pauses.

@@ -22,6 +22,7 @@ use tracing::{debug, warn};
 use super::closed::ClosedSessions;
 use super::sse::SseReader;
 use super::{default_initialize_params, unavailable, with_id};
+use crate::redact::http_cause;
 use crate::service::{BoxFuture, Service, SessionSink};
 use crate::Error;
 
@@ -350,7 +351,7 @@ impl UpstreamBridge {
         if let Some(version) = &state.version {
             post = post.header(PROTOCOL_VERSION_HEADER, version);
         }
-        let mut resp = post.send().await.map_err(|e| {
+        let mut resp = post.send().await.map_err(http_cause).map_err(|e| {
             warn!("the upstream MCP server cannot be reached: {e}");
             unavailable(format!("the upstream MCP server cannot be reached: {e}"))
         })?;
@@ -381,10 +382,10 @@ impl UpstreamBridge {
         if is_sse && status.is_success() {
             let mut events = SseReader::default();
             loop {
-                let chunk = resp
-                    .chunk()
-                    .await
-                    .map_err(|e| unavailable(format!("the upstream's event stream broke: {e}")))?;
+                let chunk =
+                    resp.chunk().await.map_err(http_cause).map_err(|e| {
+                        unavailable(format!("the upstream's event stream broke: {e}"))
+                    })?;
                 let Some(chunk) = chunk else {
                     return Err(unavailable(
                         "the upstream's event stream ended without an answer",
@@ -406,6 +407,7 @@ impl UpstreamBridge {
         let body = resp
             .bytes()
             .await
+            .map_err(http_cause)
             .map_err(|e| unavailable(format!("the upstream's answer broke: {e}")))?;
         match Message::parse(&body) {
             Ok(Message::Response(r)) => Ok(Answer::Response(r)),
@@ -548,7 +550,7 @@ impl UpstreamBridge {
             .timeout(Duration::from_secs(10));
         tokio::spawn(async move {
             if let Err(e) = delete.send().await {
-                debug!("the upstream session was not deleted: {e}");
+                debug!("the upstream session was not deleted: {}", http_cause(e));
             }
         });
     }

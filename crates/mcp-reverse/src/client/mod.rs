@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
+use crate::redact::http_cause;
 use crate::{Configuration, Error};
 
 /// How many session messages may wait for a registration before new ones are dropped.
@@ -385,7 +386,10 @@ impl Inner {
                             );
                             return Ok(Some(registration));
                         }
-                        Err(e) => self.link_down(&format!("unreadable registration answer: {e}")),
+                        Err(e) => self.link_down(&format!(
+                            "unreadable registration answer: {}",
+                            http_cause(e)
+                        )),
                     }
                 }
                 Ok(resp)
@@ -405,7 +409,7 @@ impl Inner {
                 Ok(resp) => {
                     self.link_down(&format!("registration answered HTTP {}", resp.status()))
                 }
-                Err(e) => self.link_down(&e),
+                Err(e) => self.link_down(&http_cause(e)),
             }
             if !self.pause(backoff, &self.shutdown).await {
                 return Ok(None);
@@ -450,7 +454,7 @@ impl Inner {
             let resp = match sent {
                 Ok(resp) => resp,
                 Err(e) => {
-                    self.link_down(&e);
+                    self.link_down(&http_cause(e));
                     if !self.pause(&mut backoff, &stop).await {
                         return;
                     }
@@ -471,7 +475,7 @@ impl Inner {
                             Ok(item) => self.dispatch(&registration, item, &handlers, &hard_stop),
                             Err(e) => self.refuse_unreadable(&registration, &body, &e).await,
                         },
-                        Err(e) => warn!("poll item lost while reading it: {e}"),
+                        Err(e) => warn!("poll item lost while reading it: {}", http_cause(e)),
                     }
                 }
                 StatusCode::NOT_FOUND => {

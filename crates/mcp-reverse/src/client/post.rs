@@ -16,6 +16,7 @@ use tracing::{debug, error, info, warn};
 
 use super::{Inner, Registration, CALL_TIMEOUT};
 use crate::backoff::Backoff;
+use crate::redact::http_cause;
 
 /// How many times a final answer is posted before it is given up (network or 5xx trouble).
 const FINAL_ATTEMPTS: u32 = 10;
@@ -207,7 +208,7 @@ impl Inner {
         &self,
         registration: &Registration,
         envelope: &ResponseEnvelope,
-    ) -> Result<StatusCode, reqwest::Error> {
+    ) -> Result<StatusCode, String> {
         let body = serde_json::to_vec(envelope).expect("envelopes serialize");
         let resp = self
             .http
@@ -217,7 +218,8 @@ impl Inner {
             .timeout(CALL_TIMEOUT)
             .body(body)
             .send()
-            .await?;
+            .await
+            .map_err(http_cause)?;
         let status = resp.status();
         // Drain the body so the connection can be reused.
         let _ = resp.bytes().await;
@@ -241,7 +243,7 @@ impl Inner {
                 )
             }
             Ok(resp) => debug!(status = %resp.status(), "deregistration not accepted"),
-            Err(e) => debug!("deregistration failed: {e}"),
+            Err(e) => debug!("deregistration failed: {}", http_cause(e)),
         }
     }
 }

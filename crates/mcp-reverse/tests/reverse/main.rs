@@ -5,6 +5,7 @@ mod command;
 mod common;
 mod embedded;
 mod interop;
+mod logs;
 mod stdio;
 mod tls;
 mod upstream;

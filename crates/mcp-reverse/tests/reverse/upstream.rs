@@ -493,3 +493,23 @@ async fn registering_again_deletes_the_upstream_sessions_of_the_lost_registratio
     proxy.stop().await;
     stop.cancel();
 }
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_an_error_that_does_not_name_its_url() {
+    // Nothing listens on port 1 of loopback; the query stands for anything secret in a URL.
+    let url = "http://127.0.0.1:1/mcp?key=upstream-secret";
+    let bridge = UpstreamBridge::new(UpstreamConfig::new(url)).unwrap();
+    let answer = call(&bridge, None, 1, "ping", json!({}), Outbound::none()).await;
+    let error = answer.as_error().expect("an error");
+    assert!(
+        error.message.contains("cannot be reached"),
+        "{}",
+        error.message
+    );
+    assert!(
+        !error.message.contains("upstream-secret"),
+        "{}",
+        error.message
+    );
+    assert!(!error.message.contains("127.0.0.1:1"), "{}", error.message);
+}
