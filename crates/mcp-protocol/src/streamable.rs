@@ -253,13 +253,16 @@ impl std::fmt::Display for EventId {
 }
 
 /// The last events of one stream, kept so a client that reconnects with `Last-Event-ID` gets
-/// what it missed. Bounded: the oldest events are forgotten first.
+/// what it missed. Bounded by count and by the bytes of its data: the oldest events are
+/// forgotten first, and the newest is always kept (it may be a final answer in flight).
+/// Event data is shared (`Arc<str>`): a replay hands out references, never copies.
 #[derive(Clone, Debug)]
 pub struct EventLog {
     stream: String,
     next: u64,
-    events: VecDeque<(u64, String)>,
+    events: VecDeque<(u64, std::sync::Arc<str>)>,
     capacity: usize,
+    bytes: usize,
 }
 
 impl EventLog {
@@ -270,6 +273,7 @@ impl EventLog {
             next: 1,
             events: VecDeque::new(),
             capacity: capacity.max(1),
+            bytes: 0,
         }
     }
 
@@ -278,18 +282,69 @@ impl EventLog {
         &self.stream
     }
 
+    /// Bytes of event data kept.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Events kept.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether no event is kept.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
     /// Records `data` and returns its event id.
-    pub fn push(&mut self, data: String) -> EventId {
+    pub fn push(&mut self, data: impl Into<std::sync::Arc<str>>) -> EventId {
+        let data = data.into();
         let seq = self.next;
         self.next += 1;
         if self.events.len() == self.capacity {
-            self.events.pop_front();
+            self.forget_oldest();
         }
+        self.bytes += data.len();
         self.events.push_back((seq, data));
         EventId {
             stream: self.stream.clone(),
             seq,
         }
+    }
+
+    /// Forgets the oldest event unless it is the only one; the bytes freed.
+    pub fn forget_oldest(&mut self) -> usize {
+        if self.events.len() <= 1 && self.events.len() < self.capacity {
+            return 0;
+        }
+        match self.events.pop_front() {
+            Some((_, data)) => {
+                self.bytes -= data.len();
+                data.len()
+            }
+            None => 0,
+        }
+    }
+
+    /// The events after `after`, shared; `None` as for [`EventLog::replay_after`].
+    pub fn replay_shared_after(&self, after: u64) -> Option<Vec<(EventId, std::sync::Arc<str>)>> {
+        self.replay_after(after).map(|events| {
+            let skip = self.events.len() - events.len();
+            self.events
+                .iter()
+                .skip(skip)
+                .map(|(s, d)| {
+                    (
+                        EventId {
+                            stream: self.stream.clone(),
+                            seq: *s,
+                        },
+                        d.clone(),
+                    )
+                })
+                .collect()
+        })
     }
 
     /// The events after `after`, as `(id, data)`; `None` when some were already forgotten (or
@@ -312,7 +367,7 @@ impl EventLog {
                             stream: self.stream.clone(),
                             seq: *s,
                         },
-                        d.as_str(),
+                        &**d,
                     )
                 })
                 .collect(),

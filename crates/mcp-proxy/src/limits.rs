@@ -8,7 +8,8 @@
 //! tokens; checking the token costs one SHA-256 and a compare per configured token, the same
 //! work the auth check after this layer does. Reverse-client routes (`/register`, `/poll`,
 //! `/response`) have their own budget, so servers are never starved by clients sharing their
-//! address or token; `/healthz` and `/metrics` are not limited.
+//! address or token; `/healthz` (two map sizes) is not limited, `/metrics` (which walks the
+//! sessions) draws from the client budget.
 //!
 //! The map of buckets is bounded: full (idle) buckets are swept out at most once per
 //! [`SWEEP_EVERY`] once there are more than [`SWEEP_ABOVE`], so no request pays for a sweep
@@ -244,7 +245,7 @@ pub(crate) struct TokenRefused(pub(crate) bool);
 /// Which budget `path` draws from; `None` for routes that are never limited.
 fn budget(path: &str) -> Option<Budget> {
     match path {
-        "/healthz" | "/metrics" => None,
+        "/healthz" => None,
         "/register" | "/poll" | "/response" => Some(Budget::Server),
         _ => Some(Budget::Client),
     }
@@ -342,7 +343,7 @@ mod tests {
         assert_eq!(budget("/message"), Some(Budget::Client));
         assert_eq!(budget("/servers/a/mcp"), Some(Budget::Client));
         assert_eq!(budget("/healthz"), None);
-        assert_eq!(budget("/metrics"), None);
+        assert_eq!(budget("/metrics"), Some(Budget::Client));
     }
 
     #[test]

@@ -88,6 +88,8 @@ struct State {
     registrants: Held,
     /// Client sessions per caller (token, else address).
     session_holders: Held,
+    /// Replay bytes one session may keep (`--max-replay-bytes-per-session`).
+    replay_budget: usize,
 }
 
 /// A client message to route to a pool.
@@ -147,7 +149,10 @@ impl Broker {
     pub fn new(config: Config) -> Self {
         Broker {
             inner: Arc::new(Inner {
-                state: Mutex::new(State::default()),
+                state: Mutex::new(State {
+                    replay_budget: config.max_replay_bytes_per_session,
+                    ..State::default()
+                }),
                 config,
                 shutdown: CancellationToken::new(),
             }),
@@ -562,7 +567,9 @@ impl Broker {
                     max = cfg.max_sessions_per_caller,
                     "client session refused: --max-sessions-per-caller reached"
                 );
-                return Err(Error::RateLimited("too many client sessions for this caller"));
+                return Err(Error::RateLimited(
+                    "too many client sessions for this caller",
+                ));
             }
         }
         if st.sessions.len() >= cfg.max_sessions {
@@ -756,6 +763,7 @@ impl Broker {
         for id in idle {
             st.close_session(&id, true, "idle");
         }
+        st.trim_replay_in_all(cfg.max_replay_bytes);
         st.answered.evict(now);
     }
 
@@ -802,6 +810,14 @@ impl Broker {
     }
 
     /// Counts for health checks and tests.
+    /// Registrations and pending requests: two map sizes, what `/healthz` (open to anyone,
+    /// not rate limited) may cost under the lock.
+    pub fn counts(&self) -> (usize, usize) {
+        let st = self.lock();
+        (st.registrations.len(), st.pending.len())
+    }
+
+    /// Everything `/metrics` shows; walks the sessions' streams (operators only).
     pub fn stats(&self) -> Stats {
         let st = self.lock();
         Stats {
@@ -1197,6 +1213,7 @@ impl State {
                         state.finish(data);
                     }
                     session.retire(&stream.name);
+                    session.trim_replay(self.replay_budget);
                 }
                 if forgotten {
                     self.close_session(cs, false, "forgotten by its server");
@@ -1235,6 +1252,7 @@ impl State {
                 if let Some(state) = session.streams.get_mut(&stream.name) {
                     state.push(data);
                 }
+                session.trim_replay(self.replay_budget);
                 true
             }
             None => match self.loose.get_mut(&stream.name) {
@@ -1383,6 +1401,36 @@ impl State {
         self.registrations.insert(id, reg);
     }
 
+    /// Keeps all sessions' replay within `max` bytes: the finished streams of the sessions
+    /// seen longest ago go first, then each such session is trimmed to its newest events.
+    fn trim_replay_in_all(&mut self, max: usize) {
+        let mut by_session: Vec<(Instant, String, usize)> = self
+            .sessions
+            .iter()
+            .map(|(id, s)| (s.last_seen, id.clone(), s.replay_bytes()))
+            .collect();
+        let mut total: usize = by_session.iter().map(|(_, _, b)| b).sum();
+        if total <= max {
+            return;
+        }
+        by_session.sort();
+        let before = total;
+        for (_, id, bytes) in by_session {
+            if total <= max {
+                break;
+            }
+            if let Some(session) = self.sessions.get_mut(&id) {
+                total -= bytes - session.trim_replay(0);
+            }
+        }
+        info!(
+            before,
+            after = total,
+            max,
+            "replay logs over --max-replay-bytes: the least recent sessions' trimmed"
+        );
+    }
+
     /// Refuses a registration over the caps: all registrations (503), the caller's token's
     /// or, without a token, its address's (429).
     fn admit_registration(&self, who: &Requester, cfg: &Config) -> Result<(), Error> {
@@ -1402,7 +1450,9 @@ impl State {
             Some(h @ Holder::Address(_))
                 if self.registrants.of(&h) >= cfg.max_registrations_per_address =>
             {
-                Err(Error::RateLimited("too many registrations from this address"))
+                Err(Error::RateLimited(
+                    "too many registrations from this address",
+                ))
             }
             _ => Ok(()),
         }

@@ -11,6 +11,7 @@
 //! resumable, and closing one cancels its request.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mcp_protocol::jsonrpc::RequestId;
@@ -78,6 +79,7 @@ impl StreamState {
     /// Records `data` and sends it to the attached connection, if any. A connection that is
     /// too far behind is cut off (it resumes from the log).
     pub(crate) fn push(&mut self, data: String) {
+        let data: Arc<str> = data.into();
         let id = self.log.push(data.clone());
         if let Some((_, tx)) = &self.live {
             if tx
@@ -104,13 +106,14 @@ impl StreamState {
         &mut self,
         conn: u64,
         after: Option<u64>,
-    ) -> (Vec<String>, Option<mpsc::Receiver<String>>) {
+    ) -> (Vec<Initial>, Option<mpsc::Receiver<String>>) {
         let mut chunks = Vec::new();
         if let Some(after) = after {
             // Callers check replayability first; an unreplayable point replays nothing.
-            for (id, data) in self.log.replay_after(after).unwrap_or_default() {
+            // Shared references only: the events are framed after the lock is released.
+            for (id, data) in self.log.replay_shared_after(after).unwrap_or_default() {
                 if !data.is_empty() {
-                    chunks.push(sse_event(Some(&id.to_string()), data));
+                    chunks.push(Initial::Event(id, data));
                 }
             }
         }
@@ -118,10 +121,30 @@ impl StreamState {
             return (chunks, None);
         }
         let priming = self.log.push(String::new());
-        chunks.push(priming_event(&priming));
+        chunks.push(Initial::Priming(priming));
         let (tx, rx) = mpsc::channel(LIVE_BUFFER);
         self.live = Some((conn, tx));
         (chunks, Some(rx))
+    }
+}
+
+/// A chunk to send first on a newly attached connection, framed when taken (outside the
+/// broker lock: a resumption of a large answer copies nothing under it).
+#[derive(Debug)]
+pub(crate) enum Initial {
+    /// A replayed event.
+    Event(EventId, Arc<str>),
+    /// The priming event.
+    Priming(EventId),
+}
+
+impl Initial {
+    /// The SSE text of this chunk.
+    pub(crate) fn frame(self) -> String {
+        match self {
+            Initial::Event(id, data) => sse_event(Some(&id.to_string()), &data),
+            Initial::Priming(id) => priming_event(&id),
+        }
     }
 }
 
@@ -202,10 +225,43 @@ impl ClientSession {
     pub(crate) fn retire(&mut self, name: &str) {
         self.finished.push_back(name.to_owned());
         while self.finished.len() > FINISHED_STREAMS_KEPT {
-            if let Some(old) = self.finished.pop_front() {
-                self.streams.remove(&old);
-            }
+            self.forget_oldest_finished();
         }
+    }
+
+    /// Forgets the oldest finished stream; the bytes freed.
+    pub(crate) fn forget_oldest_finished(&mut self) -> usize {
+        self.finished
+            .pop_front()
+            .and_then(|old| self.streams.remove(&old))
+            .map_or(0, |s| s.log.bytes())
+    }
+
+    /// Bytes of replay this session keeps, over all its streams.
+    pub(crate) fn replay_bytes(&self) -> usize {
+        self.streams.values().map(|s| s.log.bytes()).sum()
+    }
+
+    /// Keeps this session's replay within `max` bytes: the oldest finished streams go first,
+    /// then the oldest events of the largest streams; the newest event of each stream stays
+    /// (it may be an answer not yet delivered). The bytes it holds afterwards.
+    pub(crate) fn trim_replay(&mut self, max: usize) -> usize {
+        let mut bytes = self.replay_bytes();
+        while bytes > max && !self.finished.is_empty() {
+            bytes -= self.forget_oldest_finished();
+        }
+        while bytes > max {
+            let Some(largest) = self
+                .streams
+                .values_mut()
+                .filter(|s| s.log.len() > 1)
+                .max_by_key(|s| s.log.bytes())
+            else {
+                break;
+            };
+            bytes -= largest.log.forget_oldest();
+        }
+        bytes
     }
 
     /// Whether it has been idle (no connection attached, nothing seen) for `idle`.
@@ -273,7 +329,7 @@ pub struct Attached {
     pub(crate) broker: Broker,
     pub(crate) stream: StreamRef,
     pub(crate) conn: u64,
-    pub(crate) initial: Vec<String>,
+    pub(crate) initial: Vec<Initial>,
     pub(crate) rx: Option<mpsc::Receiver<String>>,
 }
 
@@ -281,6 +337,9 @@ impl Attached {
     /// The chunks to send first (replayed events, then the priming event).
     pub fn take_initial(&mut self) -> Vec<String> {
         std::mem::take(&mut self.initial)
+            .into_iter()
+            .map(Initial::frame)
+            .collect()
     }
 
     /// The next live chunk; `None` when the stream ended (or was taken over).
@@ -346,12 +405,14 @@ mod tests {
     fn a_stream_replays_after_the_last_event_and_skips_priming() {
         let mut st = StreamState::new("p1", 8);
         let (first, rx) = st.attach(1, None);
+        let first: Vec<String> = first.into_iter().map(Initial::frame).collect();
         assert_eq!(first, ["id: p1.1\nretry: 1000\ndata:\n\n"]);
         assert!(rx.is_some());
         st.push("a".into());
         st.finish("b".into());
         assert!(st.live.is_none(), "finishing ends the connection");
         let (replay, rx) = st.attach(2, Some(1));
+        let replay: Vec<String> = replay.into_iter().map(Initial::frame).collect();
         assert!(rx.is_none(), "a finished stream only replays");
         assert_eq!(
             replay,
@@ -360,6 +421,34 @@ mod tests {
                 "id: p1.3\nevent: message\ndata: b\n\n"
             ]
         );
+    }
+
+    #[test]
+    fn a_session_keeps_its_replay_within_its_byte_budget() {
+        let mut s = ClientSession::new("m-r".into(), String::new(), 1, Instant::now());
+        let big = "x".repeat(1000);
+        for i in 0..5 {
+            let name = s.new_request_stream(&format!("r{i}"));
+            let stream = s.streams.get_mut(&name).unwrap();
+            stream.push(big.clone());
+            stream.finish(big.clone());
+            s.retire(&name);
+        }
+        assert_eq!(s.replay_bytes(), 10_000);
+        // The oldest finished streams go first, whole.
+        assert_eq!(s.trim_replay(4_500), 4_000);
+        assert_eq!(s.finished.len(), 2);
+        assert!(!s.streams.contains_key("p1"));
+        assert!(s.streams.contains_key("p5"));
+        // A live stream is trimmed to its newest event, never emptied.
+        let live = s.new_request_stream("r9");
+        for _ in 0..3 {
+            s.streams.get_mut(&live).unwrap().push(big.clone());
+        }
+        assert_eq!(s.trim_replay(0), 1_000);
+        assert!(s.finished.is_empty());
+        let kept = &s.streams[&live].log;
+        assert_eq!((kept.len(), kept.bytes()), (1, 1_000));
     }
 
     #[test]

@@ -173,3 +173,28 @@ async fn pools_and_sessions_route_and_fail() {
     sub.client_session = Some(cs);
     assert!(matches!(b.submit(sub), Err(Error::UnknownClientSession)));
 }
+
+#[test]
+fn replay_in_all_is_trimmed_least_recent_sessions_first() {
+    let mut st = State::default();
+    let now = Instant::now();
+    let big = "x".repeat(1000);
+    for (i, age) in [(0, 30u64), (1, 20), (2, 10)] {
+        let mut s = ClientSession::new(
+            "m-r".into(),
+            String::new(),
+            1,
+            now - Duration::from_secs(age),
+        );
+        for r in 0..2 {
+            let name = s.new_request_stream(&format!("r{i}{r}"));
+            s.streams.get_mut(&name).unwrap().finish(big.clone());
+            s.retire(&name);
+        }
+        st.insert_session(format!("c{i}"), s);
+    }
+    // 6,000 bytes over three sessions; keep 2,500: the two seen longest ago lose theirs.
+    st.trim_replay_in_all(2_500);
+    let bytes = |id: &str| st.sessions[id].replay_bytes();
+    assert_eq!((bytes("c0"), bytes("c1"), bytes("c2")), (0, 0, 2_000));
+}
