@@ -234,3 +234,35 @@ async fn a_trusted_proxy_is_exempt_from_the_per_address_cap() {
     let n = b.read(&mut buf).await.unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
 }
+
+#[tokio::test]
+async fn an_sse_stream_outlives_the_idle_timeout() {
+    let config = mcp_proxy::Config {
+        header_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_millis(300),
+        sse_keep_alive: Duration::from_secs(30),
+        ..short_timeouts()
+    };
+    let proxy = Proxy::start(config).await;
+    let server = super::fake::FakeServer::register(&proxy, None, &["2025-11-25"]).await;
+    let session = super::fake::open_session(&proxy, &server).await;
+    let resp = client()
+        .get(proxy.url("/mcp"))
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    let mut sse = super::fake::Sse::new(resp);
+    let _ = sse.block().await.expect("the priming event");
+    // Quiet for three idle timeouts (no keep-alive comment before 30 s), then a message.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let note = json!({"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"still here"}});
+    let (s, _) = server
+        .post(&proxy, json!({"client_session": session, "message": note}))
+        .await;
+    assert_eq!(s, 200);
+    let (_, got) = sse.message().await.expect("the stream is still open");
+    assert_eq!(got, note);
+}
