@@ -2,41 +2,19 @@
 //! line carries it whole, not even inside an HTTP error (reqwest names the URL, and the poll's
 //! URL has `session_id=` in its query).
 
-use std::io::Write;
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mcp_reverse::ReverseClient;
-use mcp_server::{Server, ServerConfig};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::common::{config, DEADLINE};
+use crate::common::DEADLINE;
+use crate::stdio::fixture_path;
 
 /// The registration id the fake proxy hands out; logs may show its first 8 characters only.
 const REGISTRATION: &str = "mcp-reg-SECRET-0123456789abcdef";
-
-/// Log output collected in memory.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Logs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl Write for Logs {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// A proxy that accepts the registration and then breaks every other request (poll,
 /// deregistration) by closing the connection before answering: HTTP errors that name the URL.
@@ -91,39 +69,62 @@ async fn answer_or_hang_up(mut socket: TcpStream) {
     let _ = socket.shutdown().await;
 }
 
-// A current-thread runtime: every task of the reverse client logs to this thread's subscriber.
-#[tokio::test(flavor = "current_thread")]
+// The `mcp-reverse` command, whose log is its stderr: a process of its own, so nothing else
+// running in this test binary can interfere with what is logged.
+#[tokio::test]
 async fn no_log_line_carries_the_registration_id_not_even_in_an_http_error() {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::DEBUG)
-        .finish();
-    let _logging = tracing::subscriber::set_default(subscriber);
-
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let proxy = tokio::spawn(breaking_proxy(listener));
-    let server = Server::new(ServerConfig::new("logs", "1.0.0"));
-    let reverse = ReverseClient::new(server, config(&url)).unwrap().spawn();
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-reverse"))
+        .args(["--proxy", &url, "--retry-delay", "1", "--"])
+        .args(["python3", "-u", &fixture_path()])
+        .env("RUST_LOG", "mcp_reverse=debug")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the command starts");
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let reader = {
+        let logs = logs.clone();
+        let mut stderr = command.stderr.take().unwrap();
+        tokio::spawn(async move {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = stderr.read(&mut chunk).await {
+                logs.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        })
+    };
+    let text = || String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
 
     // Registered, then a poll fails: the warning names the HTTP error.
     let start = Instant::now();
-    while !logs.text().contains("cannot reach the proxy") {
+    while !text().contains("cannot reach the proxy") {
         assert!(
             start.elapsed() < DEADLINE,
             "no poll failure logged:\n{}",
-            logs.text()
+            text()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    // The deregistration fails too, and is logged (debug) with its error.
-    reverse.shutdown().await.unwrap();
+    // Stopped, it deregisters, which fails too and is logged (debug) with its error.
+    let pid = command.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    tokio::time::timeout(DEADLINE, command.wait())
+        .await
+        .expect("the command stops")
+        .unwrap();
+    reader.await.unwrap();
     proxy.abort();
 
-    let text = logs.text();
+    let text = text();
     assert!(text.contains("registered with the proxy"), "{text}");
     assert!(text.contains("deregistration failed"), "{text}");
     assert!(
