@@ -4,6 +4,7 @@
 //! limits are shared.
 
 mod redis;
+mod relay_limits;
 
 use std::time::{Duration, Instant};
 

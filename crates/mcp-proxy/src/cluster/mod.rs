@@ -25,28 +25,45 @@
 //!
 //! Wake-ups are pub/sub messages; nothing polls Redis in a loop. The heartbeat is the one
 //! periodic task (one pipeline a second).
+//!
+//! Everything a relay holds is bounded: a frame carries at most `--max-body-bytes` of body
+//! after a head of at most `FRAME_HEAD_MAX` (64 KiB), and bigger ones are neither sent nor
+//! parsed (`frame`); an answer waiting for a slow caller holds at most `RELAY_BUFFER_FRAMES`
+//! (1024) frames and `RELAY_BUFFER_BYTES` (16 MiB), all answers of an instance together
+//! `RELAY_BUFFER_TOTAL_BYTES` (256 MiB), past which that relay fails and its home stops
+//! serving it, as when its caller disconnects (`outbound`).
+//!
+//! # Modules
+//! - `directory`: pool, registration and session homes in Redis, takeovers, the refresh.
+//! - `membership`: the heartbeat, losing instances, the subscription, leaving.
+//! - `relay`: the middleware that serves a request here or relays it to its home.
+//! - `outbound`: relays this instance waits on, and their bounded queues.
+//! - `inbound`: frames arriving on this instance's channel; serving relayed requests.
+//! - `frame`: the frames' format and size limit.
 
+mod directory;
 mod frame;
+mod inbound;
+mod membership;
+mod outbound;
 mod relay;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
-use mcp_protocol::wire::SessionIdKind;
 use redis::aio::ConnectionManager;
 use redis::Script;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
-use crate::auth::TokenId;
-use crate::broker::{Broker, RegistrationRecord, Short};
+use crate::broker::Broker;
 use crate::Error;
 
+use directory::{DIRECTORY_REFRESH, ENTRY_SCRIPT, FORGET_SCRIPT, HOME_SCRIPT};
 pub(crate) use relay::{carried_request, relay, CarriedRequest, Relayed};
 
 /// Where and how to join a cluster (`--broker redis://HOST:PORT`).
@@ -133,7 +150,10 @@ struct Inner {
     /// Homes looked up before (`p:` pools, `r:` registrations), while their instance lives.
     homes: Mutex<HashMap<String, String>>,
     /// Requests this instance relayed and waits on, by relay id.
-    outbound: Mutex<HashMap<u64, relay::Outbound>>,
+    outbound: Mutex<HashMap<u64, outbound::Outbound>>,
+    /// Body bytes the relays waiting here hold for their callers, in all (bounded by
+    /// `outbound::RELAY_BUFFER_TOTAL_BYTES`).
+    relay_buffered: AtomicUsize,
     /// Requests this instance serves for others, by (caller instance, relay id).
     inbound: Mutex<HashMap<(String, u64), tokio::task::AbortHandle>>,
     next_id: AtomicU64,
@@ -175,46 +195,11 @@ struct Scripts {
     forget: Script,
 }
 
-/// Registration directory entries outlive a silent home by this much; the home refreshes
-/// them every [`DIRECTORY_REFRESH`]. A stale entry is harmless: its instance is dead, or
-/// it answers for the id like a single instance would.
-const DIRECTORY_TTL: Duration = Duration::from_secs(600);
-const DIRECTORY_REFRESH: Duration = Duration::from_secs(120);
 /// The longest a Redis connection attempt or command may take before it counts as failed.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 /// After a failed rate-limit call, Redis is not asked again for this long (local buckets
 /// answer meanwhile), so an outage costs each request nothing.
 const LIMIT_BACKOFF: Duration = Duration::from_secs(2);
-/// The home cache is cleared past this many entries (lookups then go to Redis again).
-const HOME_CACHE_MAX: usize = 100_000;
-
-/// The pool's home, taking the pool over when asked to (`ARGV[3] == "1"`) and the home is
-/// missing or dead. One script, so two instances racing to take a pool agree on the winner.
-const HOME_SCRIPT: &str = r#"
-local cur = redis.call('GET', KEYS[1])
-if cur and redis.call('EXISTS', ARGV[2] .. cur) == 1 then return cur end
-if ARGV[3] ~= '1' then return false end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
-return ARGV[1]
-"#;
-
-/// Writes a directory entry (a registration or a client session) naming `ARGV[1]` its home,
-/// unless another live instance already is: `1` written, `0` held elsewhere. After a
-/// partition or a Redis restart this is what keeps two instances from both claiming one.
-const ENTRY_SCRIPT: &str = r#"
-local cur = redis.call('HGET', KEYS[1], 'home')
-if cur and cur ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. cur) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'home', ARGV[1], unpack(ARGV, 4))
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
-"#;
-
-/// Deletes a directory entry only while it still names `ARGV[1]` as its home.
-const FORGET_SCRIPT: &str = r#"
-if redis.call('HGET', KEYS[1], 'home') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"#;
-
 /// A token bucket shared by every instance: `{allowed, seconds to wait}`. The clock is
 /// Redis's, so instances with skewed clocks agree.
 const BUCKET_SCRIPT: &str = r#"
@@ -292,6 +277,7 @@ impl Cluster {
                 alive: Mutex::new(HashSet::new()),
                 homes: Mutex::new(HashMap::new()),
                 outbound: Mutex::new(HashMap::new()),
+                relay_buffered: AtomicUsize::new(0),
                 inbound: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
                 relayed_out: AtomicU64::new(0),
@@ -354,20 +340,6 @@ impl Cluster {
         self.inner.conn.clone()
     }
 
-    /// Watches request `request_id`, handed to a poll that `via` relayed (see `in_transit`).
-    fn track_transit(&self, request_id: String, via: &str) {
-        lock(&self.inner.in_transit)
-            .insert(request_id, (via.to_owned(), std::time::Instant::now()));
-    }
-
-    /// The item relayed to `via` did not get there: its request fails now.
-    fn transit_failed(&self, request_id: &str) {
-        lock(&self.inner.in_transit).remove(request_id);
-        if let Some(broker) = self.inner.broker.get() {
-            broker.fail_handed_over(request_id);
-        }
-    }
-
     /// Starts the subscriber, the heartbeat and the directory refresh; `router` serves the
     /// requests other instances relay here. They stop when `shutdown` is cancelled, and this
     /// instance then leaves the cluster at once (its pools are taken over without waiting
@@ -417,559 +389,6 @@ impl Cluster {
         })
     }
 
-    /// Says this instance is alive and reads who else is; `true` when Redis had forgotten
-    /// this instance although it beat before (Redis restarted empty, or a failover lost
-    /// writes).
-    async fn beat(&self) -> Result<bool, Error> {
-        let ttl = self.inner.heartbeat.ttl();
-        let (added, members): (u64, Vec<String>) = redis::pipe()
-            .cmd("SET")
-            .arg(self.key(&format!("inst:{}", self.inner.id)))
-            .arg(1)
-            .arg("PX")
-            .arg(ttl.as_millis() as u64)
-            .ignore()
-            .cmd("SADD")
-            .arg(self.key("instances"))
-            .arg(&self.inner.id)
-            .cmd("SMEMBERS")
-            .arg(self.key("instances"))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| redis_error("heartbeat", e))?;
-        let cut_off = {
-            let mut last = lock(&self.inner.last_beat);
-            let cut_off = last.elapsed() > ttl;
-            *last = std::time::Instant::now();
-            cut_off
-        };
-        // Forgotten by Redis (restarted empty), or cut off long enough to be taken for dead:
-        // either way the directory must be checked and written back.
-        let forgotten = (added == 1 || cut_off) && self.inner.joined.swap(true, Ordering::Relaxed);
-        if forgotten {
-            // What this instance remembered about homes predates the gap.
-            lock(&self.inner.homes).clear();
-        }
-        let keys: Vec<String> = members
-            .iter()
-            .map(|m| self.key(&format!("inst:{m}")))
-            .collect();
-        let beats: Vec<Option<String>> = redis::cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| redis_error("heartbeat", e))?;
-        let mut alive = HashSet::new();
-        let mut dead = Vec::new();
-        for (member, beat) in members.into_iter().zip(beats) {
-            if beat.is_some() {
-                alive.insert(member);
-            } else {
-                dead.push(member);
-            }
-        }
-        if !dead.is_empty() {
-            let _: Result<(), _> = redis::cmd("SREM")
-                .arg(self.key("instances"))
-                .arg(&dead)
-                .query_async(&mut self.conn())
-                .await;
-        }
-        let gone: Vec<String> = {
-            let mut current = lock(&self.inner.alive);
-            let gone = current.difference(&alive).cloned().collect();
-            *current = alive;
-            gone
-        };
-        for instance in &gone {
-            info!(instance = %instance, "a proxy instance left the cluster");
-        }
-        if !gone.is_empty() {
-            let gone: HashSet<&String> = gone.iter().collect();
-            lock(&self.inner.homes).retain(|_, home| !gone.contains(home));
-        }
-        Ok(forgotten)
-    }
-
-    /// Fails relays waiting on dead instances, stops serving relays for dead callers, and
-    /// fails the requests dead instances were carrying to servers.
-    fn reap(&self) {
-        let alive = lock(&self.inner.alive).clone();
-        if let Some(broker) = self.inner.broker.get() {
-            let doomed: Vec<String> = {
-                let mut transit = lock(&self.inner.in_transit);
-                let doomed = transit
-                    .iter()
-                    .filter(|(_, (via, _))| !alive.contains(via))
-                    .map(|(id, _)| id.clone())
-                    .collect::<Vec<_>>();
-                for id in &doomed {
-                    transit.remove(id);
-                }
-                // Answered (or timed out) requests need no watching.
-                let pending: HashSet<String> = broker
-                    .still_pending(transit.keys().map(String::as_str))
-                    .into_iter()
-                    .map(str::to_owned)
-                    .collect();
-                transit.retain(|id, _| pending.contains(id));
-                doomed
-            };
-            for id in doomed {
-                broker.fail_handed_over(&id);
-            }
-        }
-        self.fail_outbound(
-            |home| !alive.contains(home),
-            "the proxy instance serving it left",
-        );
-        let mut inbound = lock(&self.inner.inbound);
-        inbound.retain(|(from, _), task| {
-            let keep = alive.contains(from);
-            if !keep {
-                task.abort();
-            }
-            keep
-        });
-    }
-
-    /// Fails every outbound relay whose home matches.
-    fn fail_outbound(&self, matches: impl Fn(&str) -> bool, why: &str) {
-        let mut outbound = lock(&self.inner.outbound);
-        outbound.retain(|_, relay| {
-            if matches(&relay.home) {
-                self.inner.relays_failed.fetch_add(1, Ordering::Relaxed);
-                let _ = relay.tx.send(relay::Event::Fail(why.to_owned()));
-                false
-            } else {
-                true
-            }
-        });
-    }
-
-    /// Whether `instance` lives: known from the last beat, or (a newer instance) asked now.
-    async fn is_alive(&self, instance: &str) -> Result<bool, Error> {
-        if lock(&self.inner.alive).contains(instance) {
-            return Ok(true);
-        }
-        let exists: bool = redis::cmd("EXISTS")
-            .arg(self.key(&format!("inst:{instance}")))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| redis_error("instance lookup", e))?;
-        if exists {
-            lock(&self.inner.alive).insert(instance.to_owned());
-        }
-        Ok(exists)
-    }
-
-    fn target(&self, home: String) -> Target {
-        if home == self.inner.id {
-            Target::Local
-        } else {
-            Target::Remote(home)
-        }
-    }
-
-    fn cached_home(&self, key: &str) -> Option<String> {
-        let fenced = lock(&self.inner.last_beat).elapsed() > self.inner.heartbeat.ttl();
-        if fenced {
-            // Cut off from Redis for longer than others wait: whatever this instance
-            // believed about homes may be stale, so every route asks Redis (and gets 503
-            // while it cannot) rather than serving a pool another instance now holds.
-            return None;
-        }
-        let home = lock(&self.inner.homes).get(key).cloned()?;
-        // Only homes alive at the last beat count; others are asked again.
-        lock(&self.inner.alive).contains(&home).then_some(home)
-    }
-
-    fn cache_home(&self, key: String, home: &str) {
-        let mut homes = lock(&self.inner.homes);
-        if homes.len() >= HOME_CACHE_MAX {
-            homes.clear();
-        }
-        homes.insert(key, home.to_owned());
-    }
-
-    /// The home of `pool`. With `claim`, a pool without a live home becomes this instance's
-    /// (a server registering, or a legacy id being re-adopted); without, it is served here,
-    /// which answers as a single instance would (no server).
-    pub(crate) async fn pool_home(&self, pool: &str, claim: bool) -> Result<Target, Error> {
-        let cache_key = format!("p:{pool}");
-        if let Some(home) = self.cached_home(&cache_key) {
-            return Ok(self.target(home));
-        }
-        let home: Option<String> = self
-            .inner
-            .scripts
-            .home
-            .key(self.key(&format!("pool:{pool}")))
-            .arg(&self.inner.id)
-            .arg(self.key("inst:"))
-            .arg(if claim { "1" } else { "0" })
-            .arg(DIRECTORY_TTL.as_millis() as u64)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| redis_error("pool lookup", e))?;
-        match home {
-            Some(home) => {
-                if home == self.inner.id && claim {
-                    debug!(pool, "this instance is the pool's home");
-                }
-                self.cache_home(cache_key, &home);
-                Ok(self.target(home))
-            }
-            None => Ok(Target::Local),
-        }
-    }
-
-    /// The home of registration `session_id`. A registration whose home was lost is
-    /// served by its pool's home (taking the pool over if need be), which adopts it
-    /// ([`Cluster::adopt_orphan`]); an unrecorded id of the legacy form by the default pool's
-    /// home (re-adoption, as after a restart); any other unknown id here (404).
-    pub(crate) async fn registration_home(&self, session_id: &str) -> Result<Target, Error> {
-        let cache_key = format!("r:{session_id}");
-        if let Some(home) = self.cached_home(&cache_key) {
-            return Ok(self.target(home));
-        }
-        let kind = SessionIdKind::of(session_id);
-        if kind.is_some() {
-            let (home, pool): (Option<String>, Option<String>) = redis::cmd("HMGET")
-                .arg(self.key(&format!("reg:{session_id}")))
-                .arg("home")
-                .arg("pool")
-                .query_async(&mut self.conn())
-                .await
-                .map_err(|e| redis_error("registration lookup", e))?;
-            if let Some(home) = home {
-                if self.is_alive(&home).await? {
-                    self.cache_home(cache_key, &home);
-                    return Ok(self.target(home));
-                }
-                return self.pool_home(pool.as_deref().unwrap_or(""), true).await;
-            }
-        }
-        match kind {
-            Some(SessionIdKind::Legacy) => self.pool_home("", true).await,
-            _ => Ok(Target::Local),
-        }
-    }
-
-    /// Records a registration (with what another instance needs to take it over) as living
-    /// here, before its id is handed out.
-    pub(crate) async fn record_registration(
-        &self,
-        record: &RegistrationRecord,
-    ) -> Result<(), Error> {
-        let mut pipe = redis::pipe();
-        self.registration_entry(&mut pipe, record);
-        self.write_entries(pipe).await?;
-        self.note_recorded(format!("reg:{}", record.session_id));
-        Ok(())
-    }
-
-    /// The command that writes `record`'s directory entry, naming this instance its home
-    /// unless another live instance is (see `ENTRY_SCRIPT`).
-    fn registration_entry(&self, pipe: &mut redis::Pipeline, record: &RegistrationRecord) {
-        let capabilities = match &record.capabilities {
-            Some(c) => serde_json::to_string(c).expect("capabilities serialize"),
-            None => String::new(),
-        };
-        let owner = record
-            .owner
-            .as_ref()
-            .map(TokenId::digest_hex)
-            .unwrap_or_default();
-        self.entry(
-            pipe,
-            &format!("reg:{}", record.session_id),
-            &[
-                ("pool", record.pool.as_str()),
-                ("caps", &capabilities),
-                ("owner", &owner),
-            ],
-        );
-    }
-
-    /// Remembers an entry this instance wrote, so the refresh removes it once it ends here.
-    fn note_recorded(&self, what: String) {
-        lock(&self.inner.recorded).insert(what);
-    }
-
-    /// One `ENTRY_SCRIPT` call for `what` with these fields.
-    fn entry(&self, pipe: &mut redis::Pipeline, what: &str, fields: &[(&str, &str)]) {
-        let cmd = pipe
-            .cmd("EVALSHA")
-            .arg(self.inner.scripts.entry.get_hash())
-            .arg(1)
-            .arg(self.key(what))
-            .arg(&self.inner.id)
-            .arg(self.key("inst:"))
-            .arg(DIRECTORY_TTL.as_millis() as u64);
-        for (field, value) in fields {
-            cmd.arg(*field).arg(*value);
-        }
-    }
-
-    /// Runs `pipe` (entry writes) after loading the entry script; one `1`/`0` per entry.
-    async fn write_entries(&self, pipe: redis::Pipeline) -> Result<Vec<i64>, Error> {
-        redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(ENTRY_SCRIPT)
-            .query_async::<()>(&mut self.conn())
-            .await
-            .map_err(|e| redis_error("directory", e))?;
-        pipe.query_async(&mut self.conn())
-            .await
-            .map_err(|e| redis_error("directory", e))
-    }
-
-    /// Forgets registration `session_id` (it deregistered): no instance may take it over.
-    pub(crate) async fn forget_registration(&self, session_id: &str) {
-        lock(&self.inner.homes).remove(&format!("r:{session_id}"));
-        let result: Result<(), _> = redis::cmd("DEL")
-            .arg(self.key(&format!("reg:{session_id}")))
-            .query_async(&mut self.conn())
-            .await;
-        if let Err(e) = result {
-            warn!(error = %e, "could not remove a registration from the cluster directory");
-        }
-    }
-
-    /// Before a registration route is served here: when `session_id` is unknown to `broker`
-    /// but recorded for an instance that is lost, take it over with its recorded pool,
-    /// capabilities and owner, so its server carries on without registering again. Only the
-    /// pool's home gets here for it (see [`Cluster::registration_home`]), so one instance
-    /// adopts it.
-    pub(crate) async fn adopt_orphan(&self, broker: &Broker, session_id: &str) {
-        if SessionIdKind::of(session_id).is_none() || broker.knows(session_id) {
-            return;
-        }
-        let key = self.key(&format!("reg:{session_id}"));
-        let record: Result<HashMap<String, String>, _> = redis::cmd("HGETALL")
-            .arg(&key)
-            .query_async(&mut self.conn())
-            .await;
-        let record = match record {
-            Ok(r) => r,
-            Err(e) => {
-                warn!(error = %e, "cluster directory unavailable; registration not taken over");
-                return;
-            }
-        };
-        let Some(home) = record.get("home") else {
-            return;
-        };
-        // Recorded here but unknown: it left or died here; not ours to bring back.
-        if *home == self.inner.id || self.is_alive(home).await.unwrap_or(true) {
-            return;
-        }
-        let capabilities = match record.get("caps").map(String::as_str) {
-            None | Some("") => None,
-            Some(json) => match serde_json::from_str(json) {
-                Ok(c) => Some(c),
-                Err(_) => return,
-            },
-        };
-        let owner = match record.get("owner").map(String::as_str) {
-            None | Some("") => None,
-            Some(hex) => match TokenId::from_digest_hex(hex) {
-                Some(id) => Some(id),
-                None => return,
-            },
-        };
-        let pool = record.get("pool").cloned().unwrap_or_default();
-        // Only the pool's home takes its registrations over (claiming the pool if nobody
-        // holds it), so one instance has each.
-        if self.pool_home(&pool, true).await.ok() != Some(Target::Local) {
-            return;
-        }
-        if broker.adopt(session_id, &pool, capabilities.clone(), owner) {
-            let record = RegistrationRecord {
-                session_id: session_id.to_owned(),
-                pool,
-                capabilities,
-                owner,
-            };
-            if let Err(e) = self.record_registration(&record).await {
-                warn!(error = %e, "could not record a registration taken over");
-            }
-        }
-    }
-
-    /// Records client session `client_session` (just opened here, pinned to `registration`),
-    /// so the pool's next home can take it over if this instance is lost.
-    pub(crate) async fn record_session(
-        &self,
-        client_session: &str,
-        pool: &str,
-        registration: &str,
-    ) {
-        let mut pipe = redis::pipe();
-        self.session_entry(&mut pipe, client_session, pool, registration);
-        match self.write_entries(pipe).await {
-            Ok(_) => self.note_recorded(format!("sess:{client_session}")),
-            Err(e) => {
-                warn!(error = %e, "could not record a client session in the cluster directory")
-            }
-        }
-    }
-
-    /// The command that writes a client session's directory entry (see `ENTRY_SCRIPT`).
-    fn session_entry(
-        &self,
-        pipe: &mut redis::Pipeline,
-        client_session: &str,
-        pool: &str,
-        registration: &str,
-    ) {
-        self.entry(
-            pipe,
-            &format!("sess:{client_session}"),
-            &[("pool", pool), ("registration", registration)],
-        );
-    }
-
-    /// Forgets client session `client_session` (the client ended it).
-    pub(crate) async fn forget_session(&self, client_session: &str) {
-        let result: Result<(), _> = redis::cmd("DEL")
-            .arg(self.key(&format!("sess:{client_session}")))
-            .query_async(&mut self.conn())
-            .await;
-        if let Err(e) = result {
-            warn!(error = %e, "could not remove a client session from the cluster directory");
-        }
-    }
-
-    /// Before a client route of `pool` is served here with `client_session`: when the
-    /// session is unknown to `broker` but recorded for a lost instance, take it (and its
-    /// registration) over, so the client carries on without initializing again.
-    pub(crate) async fn adopt_session(&self, broker: &Broker, pool: &str, client_session: &str) {
-        if broker.session_registration(client_session).is_some() {
-            return;
-        }
-        let key = self.key(&format!("sess:{client_session}"));
-        let record: HashMap<String, String> = match redis::cmd("HGETALL")
-            .arg(&key)
-            .query_async(&mut self.conn())
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                warn!(error = %e, "cluster directory unavailable; client session not taken over");
-                return;
-            }
-        };
-        let (Some(home), Some(recorded_pool), Some(registration)) = (
-            record.get("home"),
-            record.get("pool"),
-            record.get("registration"),
-        ) else {
-            return;
-        };
-        if *home == self.inner.id
-            || recorded_pool != pool
-            || self.is_alive(home).await.unwrap_or(true)
-        {
-            return;
-        }
-        // Only the pool's home takes its sessions over (claiming the pool if nobody holds
-        // it): two instances adopting one session would split its client from its server.
-        if self.pool_home(pool, true).await.ok() != Some(Target::Local) {
-            return;
-        }
-        self.adopt_orphan(broker, registration).await;
-        if broker.adopt_session(client_session, pool, registration) {
-            self.record_session(client_session, pool, registration)
-                .await;
-        }
-    }
-
-    /// Refreshes the directory entries of the registrations and client sessions homed here
-    /// (and records re-adopted legacy ids, which have no entry yet), and the homes of the
-    /// pools with members here, claiming those with no home recorded (Redis forgot them). A
-    /// pool without members anywhere is forgotten after `DIRECTORY_TTL`.
-    async fn refresh_directory(&self, broker: &Broker) -> Result<(), Error> {
-        // Pools: claim (or keep) each pool with members here. One that another live instance
-        // holds now (it took the pool over while this one was cut off from Redis) is not
-        // ours any more: its members here are dropped, and their servers, told 404, register
-        // again with the pool's home.
-        let registrations = broker.registration_records();
-        for pool in broker.pool_names() {
-            if self.pool_home(&pool, true).await? != Target::Local {
-                warn!(
-                    pool,
-                    "another instance took this pool over; dropping its members here"
-                );
-                for record in registrations.iter().filter(|r| r.pool == pool) {
-                    let _ = broker.deregister(&record.session_id);
-                }
-            } else {
-                let _: Result<(), _> = redis::cmd("PEXPIRE")
-                    .arg(self.key(&format!("pool:{pool}")))
-                    .arg(DIRECTORY_TTL.as_millis() as u64)
-                    .query_async(&mut self.conn())
-                    .await;
-            }
-        }
-        // Whole entries, not just their expiry: after Redis lost its data they are written
-        // back with everything a takeover needs. An entry another live instance holds is
-        // dropped here likewise.
-        let registrations: Vec<RegistrationRecord> = registrations
-            .into_iter()
-            .filter(|r| broker.knows(&r.session_id))
-            .collect();
-        for chunk in registrations.chunks(500) {
-            let mut pipe = redis::pipe();
-            for record in chunk {
-                self.registration_entry(&mut pipe, record);
-            }
-            for (record, written) in chunk.iter().zip(self.write_entries(pipe).await?) {
-                if written == 0 {
-                    warn!(session = %Short(&record.session_id), "another instance took this registration over; dropping it here");
-                    let _ = broker.deregister(&record.session_id);
-                }
-            }
-        }
-        let sessions = broker.session_records();
-        for chunk in sessions.chunks(500) {
-            let mut pipe = redis::pipe();
-            for (id, pool, registration) in chunk {
-                self.session_entry(&mut pipe, id, pool, registration);
-            }
-            for ((id, _, _), written) in chunk.iter().zip(self.write_entries(pipe).await?) {
-                if written == 0 {
-                    broker.forget_session(id);
-                }
-            }
-        }
-        // Entries of registrations that died or expired here, and of sessions that ended,
-        // since the last refresh: removed, so no instance takes them over later.
-        let current: HashSet<String> = registrations
-            .iter()
-            .map(|r| format!("reg:{}", r.session_id))
-            .chain(sessions.iter().map(|(id, _, _)| format!("sess:{id}")))
-            .collect();
-        let ended: Vec<String> = {
-            let mut recorded = lock(&self.inner.recorded);
-            let ended = recorded.difference(&current).cloned().collect();
-            *recorded = current;
-            ended
-        };
-        for what in ended {
-            let _: Result<i64, _> = self
-                .inner
-                .scripts
-                .forget
-                .key(self.key(&what))
-                .arg(&self.inner.id)
-                .invoke_async(&mut self.conn())
-                .await;
-        }
-        Ok(())
-    }
-
     /// Takes one request from the caller's shared bucket: `Ok(None)` allowed, `Ok(Some(wait))`
     /// refused for that long.
     pub(crate) async fn take_token(
@@ -1006,63 +425,6 @@ impl Cluster {
         ))
     }
 
-    /// Leaves at once: the heartbeat key goes, so others take this instance's pools over.
-    async fn leave(&self) {
-        let _: Result<(), _> = redis::pipe()
-            .cmd("DEL")
-            .arg(self.key(&format!("inst:{}", self.inner.id)))
-            .ignore()
-            .cmd("SREM")
-            .arg(self.key("instances"))
-            .arg(&self.inner.id)
-            .ignore()
-            .query_async(&mut self.conn())
-            .await;
-        self.fail_outbound(|_| true, "this proxy instance is shutting down");
-        info!(instance = %self.inner.id, "left the cluster");
-    }
-
-    /// Runs the subscription to this instance's channel, reconnecting when it drops. Frames
-    /// published while it was down are lost, so every relay in flight then fails (clearly)
-    /// rather than waiting for frames that will never come.
-    async fn subscribe_forever(self) {
-        use futures::StreamExt;
-        let channel = self.channel(&self.inner.id);
-        let mut delay = Duration::from_millis(100);
-        loop {
-            let first = lock(&self.inner.first_subscription).take();
-            let subscribed = async {
-                if let Some(pubsub) = first {
-                    return Ok(pubsub);
-                }
-                let mut pubsub = self.inner.client.get_async_pubsub().await?;
-                pubsub.subscribe(&channel).await?;
-                Ok::<_, redis::RedisError>(pubsub)
-            }
-            .await;
-            match subscribed {
-                Ok(pubsub) => {
-                    delay = Duration::from_millis(100);
-                    self.inner.subscribed.store(true, Ordering::Relaxed);
-                    let mut messages = pubsub.into_on_message();
-                    while let Some(msg) = messages.next().await {
-                        self.on_frame(msg.get_payload_bytes());
-                    }
-                    warn!("cluster subscription lost; resubscribing");
-                }
-                Err(e) => warn!(error = %e, "cluster subscription failed; retrying"),
-            }
-            // Frames for the relays waiting here may have been lost: fail them, and take no
-            // new ones until subscribed again. Requests served here for others go on: they
-            // publish on the other connection, and a caller that left cancels them again
-            // when their next frame finds it gone.
-            self.inner.subscribed.store(false, Ordering::Relaxed);
-            self.fail_outbound(|_| true, "the proxy lost its cluster subscription");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
-    }
-
     /// Publishes `frame` to `instance`'s channel; [`Error::InstanceLost`] when nobody
     /// listens there (the instance died, or is between two subscriptions).
     async fn publish(&self, instance: &str, frame: Vec<u8>) -> Result<(), Error> {
@@ -1089,22 +451,13 @@ impl Cluster {
         }
     }
 
-    /// Opens an outbound relay: its id and the events of its answer.
-    fn open_outbound(&self, home: &str) -> (u64, mpsc::UnboundedReceiver<relay::Event>) {
-        self.inner.relayed_out.fetch_add(1, Ordering::Relaxed);
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::unbounded_channel();
-        lock(&self.inner.outbound).insert(
-            id,
-            relay::Outbound {
-                home: home.to_owned(),
-                tx,
-            },
-        );
-        (id, rx)
-    }
-
-    fn close_outbound(&self, id: u64) {
-        lock(&self.inner.outbound).remove(&id);
+    /// The most body bytes a frame carries: this instance's body limit.
+    fn max_body_bytes(&self) -> usize {
+        self.inner
+            .broker
+            .get()
+            .map_or(crate::config::DEFAULT_MAX_BODY_BYTES, |b| {
+                b.config().max_body_bytes
+            })
     }
 }

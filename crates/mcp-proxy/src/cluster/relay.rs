@@ -1,22 +1,21 @@
-//! The relay: a request that arrived at the wrong instance travels whole to its home over
-//! Redis pub/sub, runs through the home's own router, and its answer streams back frame by
-//! frame (an SSE stream included) until it ends, its caller leaves, or either instance dies.
+//! The relay middleware: a request for a pool or registration homed on another instance
+//! travels whole to its home over Redis pub/sub (`outbound`), runs through the home's own
+//! router (`inbound`), and its answer streams back frame by frame (an SSE stream included)
+//! until it ends, its caller leaves, or either instance dies. A request served here first
+//! takes over what a lost instance held for it.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
-use futures::StreamExt;
-use mcp_protocol::jsonrpc::Message;
+use axum::response::{IntoResponse, Json, Response};
+use mcp_protocol::jsonrpc::{ErrorCode, ErrorObject, Message, Response as RpcResponse};
 use mcp_protocol::streamable::SESSION_ID_HEADER;
-use mcp_protocol::wire::{is_valid_pool_name, PollItem};
-use tower::ServiceExt;
-use tracing::{debug, warn};
+use mcp_protocol::wire::{is_valid_pool_name, PollItem, WireError, WireErrorCode};
+use tracing::{info, warn};
 
-use super::frame::{self, Head};
-use super::{lock, Cluster, Target};
+use super::frame::FRAME_HEAD_MAX;
+use super::{Cluster, Target};
 use crate::auth::TokenKind;
 use crate::limits::TokenRefused;
 use crate::{AppState, Error};
@@ -26,25 +25,9 @@ use crate::{AppState, Error};
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Relayed;
 
-/// A relayed request this instance waits on.
-pub(crate) struct Outbound {
-    /// The instance serving it.
-    pub(crate) home: String,
-    /// Where the subscriber puts its answer's events.
-    pub(crate) tx: tokio::sync::mpsc::UnboundedSender<Event>,
-}
-
-/// A piece of a relayed answer.
-pub(crate) enum Event {
-    Head(StatusCode, HeaderMap),
-    Data(Bytes),
-    End,
-    Fail(String),
-}
-
 /// Which routes are homed, and how their home is found.
 #[derive(Debug)]
-enum Route {
+pub(super) enum Route {
     /// `POST /register`: the pool named in the body (claimed if it has no live home).
     Register,
     /// `/poll`, `/response`, `DELETE /register`: the registration's home.
@@ -76,8 +59,16 @@ impl Route {
         }
     }
 
+    /// The kind of token this route takes.
+    fn token_kind(&self) -> TokenKind {
+        match self {
+            Route::Client(_) => TokenKind::Client,
+            _ => TokenKind::Server,
+        }
+    }
+
     /// `error` as this route answers it: JSON-RPC with the client's id, or a wire error.
-    fn fail(&self, error: Error, body: &[u8]) -> Response {
+    pub(super) fn fail(&self, error: Error, body: &[u8]) -> Response {
         match self {
             Route::Client(_) => {
                 let id = Message::parse(body).ok().and_then(|m| m.id().cloned());
@@ -85,6 +76,56 @@ impl Route {
             }
             Route::Register | Route::Registration | Route::Operator => error.into_response(),
         }
+    }
+
+    /// A refusal no [`Error`] words: JSON-RPC with the client's id (`code`) on client
+    /// routes, a wire error (`wire`) on the others.
+    fn refuse(
+        &self,
+        status: StatusCode,
+        code: ErrorCode,
+        wire: WireErrorCode,
+        message: String,
+        body: &[u8],
+    ) -> Response {
+        match self {
+            Route::Client(_) => {
+                let id = Message::parse(body).ok().and_then(|m| m.id().cloned());
+                let error = ErrorObject::new(code, message);
+                (status, Json(RpcResponse::error(id, error))).into_response()
+            }
+            _ => (status, Json(WireError::new(wire, message))).into_response(),
+        }
+    }
+
+    /// 431: a request whose head (`head_len` bytes: method, URI, headers) does not fit a
+    /// relay frame's; it reached an instance that is not its pool's home.
+    pub(super) fn headers_too_large(&self, head_len: usize, body: &[u8]) -> Response {
+        info!(head_len, "refused: request headers too large to relay");
+        self.refuse(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorCode::INVALID_REQUEST,
+            WireErrorCode::PayloadTooLarge,
+            format!(
+                "request headers too large to relay to the proxy instance serving this \
+                 server ({head_len} bytes; at most {FRAME_HEAD_MAX})"
+            ),
+            body,
+        )
+    }
+
+    /// 502: the answer (or the request, at the home) was larger than a relay frame takes,
+    /// which happens only when instances run with different `--max-body-bytes`.
+    pub(super) fn answer_too_large(&self, body: &[u8]) -> Response {
+        self.refuse(
+            StatusCode::BAD_GATEWAY,
+            ErrorCode::INTERNAL_ERROR,
+            WireErrorCode::PayloadTooLarge,
+            "the request or its answer is larger than the proxy instances relay between \
+             them; every instance must run with the same --max-body-bytes"
+                .to_owned(),
+            body,
+        )
     }
 
     fn too_large(&self, limit: usize) -> Response {
@@ -163,13 +204,11 @@ pub(crate) async fn relay(State(state): State<AppState>, req: Request, next: Nex
     let refused = match req.extensions().get::<TokenRefused>() {
         // The rate limiter checked the same kind of token for this route already.
         Some(TokenRefused(refused)) => *refused,
-        None => {
-            let kind = match route {
-                Route::Client(_) => TokenKind::Client,
-                _ => TokenKind::Server,
-            };
-            state.config().auth.check(kind, req.headers()).is_err()
-        }
+        None => state
+            .config()
+            .auth
+            .check(route.token_kind(), req.headers())
+            .is_err(),
     };
     if refused {
         return next.run(req).await;
@@ -255,44 +294,6 @@ async fn serve_at_home(
     response
 }
 
-/// Removes an outbound relay when its answer is dropped, and tells the home to stop when
-/// the answer did not end (the client left).
-struct RelayGuard {
-    cluster: Cluster,
-    id: u64,
-    home: String,
-    done: bool,
-}
-
-impl RelayGuard {
-    /// The answer ended (or failed for good): nothing to cancel at the home.
-    fn finish(&mut self) {
-        self.done = true;
-    }
-}
-
-impl Drop for RelayGuard {
-    fn drop(&mut self) {
-        self.cluster.close_outbound(self.id);
-        if !self.done {
-            let cluster = self.cluster.clone();
-            let frame = frame::encode(
-                &Head::Cancel {
-                    id: self.id,
-                    from: cluster.inner.id.clone(),
-                },
-                b"",
-            );
-            let home = std::mem::take(&mut self.home);
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    let _ = cluster.publish(&home, frame).await;
-                });
-            }
-        }
-    }
-}
-
 /// The request a poll's item hands to its server (`request` items; `reply` and
 /// `session_closed` items carry no client waiting on them).
 pub(crate) fn carried_request(item: &PollItem) -> Option<&str> {
@@ -306,405 +307,6 @@ pub(crate) fn carried_request(item: &PollItem) -> Option<&str> {
 /// relayed poll's home knows what it carries without parsing the body again.
 #[derive(Clone, Debug)]
 pub(crate) struct CarriedRequest(pub(crate) String);
-
-/// Headers that describe one hop's connection, not the message.
-fn hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection" | "keep-alive" | "transfer-encoding" | "upgrade" | "te" | "trailer"
-    )
-}
-
-fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .filter(|(k, _)| !hop_by_hop(k.as_str()))
-        .map(|(k, v)| {
-            (
-                k.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect()
-}
-
-fn header_map(pairs: Vec<(String, String)>) -> HeaderMap {
-    let mut map = HeaderMap::with_capacity(pairs.len());
-    for (k, v) in pairs {
-        if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
-            map.append(k, v);
-        }
-    }
-    map
-}
-
-impl Cluster {
-    /// `GET path` answered by every other live instance, as JSON, within `deadline` (an
-    /// instance that does not answer in time is left out). For operator views of the whole
-    /// cluster (`/servers`).
-    pub(crate) async fn gather(
-        &self,
-        path: &str,
-        headers: &HeaderMap,
-        deadline: std::time::Duration,
-    ) -> Vec<serde_json::Value> {
-        let others: Vec<String> = self
-            .instances()
-            .into_iter()
-            .filter(|i| *i != self.inner.id)
-            .collect();
-        let asks = others.into_iter().map(|instance| {
-            let mut req = Request::builder().method(Method::GET).uri(path);
-            if let Some(map) = req.headers_mut() {
-                *map = headers.clone();
-            }
-            let (parts, _) = req.body(()).expect("a GET of a fixed path").into_parts();
-            async move {
-                let ask = async {
-                    let response = self
-                        .forward(instance, parts, Bytes::new(), &Route::Operator)
-                        .await;
-                    if !response.status().is_success() {
-                        return None;
-                    }
-                    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-                        .await
-                        .ok()?;
-                    serde_json::from_slice(&body).ok()
-                };
-                tokio::time::timeout(deadline, ask).await.ok().flatten()
-            }
-        });
-        futures::future::join_all(asks)
-            .await
-            .into_iter()
-            .flatten()
-            .collect()
-    }
-
-    /// Relays a request to `home` and answers with what it answers.
-    async fn forward(
-        &self,
-        home: String,
-        parts: axum::http::request::Parts,
-        body: Bytes,
-        route: &Route,
-    ) -> Response {
-        if !self
-            .inner
-            .subscribed
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            // Answers published to this instance now would reach nobody.
-            return route.fail(
-                Error::ClusterUnavailable("no cluster subscription".into()),
-                &body,
-            );
-        }
-        let (head_deadline, idle_deadline) = self.deadlines();
-        let (id, mut rx) = self.open_outbound(&home);
-        let mut guard = RelayGuard {
-            cluster: self.clone(),
-            id,
-            home: home.clone(),
-            done: false,
-        };
-        let head = Head::Req {
-            id,
-            from: self.inner.id.clone(),
-            method: parts.method.as_str().to_owned(),
-            uri: parts
-                .uri
-                .path_and_query()
-                .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned()),
-            headers: {
-                let mut headers = header_pairs(&parts.headers);
-                // HTTP/2 carries the host in the URI, not a header: the home checks `Host`.
-                if let (None, Some(authority)) = (
-                    parts.headers.get(axum::http::header::HOST),
-                    parts.uri.authority(),
-                ) {
-                    headers.push(("host".to_owned(), authority.to_string()));
-                }
-                headers
-            },
-        };
-        if let Err(e) = self.publish(&home, frame::encode(&head, &body)).await {
-            guard.finish();
-            self.inner
-                .relays_failed
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return route.fail(e, &body);
-        }
-        debug!(relay = id, home = %home, path = %parts.uri.path(), "relayed");
-        // Deadlines: a home that stays alive but whose frames were lost (a Redis hiccup)
-        // must not leave the caller waiting forever. The head comes at the latest when the
-        // longest poll hold or the request timeout ends; a stream sends keep-alive comments.
-        let first = match tokio::time::timeout(head_deadline, rx.recv()).await {
-            Ok(event) => event,
-            Err(_) => {
-                warn!(relay = id, home = %home, "relayed request got no answer in time");
-                return route.fail(Error::InstanceLost, &body);
-            }
-        };
-        match first {
-            Some(Event::Head(status, headers)) => {
-                let events =
-                    futures::stream::unfold((rx, guard), move |(mut rx, mut guard)| async move {
-                        let event = match tokio::time::timeout(idle_deadline, rx.recv()).await {
-                            Ok(event) => event,
-                            Err(_) => Some(Event::Fail("relayed stream went silent".into())),
-                        };
-                        match event {
-                            Some(Event::Data(bytes)) => Some((Ok(bytes), (rx, guard))),
-                            Some(Event::Fail(why)) => {
-                                guard.finish();
-                                Some((Err(std::io::Error::other(why)), (rx, guard)))
-                            }
-                            Some(Event::End) | Some(Event::Head(..)) | None => {
-                                guard.finish();
-                                None
-                            }
-                        }
-                    });
-                let mut response = Response::new(Body::from_stream(events));
-                *response.status_mut() = status;
-                *response.headers_mut() = headers;
-                response
-            }
-            Some(Event::Fail(why)) => {
-                guard.finish();
-                warn!(relay = id, home = %home, %why, "relayed request failed");
-                route.fail(Error::InstanceLost, &body)
-            }
-            Some(Event::Data(_)) | Some(Event::End) | None => {
-                guard.finish();
-                route.fail(Error::InstanceLost, &body)
-            }
-        }
-    }
-
-    /// Takes one frame from this instance's channel.
-    pub(super) fn on_frame(&self, bytes: &[u8]) {
-        let Some((head, payload)) = frame::decode(bytes) else {
-            warn!(
-                len = bytes.len(),
-                "unreadable frame on the cluster channel dropped"
-            );
-            return;
-        };
-        match head {
-            Head::Req {
-                id,
-                from,
-                method,
-                uri,
-                headers,
-            } => {
-                self.inner
-                    .relayed_in
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let body = Bytes::copy_from_slice(payload);
-                let cluster = self.clone();
-                let key = (from.clone(), id);
-                // The lock is held across the spawn so the task cannot finish (and remove
-                // itself) before it is recorded.
-                let mut inbound = lock(&self.inner.inbound);
-                let task = tokio::spawn(async move {
-                    cluster.serve(&from, id, method, uri, headers, body).await;
-                    lock(&cluster.inner.inbound).remove(&(from, id));
-                });
-                inbound.insert(key, task.abort_handle());
-            }
-            Head::Cancel { id, from } => {
-                let task = lock(&self.inner.inbound).remove(&(from, id));
-                if let Some(task) = task {
-                    debug!(relay = id, "relayed request cancelled by its caller");
-                    task.abort();
-                }
-            }
-            Head::Res {
-                id,
-                status,
-                headers,
-                whole,
-                from,
-            } => {
-                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-                if !self.deliver(id, Event::Head(status, header_map(headers)), false) && !whole {
-                    self.cancel_unknown(id, from);
-                    return;
-                }
-                if whole {
-                    if !payload.is_empty() {
-                        self.deliver(id, Event::Data(Bytes::copy_from_slice(payload)), false);
-                    }
-                    self.deliver(id, Event::End, true);
-                }
-            }
-            Head::Data { id, from } => {
-                if !self.deliver(id, Event::Data(Bytes::copy_from_slice(payload)), false) {
-                    self.cancel_unknown(id, from);
-                }
-            }
-            Head::End { id } => {
-                self.deliver(id, Event::End, true);
-            }
-            Head::Fail { id, reason } => {
-                self.deliver(id, Event::Fail(reason), true);
-            }
-        }
-    }
-
-    /// Hands `event` to relay `id`; `false` when no such relay waits here (any more).
-    fn deliver(&self, id: u64, event: Event, last: bool) -> bool {
-        let mut outbound = lock(&self.inner.outbound);
-        let known = match outbound.get(&id) {
-            // A closed receiver: the caller left; its guard removes the entry.
-            Some(relay) => {
-                let _ = relay.tx.send(event);
-                true
-            }
-            None => false,
-        };
-        if last {
-            outbound.remove(&id);
-        }
-        known
-    }
-
-    /// A stream keeps coming for a relay this instance no longer has (its cancel was lost):
-    /// tell the instance serving it to stop.
-    fn cancel_unknown(&self, id: u64, home: String) {
-        if home.is_empty() {
-            return;
-        }
-        let cluster = self.clone();
-        let frame = frame::encode(
-            &Head::Cancel {
-                id,
-                from: self.inner.id.clone(),
-            },
-            b"",
-        );
-        tokio::spawn(async move {
-            let _ = cluster.publish(&home, frame).await;
-        });
-    }
-
-    /// Serves a relayed request through this instance's router and streams the answer back.
-    async fn serve(
-        &self,
-        from: &str,
-        id: u64,
-        method: String,
-        uri: String,
-        headers: Vec<(String, String)>,
-        body: Bytes,
-    ) {
-        let Some(router) = self.inner.router.get().cloned() else {
-            return;
-        };
-        let mut builder = Request::builder().method(method.as_str()).uri(uri.as_str());
-        if let Some(map) = builder.headers_mut() {
-            *map = header_map(headers);
-        }
-        let mut req = match builder.body(Body::from(body)) {
-            Ok(req) => req,
-            Err(e) => {
-                let fail = Head::Fail {
-                    id,
-                    reason: format!("unreadable relayed request: {e}"),
-                };
-                let _ = self.publish(from, frame::encode(&fail, b"")).await;
-                return;
-            }
-        };
-        req.extensions_mut().insert(Relayed);
-        let response = match router.oneshot(req).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        };
-        let (parts, body) = response.into_parts();
-        let carried = parts
-            .extensions
-            .get::<CarriedRequest>()
-            .map(|c| c.0.clone());
-        let status = parts.status.as_u16();
-        let headers = header_pairs(&parts.headers);
-        // A body of known length (JSON answers, errors, 202/204) is already complete: it
-        // goes back in one frame, one publish instead of three.
-        if axum::body::HttpBody::size_hint(&body).exact().is_some() {
-            let head = Head::Res {
-                id,
-                status,
-                headers,
-                whole: true,
-                from: self.inner.id.clone(),
-            };
-            // A poll's item is handed over once it leaves here: if `from` is lost before
-            // passing it on, its request must fail, not wait for a timeout.
-            if let Some(request_id) = &carried {
-                self.track_transit(request_id.clone(), from);
-            }
-            let frame = match axum::body::to_bytes(body, usize::MAX).await {
-                Ok(bytes) => frame::encode(&head, &bytes),
-                Err(e) => {
-                    let fail = Head::Fail {
-                        id,
-                        reason: e.to_string(),
-                    };
-                    frame::encode(&fail, b"")
-                }
-            };
-            // Only a publish nobody received proves the item is lost; after a Redis timeout it
-            // may have arrived, and failing it then could run the tool twice on a retry.
-            if let Err(Error::InstanceLost) = self.publish(from, frame).await {
-                if let Some(request_id) = carried {
-                    self.transit_failed(&request_id);
-                }
-            }
-            return;
-        }
-        let head = Head::Res {
-            id,
-            status,
-            headers,
-            whole: false,
-            from: self.inner.id.clone(),
-        };
-        if self.publish(from, frame::encode(&head, b"")).await.is_err() {
-            return;
-        }
-        let mut data = body.into_data_stream();
-        while let Some(chunk) = data.next().await {
-            let frame = match chunk {
-                Ok(bytes) if bytes.is_empty() => continue,
-                Ok(bytes) => frame::encode(
-                    &Head::Data {
-                        id,
-                        from: self.inner.id.clone(),
-                    },
-                    &bytes,
-                ),
-                Err(e) => {
-                    let fail = Head::Fail {
-                        id,
-                        reason: e.to_string(),
-                    };
-                    let _ = self.publish(from, frame::encode(&fail, b"")).await;
-                    return;
-                }
-            };
-            if self.publish(from, frame).await.is_err() {
-                return;
-            }
-        }
-        let _ = self
-            .publish(from, frame::encode(&Head::End { id }, b""))
-            .await;
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,290 @@
+//! The subscriber's side of the relay: each frame on this instance's channel is taken here,
+//! whether it brings a request to serve for another instance (served through this instance's
+//! own router, its answer streamed back in frames within the size limit) or a piece of an
+//! answer a relay here waits on (handed to that relay's queue).
+
+use std::sync::atomic::Ordering;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use bytes::Bytes;
+use futures::StreamExt;
+use tower::ServiceExt;
+use tracing::{debug, warn};
+
+use super::frame::{self, Head, Refused, FRAME_HEAD_MAX};
+use super::outbound::{Event, Failure};
+use super::relay::{CarriedRequest, Relayed};
+use super::{lock, Cluster};
+use crate::Error;
+
+impl Cluster {
+    /// Takes one frame from this instance's channel. A frame larger than this instance takes
+    /// is dropped unparsed, and the relay its head names (when readable) fails at once.
+    pub(super) fn on_frame(&self, bytes: &[u8]) {
+        let max_payload = self.max_body_bytes();
+        let (head, payload) = match frame::decode(bytes, max_payload) {
+            Ok(frame) => frame,
+            Err(Refused::Unreadable) => {
+                warn!(
+                    len = bytes.len(),
+                    "unreadable frame on the cluster channel dropped"
+                );
+                return;
+            }
+            Err(Refused::TooLarge(head)) => {
+                // No ids: the head may carry a session id in a URI.
+                warn!(
+                    len = bytes.len(),
+                    limit = max_payload + FRAME_HEAD_MAX,
+                    kind = head.as_ref().map_or("unreadable", Head::kind),
+                    "a frame larger than this instance takes was dropped \
+                     (are all instances run with the same --max-body-bytes?)"
+                );
+                if let Some(head) = head {
+                    self.refuse_frame(head, max_payload);
+                }
+                return;
+            }
+        };
+        match head {
+            Head::Req {
+                id,
+                from,
+                method,
+                uri,
+                headers,
+            } => {
+                self.inner.relayed_in.fetch_add(1, Ordering::Relaxed);
+                let body = Bytes::copy_from_slice(payload);
+                let cluster = self.clone();
+                let key = (from.clone(), id);
+                // The lock is held across the spawn so the task cannot finish (and remove
+                // itself) before it is recorded.
+                let mut inbound = lock(&self.inner.inbound);
+                let task = tokio::spawn(async move {
+                    cluster.serve(&from, id, method, uri, headers, body).await;
+                    lock(&cluster.inner.inbound).remove(&(from, id));
+                });
+                inbound.insert(key, task.abort_handle());
+            }
+            Head::Cancel { id, from } => {
+                let task = lock(&self.inner.inbound).remove(&(from, id));
+                if let Some(task) = task {
+                    debug!(relay = id, "relayed request cancelled by its caller");
+                    task.abort();
+                }
+            }
+            Head::Res {
+                id,
+                status,
+                headers,
+                whole,
+                from,
+            } => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+                let head = Event::Head(status, frame::header_map(headers));
+                if !self.deliver(id, head, false) && !whole {
+                    // A stream keeps coming for a relay this instance no longer has (its
+                    // cancel was lost): tell the instance serving it to stop.
+                    self.cancel_at(id, from);
+                    return;
+                }
+                if whole {
+                    if !payload.is_empty() {
+                        self.deliver(id, Event::Data(Bytes::copy_from_slice(payload)), false);
+                    }
+                    self.deliver(id, Event::End, true);
+                }
+            }
+            Head::Data { id, from } => {
+                if !self.deliver(id, Event::Data(Bytes::copy_from_slice(payload)), false) {
+                    self.cancel_at(id, from);
+                }
+            }
+            Head::End { id } => {
+                self.deliver(id, Event::End, true);
+            }
+            Head::Fail {
+                id,
+                reason,
+                too_large,
+            } => {
+                let failure = if too_large {
+                    Failure::TooLarge(reason)
+                } else {
+                    Failure::Lost(reason)
+                };
+                self.deliver(id, Event::Fail(failure), true);
+            }
+        }
+    }
+
+    /// An oversized frame was dropped: the request it brought fails at its caller, the
+    /// answer it carried fails here (and its home stops serving it).
+    fn refuse_frame(&self, head: Head, max_payload: usize) {
+        let why = format!(
+            "a relayed request or answer was larger than a proxy instance takes \
+             ({max_payload} bytes of body)"
+        );
+        match head {
+            Head::Req { id, from, .. } => {
+                let fail = Head::Fail {
+                    id,
+                    reason: why,
+                    too_large: true,
+                };
+                let cluster = self.clone();
+                tokio::spawn(async move {
+                    let _ = cluster.publish(&from, frame::encode(&fail, b"")).await;
+                });
+            }
+            Head::Res { id, from, .. } | Head::Data { id, from } => {
+                self.inner.relays_failed.fetch_add(1, Ordering::Relaxed);
+                if self.deliver(id, Event::Fail(Failure::TooLarge(why)), true) {
+                    self.cancel_at(id, from);
+                }
+            }
+            Head::End { id } | Head::Fail { id, .. } => {
+                self.deliver(id, Event::Fail(Failure::TooLarge(why)), true);
+            }
+            Head::Cancel { .. } => {}
+        }
+    }
+
+    /// Serves a relayed request through this instance's router and streams the answer back,
+    /// in frames no larger than the body limit allows.
+    async fn serve(
+        &self,
+        from: &str,
+        id: u64,
+        method: String,
+        uri: String,
+        headers: Vec<(String, String)>,
+        body: Bytes,
+    ) {
+        let Some(router) = self.inner.router.get().cloned() else {
+            return;
+        };
+        let mut builder = Request::builder().method(method.as_str()).uri(uri.as_str());
+        if let Some(map) = builder.headers_mut() {
+            *map = frame::header_map(headers);
+        }
+        let mut req = match builder.body(Body::from(body)) {
+            Ok(req) => req,
+            Err(e) => {
+                self.publish_fail(from, id, format!("unreadable relayed request: {e}"))
+                    .await;
+                return;
+            }
+        };
+        req.extensions_mut().insert(Relayed);
+        let response = match router.oneshot(req).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        let (parts, body) = response.into_parts();
+        let carried = parts
+            .extensions
+            .get::<CarriedRequest>()
+            .map(|c| c.0.clone());
+        let status = parts.status.as_u16();
+        let headers = frame::header_pairs(&parts.headers);
+        let max_payload = self.max_body_bytes();
+        // A poll's item is handed over once it leaves here: if `from` is lost before passing
+        // it on, its request must fail, not wait for a timeout. Only a publish nobody
+        // received proves the item is lost; after a Redis timeout it may have arrived, and
+        // failing it then could run the tool twice on a retry.
+        if let Some(request_id) = &carried {
+            self.track_transit(request_id.clone(), from);
+        }
+        let lost = |result: Result<(), Error>| {
+            if let (Err(Error::InstanceLost), Some(request_id)) = (&result, &carried) {
+                self.transit_failed(request_id);
+            }
+            result.is_err()
+        };
+        // A body of known length (JSON answers, errors, 202/204) within the limit is already
+        // complete: it goes back in one frame, one publish instead of three.
+        let known = axum::body::HttpBody::size_hint(&body).exact();
+        if known.is_some_and(|n| n <= max_payload as u64) {
+            let head = Head::Res {
+                id,
+                status,
+                headers,
+                whole: true,
+                from: self.inner.id.clone(),
+            };
+            let frame = match axum::body::to_bytes(body, max_payload).await {
+                Ok(bytes) => checked(frame::encode(&head, &bytes), bytes.len(), id),
+                Err(e) => frame::encode(&fail_head(id, e.to_string()), b""),
+            };
+            lost(self.publish(from, frame).await);
+            return;
+        }
+        let head = Head::Res {
+            id,
+            status,
+            headers,
+            whole: false,
+            from: self.inner.id.clone(),
+        };
+        let head = checked(frame::encode(&head, b""), 0, id);
+        if lost(self.publish(from, head).await) {
+            return;
+        }
+        let mut data = body.into_data_stream();
+        while let Some(chunk) = data.next().await {
+            let chunk = match chunk {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    self.publish_fail(from, id, e.to_string()).await;
+                    return;
+                }
+            };
+            for piece in frame::pieces(chunk, max_payload) {
+                let data = Head::Data {
+                    id,
+                    from: self.inner.id.clone(),
+                };
+                if lost(self.publish(from, frame::encode(&data, &piece)).await) {
+                    return;
+                }
+            }
+        }
+        let _ = self
+            .publish(from, frame::encode(&Head::End { id }, b""))
+            .await;
+    }
+
+    /// Tells `to` that relay `id` broke off, and why.
+    async fn publish_fail(&self, to: &str, id: u64, reason: String) {
+        let _ = self
+            .publish(to, frame::encode(&fail_head(id, reason), b""))
+            .await;
+    }
+}
+
+/// `frame` (an answer's head, with a payload of `payload_len` bytes), or in its place a
+/// `fail` frame when its headers do not fit a frame's head.
+fn checked(frame: Vec<u8>, payload_len: usize, id: u64) -> Vec<u8> {
+    if frame::head_fits(&frame, payload_len) {
+        return frame;
+    }
+    let fail = Head::Fail {
+        id,
+        reason: "the answer's headers are larger than a relay frame takes".into(),
+        too_large: true,
+    };
+    frame::encode(&fail, b"")
+}
+
+/// The head of a `fail` frame that is not about size.
+fn fail_head(id: u64, reason: String) -> Head {
+    Head::Fail {
+        id,
+        reason,
+        too_large: false,
+    }
+}
