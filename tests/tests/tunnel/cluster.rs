@@ -3,6 +3,7 @@
 //! route, a lost instance fails what it held at once and its servers carry on elsewhere, rate
 //! limits are shared.
 
+mod auth;
 mod redis;
 mod relay_limits;
 
@@ -413,67 +414,6 @@ async fn the_rate_limit_is_shared_by_every_instance() {
 }
 
 #[tokio::test]
-async fn tokens_are_checked_by_the_home_whichever_instance_relays() {
-    use mcp_proxy::auth::{Auth, TokenKind, TokenSet};
-    const SERVER: &str = "cluster-server-token-0123456789";
-    const CLIENT: &str = "cluster-client-token-0123456789";
-    let redis = Redis::start();
-    let tokens = |c: &mut Config| {
-        let mut set = TokenSet::new();
-        set.add_spec(TokenKind::Server, &format!("{SERVER}:alpha"), "test")
-            .unwrap();
-        set.add_spec(TokenKind::Client, &format!("{CLIENT}:alpha"), "test")
-            .unwrap();
-        c.auth = Auth::with_tokens(set);
-    };
-    let a = Node::start_with(&redis, tokens).await;
-    let b = Node::start_with(&redis, tokens).await;
-    let server = Server::new(ServerConfig::new("cluster-test", "1.0.0"));
-    demo::register_seed_tools(&server, false);
-    let mut config = mcp_reverse::Configuration::new(&a.url)
-        .with_held_polls(2)
-        .with_token(SERVER);
-    config.server_name = Some("alpha".into());
-    let reverse = ReverseClient::new(server, config).unwrap().spawn();
-
-    let alpha = format!("{}/servers/alpha/message", b.url);
-    let with_token = ClientOptions {
-        token: Some(CLIENT.into()),
-        ..ClientOptions::default()
-    };
-    let start = Instant::now();
-    let answer = loop {
-        let client = Client::with_options(&alpha, with_token.clone()).unwrap();
-        match client
-            .call_tool("echo", json!({"text": "authorized"}))
-            .await
-        {
-            Ok(result) => break text_of(&result),
-            Err(e) => assert!(start.elapsed() < DEADLINE, "never answered: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(answer, "authorized");
-
-    // Relayed from B to the pool's home A, and refused there like on a single instance.
-    let refused = Client::connect(&alpha)
-        .unwrap()
-        .call_tool("echo", json!({"text": "no token"}))
-        .await;
-    assert!(
-        matches!(refused, Err(ClientError::Status { status: 401, .. })),
-        "{refused:?}"
-    );
-    let register = post(
-        format!("{}/register", b.url),
-        json!({"type": "mcp_server", "name": "alpha", "capabilities": {}}),
-    )
-    .await;
-    assert_eq!(register.status(), 401, "a server without its token");
-    reverse.shutdown().await.unwrap();
-}
-
-#[tokio::test]
 async fn a_modern_registration_is_taken_over_with_its_id_when_its_home_is_lost() {
     let redis = Redis::start();
     let a = Node::start(&redis).await;
@@ -605,64 +545,6 @@ async fn a_redis_that_restarts_empty_gets_the_directory_back() {
         "the same registration"
     );
     reverse.shutdown().await.unwrap();
-}
-
-#[tokio::test]
-async fn a_taken_over_registration_keeps_its_owner_token() {
-    use mcp_proxy::auth::{Auth, TokenKind, TokenSet};
-    const OWNER: &str = "cluster-owner-token-0123456789ab";
-    const OTHER: &str = "cluster-other-token-0123456789ab";
-    let redis = Redis::start();
-    let tokens = |c: &mut Config| {
-        let mut set = TokenSet::new();
-        for token in [OWNER, OTHER] {
-            set.add_spec(TokenKind::Server, token, "test").unwrap();
-        }
-        c.auth = Auth::with_tokens(set);
-    };
-    let a = Node::start_with(&redis, tokens).await;
-    let b = Node::start_with(&redis, tokens).await;
-    let http = reqwest::Client::new();
-    let reg: Value = http
-        .post(format!("{}/register", a.url))
-        .bearer_auth(OWNER)
-        .json(&json!({"type": "mcp_server", "capabilities": {}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let session = reg["session_id"].as_str().unwrap().to_owned();
-    a.kill().await;
-
-    let poll = |token: &'static str| {
-        let (http, url) = (
-            http.clone(),
-            format!("{}/poll?session_id={session}&timeout=0", b.url),
-        );
-        async move {
-            http.get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
-    // Another valid server token never gets the registration, before or after the takeover.
-    let start = Instant::now();
-    loop {
-        match poll(OTHER).await {
-            502 => assert!(start.elapsed() < DEADLINE, "A never noticed dead"),
-            401 => break,
-            other => panic!("another token's poll: {other}"),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(poll(OWNER).await, 204, "its own token carries on");
-    assert_eq!(poll(OTHER).await, 401);
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 use mcp_protocol::wire::SessionIdKind;
 use tracing::{debug, warn};
 
+use super::relay::Permit;
 use super::{lock, redis_error, Cluster, Target};
 use crate::auth::TokenId;
 use crate::broker::{Broker, RegistrationRecord, Short};
@@ -116,7 +117,14 @@ impl Cluster {
     /// served by its pool's home (taking the pool over if need be), which adopts it
     /// ([`Cluster::adopt_orphan`]); an unrecorded id of the legacy form by the default pool's
     /// home (re-adoption, as after a restart); any other unknown id here (404).
-    pub(super) async fn registration_home(&self, session_id: &str) -> Result<Target, Error> {
+    ///
+    /// Only a caller whose token reaches the pool (`permit`) makes this instance claim it;
+    /// any other is served here, where the route refuses it.
+    pub(super) async fn registration_home(
+        &self,
+        session_id: &str,
+        permit: &Permit<'_>,
+    ) -> Result<Target, Error> {
         let cache_key = format!("r:{session_id}");
         if let Some(home) = self.cached_home(&cache_key) {
             return Ok(self.target(home));
@@ -135,11 +143,15 @@ impl Cluster {
                     self.cache_home(cache_key, &home);
                     return Ok(self.target(home));
                 }
-                return self.pool_home(pool.as_deref().unwrap_or(""), true).await;
+                let pool = pool.unwrap_or_default();
+                if !permit.allows(&pool) {
+                    return Ok(Target::Local);
+                }
+                return self.pool_home(&pool, true).await;
             }
         }
         match kind {
-            Some(SessionIdKind::Legacy) => self.pool_home("", true).await,
+            Some(SessionIdKind::Legacy) if permit.allows("") => self.pool_home("", true).await,
             _ => Ok(Target::Local),
         }
     }
@@ -230,7 +242,14 @@ impl Cluster {
     /// capabilities and owner, so its server carries on without registering again. Only the
     /// pool's home gets here for it (see [`Cluster::registration_home`]), so one instance
     /// adopts it.
-    pub(super) async fn adopt_orphan(&self, broker: &Broker, session_id: &str) {
+    ///
+    /// Nothing is taken over for a caller whose token does not reach its pool (`permit`).
+    pub(super) async fn adopt_orphan(
+        &self,
+        broker: &Broker,
+        session_id: &str,
+        permit: &Permit<'_>,
+    ) {
         if SessionIdKind::of(session_id).is_none() || broker.knows(session_id) {
             return;
         }
@@ -270,7 +289,7 @@ impl Cluster {
         let pool = record.get("pool").cloned().unwrap_or_default();
         // Only the pool's home takes its registrations over (claiming the pool if nobody
         // holds it), so one instance has each.
-        if self.pool_home(&pool, true).await.ok() != Some(Target::Local) {
+        if !permit.allows(&pool) || self.pool_home(&pool, true).await.ok() != Some(Target::Local) {
             return;
         }
         if broker.adopt(session_id, &pool, capabilities.clone(), owner) {
@@ -333,7 +352,15 @@ impl Cluster {
     /// Before a client route of `pool` is served here with `client_session`: when the
     /// session is unknown to `broker` but recorded for a lost instance, take it (and its
     /// registration) over, so the client carries on without initializing again.
-    pub(super) async fn adopt_session(&self, broker: &Broker, pool: &str, client_session: &str) {
+    ///
+    /// Nothing is taken over for a caller whose token does not reach `pool` (`permit`).
+    pub(super) async fn adopt_session(
+        &self,
+        broker: &Broker,
+        pool: &str,
+        client_session: &str,
+        permit: &Permit<'_>,
+    ) {
         if broker.session_registration(client_session).is_some() {
             return;
         }
@@ -364,10 +391,10 @@ impl Cluster {
         }
         // Only the pool's home takes its sessions over (claiming the pool if nobody holds
         // it): two instances adopting one session would split its client from its server.
-        if self.pool_home(pool, true).await.ok() != Some(Target::Local) {
+        if !permit.allows(pool) || self.pool_home(pool, true).await.ok() != Some(Target::Local) {
             return;
         }
-        self.adopt_orphan(broker, registration).await;
+        self.adopt_orphan(broker, registration, permit).await;
         if broker.adopt_session(client_session, pool, registration) {
             self.record_session(client_session, pool, registration)
                 .await;

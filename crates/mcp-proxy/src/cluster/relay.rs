@@ -3,10 +3,14 @@
 //! router (`inbound`), and its answer streams back frame by frame (an SSE stream included)
 //! until it ends, its caller leaves, or either instance dies. A request served here first
 //! takes over what a lost instance held for it.
+//!
+//! Nothing in the cluster changes for a caller whose token does not reach the pool at stake:
+//! no pool is claimed and nothing is taken over for it ([`Permit`]); the route's own 401
+//! answers it.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Json, Response};
 use mcp_protocol::jsonrpc::{ErrorCode, ErrorObject, Message, Response as RpcResponse};
@@ -16,7 +20,7 @@ use tracing::{info, warn};
 
 use super::frame::FRAME_HEAD_MAX;
 use super::{Cluster, Target};
-use crate::auth::TokenKind;
+use crate::auth::{Auth, TokenKind};
 use crate::limits::TokenRefused;
 use crate::{AppState, Error};
 
@@ -187,6 +191,27 @@ fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// Whether a request's token may change the cluster for a pool: claim it, or take over what
+/// a lost instance held in it. Asked only where that would happen, so the hot path does not
+/// check the token again (the route checks it anyway).
+pub(super) struct Permit<'a> {
+    auth: &'a Auth,
+    kind: TokenKind,
+    headers: &'a HeaderMap,
+}
+
+impl Permit<'_> {
+    /// Whether the token reaches `pool` (any request does while its kind of token is not
+    /// enforced).
+    pub(super) fn allows(&self, pool: &str) -> bool {
+        match self.auth.check(self.kind, self.headers) {
+            Ok(None) => true,
+            Ok(Some(grant)) => grant.names.allows(pool),
+            Err(_) => false,
+        }
+    }
+}
+
 /// Middleware: serves a request here when this instance is its home, else relays it.
 pub(crate) async fn relay(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some(cluster) = state.cluster.clone() else {
@@ -221,13 +246,19 @@ pub(crate) async fn relay(State(state): State<AppState>, req: Request, next: Nex
         Ok(bytes) => bytes,
         Err(_) => return route.too_large(limit),
     };
+    let permit = Permit {
+        auth: &state.config().auth,
+        kind: route.token_kind(),
+        headers: &parts.headers,
+    };
     let target = match &route {
+        // A token bound to other pools claims nothing: served here, the route refuses it.
         Route::Register => match pool_of_registration(&bytes) {
-            Some(pool) => cluster.pool_home(&pool, true).await,
-            None => Ok(Target::Local),
+            Some(pool) if permit.allows(&pool) => cluster.pool_home(&pool, true).await,
+            _ => Ok(Target::Local),
         },
         Route::Registration => match session_id_of(parts.uri.query()) {
-            Some(id) => cluster.registration_home(&id).await,
+            Some(id) => cluster.registration_home(&id, &permit).await,
             None => Ok(Target::Local),
         },
         Route::Client(pool) => cluster.pool_home(pool, false).await,
@@ -261,15 +292,22 @@ async fn serve_at_home(
         .get(SESSION_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let permit = Permit {
+        auth: &state.config().auth,
+        kind: route.token_kind(),
+        headers: req.headers(),
+    };
     match route {
         Route::Registration => {
             if let Some(id) = session_id_of(req.uri().query()) {
-                cluster.adopt_orphan(&state.broker, &id).await;
+                cluster.adopt_orphan(&state.broker, &id, &permit).await;
             }
         }
         Route::Client(pool) => {
             if let Some(cs) = &client_session {
-                cluster.adopt_session(&state.broker, pool, cs).await;
+                cluster
+                    .adopt_session(&state.broker, pool, cs, &permit)
+                    .await;
             }
         }
         Route::Register | Route::Operator => {}
