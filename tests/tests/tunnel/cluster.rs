@@ -592,3 +592,23 @@ async fn bad_input_at_another_instance_gets_the_single_instance_answer() {
     let (status, code) = rpc(message(&b, ping).await.unwrap()).await;
     assert_eq!((status, code), (504, json!(-32011)));
 }
+
+#[tokio::test]
+async fn per_address_quotas_hold_at_the_home_whichever_instance_relays() {
+    let redis = Redis::start();
+    let one_each = |c: &mut Config| c.max_registrations_per_address = 1;
+    let a = Node::start_with(&redis, one_each).await;
+    let b = Node::start_with(&redis, one_each).await;
+    let body = json!({"type": "mcp_server", "name": "quota",
+        "capabilities": {"held_polls": 0, "protocol_versions": ["2025-11-25"]}});
+    // The first makes A the pool's home; the second reaches B, which relays it to A, where
+    // this address already holds its one registration.
+    let first = post(format!("{}/register", a.url), body.clone()).await;
+    assert_eq!(first.status(), 200);
+    let second = post(format!("{}/register", b.url), body).await;
+    assert_eq!(
+        second.status(),
+        429,
+        "the caller's address travels with the relay"
+    );
+}

@@ -32,6 +32,10 @@ pub(crate) enum Head {
         method: String,
         uri: String,
         headers: Vec<(String, String)>,
+        /// The caller's address as the instance it reached resolved it (per-address limits
+        /// apply at the home); absent from instances that predate it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client: Option<std::net::IpAddr>,
     },
     /// The status and headers of the answer to request `id`; with `whole`, the payload is
     /// its entire body and nothing follows (one frame for every answer but a stream).
@@ -102,7 +106,7 @@ pub(crate) enum Refused {
     Unreadable,
     /// Larger than this instance takes; its head, when the head itself was within
     /// [`FRAME_HEAD_MAX`] and readable, so the relay it names can fail at once.
-    TooLarge(Option<Head>),
+    TooLarge(Option<Box<Head>>),
 }
 
 /// The head and the payload of a frame whose payload is at most `max_payload` bytes. JSON
@@ -122,7 +126,7 @@ pub(crate) fn decode(frame: &[u8], max_payload: usize) -> Result<(Head, &[u8]), 
     let head: Head = serde_json::from_slice(&frame[..end]).map_err(|_| refused())?;
     let payload = &frame[end + 1..];
     if payload.len() > max_payload {
-        return Err(Refused::TooLarge(Some(head)));
+        return Err(Refused::TooLarge(Some(Box::new(head))));
     }
     Ok((head, payload))
 }
@@ -185,6 +189,7 @@ mod tests {
             method: "POST".into(),
             uri: "/message?x=\n".into(),
             headers: vec![("content-type".into(), "application/json".into())],
+            client: Some("198.51.100.7".parse().unwrap()),
         };
         let payload = b"{\"a\":1}\n\n\xff binary";
         let frame = encode(&head, payload);
@@ -219,7 +224,7 @@ mod tests {
         let frame = encode(&head, &[b'x'; 101]);
         assert_eq!(
             decode(&frame, 100),
-            Err(Refused::TooLarge(Some(head.clone())))
+            Err(Refused::TooLarge(Some(Box::new(head.clone()))))
         );
         assert!(decode(&frame, 101).is_ok());
         // A head beyond FRAME_HEAD_MAX is never parsed, however it ends.
@@ -234,6 +239,7 @@ mod tests {
             method: "POST".into(),
             uri: "/mcp".into(),
             headers: vec![("x-pad".into(), "p".repeat(FRAME_HEAD_MAX))],
+            client: None,
         };
         assert!(!head_fits(&encode(&big, b"{}"), 2));
     }

@@ -17,6 +17,7 @@ use super::frame::{self, Head, Refused, FRAME_HEAD_MAX};
 use super::outbound::{Event, Failure};
 use super::relay::{CarriedRequest, Relayed};
 use super::{lock, Cluster};
+use crate::peer::ClientAddr;
 use crate::Error;
 
 impl Cluster {
@@ -38,12 +39,12 @@ impl Cluster {
                 warn!(
                     len = bytes.len(),
                     limit = max_payload + FRAME_HEAD_MAX,
-                    kind = head.as_ref().map_or("unreadable", Head::kind),
+                    kind = head.as_deref().map_or("unreadable", Head::kind),
                     "a frame larger than this instance takes was dropped \
                      (are all instances run with the same --max-body-bytes?)"
                 );
                 if let Some(head) = head {
-                    self.refuse_frame(head, max_payload);
+                    self.refuse_frame(*head, max_payload);
                 }
                 return;
             }
@@ -55,6 +56,7 @@ impl Cluster {
                 method,
                 uri,
                 headers,
+                client,
             } => {
                 self.inner.relayed_in.fetch_add(1, Ordering::Relaxed);
                 let body = Bytes::copy_from_slice(payload);
@@ -64,7 +66,13 @@ impl Cluster {
                 // itself) before it is recorded.
                 let mut inbound = lock(&self.inner.inbound);
                 let task = tokio::spawn(async move {
-                    cluster.serve(&from, id, method, uri, headers, body).await;
+                    let req = RelayedRequest {
+                        method,
+                        uri,
+                        headers,
+                        client,
+                    };
+                    cluster.serve(&from, id, req, body).await;
                     lock(&cluster.inner.inbound).remove(&(from, id));
                 });
                 inbound.insert(key, task.abort_handle());
@@ -155,15 +163,13 @@ impl Cluster {
 
     /// Serves a relayed request through this instance's router and streams the answer back,
     /// in frames no larger than the body limit allows.
-    async fn serve(
-        &self,
-        from: &str,
-        id: u64,
-        method: String,
-        uri: String,
-        headers: Vec<(String, String)>,
-        body: Bytes,
-    ) {
+    async fn serve(&self, from: &str, id: u64, req: RelayedRequest, body: Bytes) {
+        let RelayedRequest {
+            method,
+            uri,
+            headers,
+            client,
+        } = req;
         let Some(router) = self.inner.router.get().cloned() else {
             return;
         };
@@ -180,6 +186,11 @@ impl Cluster {
             }
         };
         req.extensions_mut().insert(Relayed);
+        // The caller's address, as the instance it reached resolved it: per-address
+        // registration and session quotas apply at the home as if it had come here.
+        if let Some(ip) = client {
+            req.extensions_mut().insert(ClientAddr(ip));
+        }
         let response = match router.oneshot(req).await {
             Ok(response) => response,
             Err(never) => match never {},
@@ -287,4 +298,13 @@ fn fail_head(id: u64, reason: String) -> Head {
         reason,
         too_large: false,
     }
+}
+
+/// What a `req` frame asks this instance to serve, besides its body.
+struct RelayedRequest {
+    method: String,
+    uri: String,
+    headers: Vec<(String, String)>,
+    /// The caller's address as the instance it reached resolved it.
+    client: Option<std::net::IpAddr>,
 }

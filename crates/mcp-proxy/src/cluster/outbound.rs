@@ -27,6 +27,7 @@ use tracing::{debug, warn};
 use super::frame::{self, Head};
 use super::relay::Route;
 use super::{lock, Cluster};
+use crate::peer::ClientAddr;
 use crate::Error;
 
 /// The most frames one relay's answer may have waiting for its caller.
@@ -366,6 +367,7 @@ impl Cluster {
                 }
                 headers
             },
+            client: parts.extensions.get::<ClientAddr>().map(|c| c.0),
         };
         let request = frame::encode(&head, &body);
         if !frame::head_fits(&request, body.len()) {
