@@ -530,8 +530,12 @@ async fn a_client_session_outlives_its_home() {
 #[tokio::test]
 async fn a_redis_that_restarts_empty_gets_the_directory_back() {
     let mut redis = Redis::start();
-    let a = Node::start(&redis).await;
-    let b = Node::start(&redis).await;
+    // A call caught in the restart itself may be lost with the frames Redis dropped; it then
+    // fails at its request timeout (seen once in 16 runs of the cluster tests at 300 s), so
+    // keep that short here: the point is that calls after the restart work.
+    let quick = |c: &mut Config| c.request_timeout = Duration::from_secs(5);
+    let a = Node::start_with(&redis, quick).await;
+    let b = Node::start_with(&redis, quick).await;
     let reverse = serve_through(&a.url);
     assert_eq!(echo_eventually(&b.url, "before").await, "before");
 

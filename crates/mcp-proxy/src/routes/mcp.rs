@@ -338,6 +338,20 @@ async fn post(
     Ok(response)
 }
 
+/// Whether an SSE event carries a JSON-RPC response (the request stream's final answer).
+fn carries_response(event: &str) -> bool {
+    let data: String = event
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim_start)
+        .collect();
+    serde_json::from_str::<Value>(&data).is_ok_and(|v| {
+        v.get("method").is_none()
+            && v.get("id").is_some()
+            && (v.get("result").is_some() || v.get("error").is_some())
+    })
+}
+
 /// A session minted by an `initialize` still unanswered: dropped armed (the client went
 /// away first), it ends the session.
 struct Abandoned {
@@ -455,7 +469,16 @@ fn sse_response(
             tokio::select! {
                 biased;
                 chunk = attached.next() => match chunk {
-                    Some(c) => Some((c, (attached, tick, abandoned))),
+                    Some(c) => {
+                        // The answer is on its way: a client that hangs up after reading it
+                        // (before the stream's end) has not abandoned its session.
+                        if abandoned.is_some() && carries_response(&c) {
+                            if let Some(a) = abandoned.take() {
+                                a.disarm();
+                            }
+                        }
+                        Some((c, (attached, tick, abandoned)))
+                    }
                     None => {
                         if let Some(a) = abandoned.take() {
                             a.disarm();
@@ -486,4 +509,25 @@ fn sse_response(
         set_session_header(&mut response, s);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::carries_response;
+
+    #[test]
+    fn only_a_response_event_is_an_answer() {
+        let answer =
+            "id: p1.2\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n";
+        let failed =
+            "id: p1.2\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"error\":{\"code\":-1}}\n\n";
+        let request = "id: p1.3\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"x\",\"params\":{\"result\":1}}\n\n";
+        let note = "id: p1.4\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"n\"}\n\n";
+        assert!(carries_response(answer));
+        assert!(carries_response(failed));
+        assert!(!carries_response(request));
+        assert!(!carries_response(note));
+        assert!(!carries_response(": keep-alive\n\n"));
+        assert!(!carries_response("id: p1.1\nretry: 1000\ndata:\n\n"));
+    }
 }

@@ -229,3 +229,45 @@ async fn an_initialize_abandoned_before_its_answer_leaves_no_session() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_client_that_hangs_up_after_reading_its_initialize_answer_keeps_its_session() {
+    let proxy = Proxy::start(test_config()).await;
+    let server = FakeServer::register(&proxy, None, &["2025-11-25"]).await;
+    let http = client();
+    let resp = mcp_post(
+        &http,
+        &proxy.url("/mcp"),
+        super::fake::BOTH,
+        None,
+        &initialize(1),
+    )
+    .send()
+    .await
+    .unwrap();
+    let session = resp.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut sse = super::fake::Sse::new(resp);
+    let item = server.next_item(&proxy).await;
+    server.answer(&proxy, &item, init_result()).await;
+    let (_, answer) = sse.message().await.expect("the answer");
+    assert_eq!(answer["id"], 1);
+    drop(sse);
+    // Still there, and usable.
+    let ping = mcp_post(
+        &http,
+        &proxy.url("/mcp"),
+        "application/json",
+        Some(&session),
+        &json!({"jsonrpc":"2.0","id":2,"method":"ping"}),
+    )
+    .send();
+    let serve = async {
+        let item = server.next_item(&proxy).await;
+        server.answer(&proxy, &item, json!({})).await;
+    };
+    let (resp, ()) = tokio::join!(ping, serve);
+    assert_eq!(resp.unwrap().status(), 200);
+}
