@@ -917,6 +917,40 @@ impl Broker {
         }
     }
 
+    /// Puts request `request_id`, handed to a poll whose item provably never left this
+    /// instance (the relay that carried the poll found nobody to take it), back at the front
+    /// of its registration's queue for the next poll; `false` when it is no longer handed
+    /// over there (answered, withdrawn, its registration gone).
+    pub fn requeue_undelivered(&self, request_id: &str, item: PollItem) -> bool {
+        let mut st = self.lock();
+        let State {
+            registrations,
+            pending,
+            ..
+        } = &mut *st;
+        let Some(p) = pending
+            .get_mut(request_id)
+            .filter(|p| p.stage == Stage::HandedOver)
+        else {
+            return false;
+        };
+        let Some(reg) = registrations
+            .get_mut(&p.registration)
+            .filter(|r| r.generation == p.generation)
+        else {
+            return false;
+        };
+        p.stage = Stage::Queued;
+        reg.in_flight = reg.in_flight.saturating_sub(1);
+        reg.queue.push_front(QueueEntry {
+            pending: Some(request_id.to_owned()),
+            item: Arc::new(item),
+        });
+        reg.notify.notify_one();
+        info!(request = %request_id, "request requeued: the poll that took it was relayed by a lost instance");
+        true
+    }
+
     /// Which of `request_ids` are still pending here.
     pub fn still_pending<'a>(&self, request_ids: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
         let st = self.lock();

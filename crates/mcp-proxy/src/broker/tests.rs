@@ -198,3 +198,20 @@ fn replay_in_all_is_trimmed_least_recent_sessions_first() {
     let bytes = |id: &str| st.sessions[id].replay_bytes();
     assert_eq!((bytes("c0"), bytes("c1"), bytes("c2")), (0, 0, 2_000));
 }
+
+#[tokio::test]
+async fn an_item_that_provably_never_left_goes_back_to_the_queue() {
+    let b = Broker::new(config());
+    let s = b.register(&RegisterRequest::legacy(1)).unwrap();
+    let w = b.submit(request("", 1)).unwrap().unwrap();
+    let item = b.poll(&s, NOW).await.unwrap().unwrap().deliver();
+    let id = request_id_of(&item);
+    // The instance that relayed the poll was gone: nobody received the item.
+    assert!(b.requeue_undelivered(&id, (*item).clone()));
+    let again = b.poll(&s, NOW).await.unwrap().expect("requeued");
+    assert_eq!(request_id_of(&again.deliver()), w.request_id());
+    // Answered (or withdrawn), it is never requeued; nor is an unknown id.
+    drop(w);
+    assert!(!b.requeue_undelivered(&id, (*item).clone()));
+    assert!(!b.requeue_undelivered("no-such-request", (*item).clone()));
+}

@@ -10,6 +10,7 @@ use axum::extract::Request;
 use axum::http::StatusCode;
 use bytes::Bytes;
 use futures::StreamExt;
+use mcp_protocol::wire::PollItem;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
@@ -210,9 +211,12 @@ impl Cluster {
         if let Some(request_id) = &carried {
             self.track_transit(request_id.clone(), from);
         }
-        let lost = |result: Result<(), Error>| {
+        // `body`: the whole answer when it went in one frame (a poll's item does), so an
+        // item nobody received can go back to its queue.
+        let lost = |result: Result<(), Error>, body: Option<&[u8]>| {
             if let (Err(Error::InstanceLost), Some(request_id)) = (&result, &carried) {
-                self.transit_failed(request_id);
+                let item = body.and_then(|b| serde_json::from_slice::<PollItem>(b).ok());
+                self.transit_failed(request_id, item);
             }
             result.is_err()
         };
@@ -227,11 +231,14 @@ impl Cluster {
                 whole: true,
                 from: self.inner.id.clone(),
             };
-            let frame = match axum::body::to_bytes(body, max_payload).await {
-                Ok(bytes) => checked(frame::encode(&head, &bytes), bytes.len(), id),
-                Err(e) => frame::encode(&fail_head(id, e.to_string()), b""),
+            let (frame, whole) = match axum::body::to_bytes(body, max_payload).await {
+                Ok(bytes) => (
+                    checked(frame::encode(&head, &bytes), bytes.len(), id),
+                    Some(bytes),
+                ),
+                Err(e) => (frame::encode(&fail_head(id, e.to_string()), b""), None),
             };
-            lost(self.publish(from, frame).await);
+            lost(self.publish(from, frame).await, whole.as_deref());
             return;
         }
         let head = Head::Res {
@@ -242,7 +249,7 @@ impl Cluster {
             from: self.inner.id.clone(),
         };
         let head = checked(frame::encode(&head, b""), 0, id);
-        if lost(self.publish(from, head).await) {
+        if lost(self.publish(from, head).await, None) {
             return;
         }
         let mut data = body.into_data_stream();
@@ -259,7 +266,7 @@ impl Cluster {
                     id,
                     from: self.inner.id.clone(),
                 };
-                if lost(self.publish(from, frame::encode(&data, &piece)).await) {
+                if lost(self.publish(from, frame::encode(&data, &piece)).await, None) {
                     return;
                 }
             }

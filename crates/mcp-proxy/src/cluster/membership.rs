@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use mcp_protocol::wire::PollItem;
 use tracing::{info, warn};
 
 use super::outbound::Failure;
@@ -20,11 +21,17 @@ impl Cluster {
             .insert(request_id, (via.to_owned(), std::time::Instant::now()));
     }
 
-    /// The item relayed to `via` did not get there: its request fails now.
-    pub(super) fn transit_failed(&self, request_id: &str) {
+    /// The item relayed to `via` provably did not get there (nobody received its frame):
+    /// its request goes back to the queue for another poll (a tool never runs twice: the
+    /// item never left), or fails now when it cannot (`item` unreadable, or it is no longer
+    /// handed over here).
+    pub(super) fn transit_failed(&self, request_id: &str, item: Option<PollItem>) {
         lock(&self.inner.in_transit).remove(request_id);
         if let Some(broker) = self.inner.broker.get() {
-            broker.fail_handed_over(request_id);
+            let requeued = item.is_some_and(|item| broker.requeue_undelivered(request_id, item));
+            if !requeued {
+                broker.fail_handed_over(request_id);
+            }
         }
     }
 
