@@ -299,16 +299,8 @@ impl Connection {
         let mut conn = pin!(builder.serve_connection_with_upgrades(io, service));
         let mut draining = false;
         loop {
-            let deadline = watch.deadline(self.limits.header_timeout, self.limits.idle_timeout);
-            let expiry = async {
-                match deadline {
-                    Some((at, why)) => {
-                        tokio::time::sleep_until(at.into()).await;
-                        why
-                    }
-                    None => std::future::pending().await,
-                }
-            };
+            let (at, expiry) =
+                watch.next_look(self.limits.header_timeout, self.limits.idle_timeout);
             tokio::select! {
                 result = conn.as_mut() => {
                     if let Err(e) = result {
@@ -316,17 +308,20 @@ impl Connection {
                     }
                     return;
                 }
-                _ = watch.changed() => continue,
                 _ = self.shutdown.cancelled(), if !draining => {
                     draining = true;
                     conn.as_mut().graceful_shutdown();
                 }
                 _ = self.hard_stop.cancelled() => return,
-                why = expiry => {
-                    // The deadline may have moved while the timer ran (a request began).
-                    if watch.deadline(self.limits.header_timeout, self.limits.idle_timeout)
-                        .is_none_or(|(at, _)| at > tokio::time::Instant::now().into_std())
-                    {
+                _ = tokio::time::sleep_until(at.into()) => {
+                    // A look: close only if the deadline still holds now (a request may have
+                    // begun, or ended and restarted the idle time, since it was computed).
+                    let Some(why) = expiry else { continue };
+                    let now_due = match why {
+                        Expiry::Header => watch.head_overdue(self.limits.header_timeout),
+                        Expiry::Idle => watch.idle_overdue(self.limits.idle_timeout),
+                    };
+                    if !now_due {
                         continue;
                     }
                     match why {

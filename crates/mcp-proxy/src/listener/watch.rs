@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes, HttpBody};
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 use tokio::time::Sleep;
 
 /// No head has started (the value of `head_started` between requests).
@@ -51,8 +50,6 @@ pub(crate) struct Watch {
     /// The connection speaks HTTP/2, whose idle connections carry frames (pings, window
     /// updates) that are not request heads.
     http2: AtomicBool,
-    /// Wakes the watchdog when the deadline may have moved.
-    changed: Notify,
 }
 
 impl Watch {
@@ -64,7 +61,6 @@ impl Watch {
             idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(NONE),
             http2: AtomicBool::new(http2),
-            changed: Notify::new(),
         })
     }
 
@@ -82,7 +78,6 @@ impl Watch {
             && self.head_started.load(Ordering::Relaxed) == NONE
         {
             self.head_started.store(self.now_ms(), Ordering::Relaxed);
-            self.changed.notify_one();
         }
     }
 
@@ -93,30 +88,59 @@ impl Watch {
         InFlight(self.clone())
     }
 
-    /// The moment this connection's deadline passes, and why, or `None` while a request is
-    /// in flight.
-    pub(crate) fn deadline(&self, header: Duration, idle: Duration) -> Option<(Instant, Expiry)> {
+    /// When the watchdog looks next, and what it closes for if the connection is in the
+    /// same state then: a head's or an idle connection's deadline, or (a request in flight)
+    /// no reason, only a look.
+    ///
+    /// No request start or end wakes the watchdog (that would cost a task wake-up per
+    /// request): it looks at least every `header` instead, which still finds a head that
+    /// started since its last look before that head's own deadline, so every deadline is
+    /// kept exactly.
+    pub(crate) fn next_look(&self, header: Duration, idle: Duration) -> (Instant, Option<Expiry>) {
+        let now = Instant::now();
+        let soon = now + header;
         if self.in_flight.load(Ordering::Acquire) > 0 {
-            return None;
+            return (soon, None);
         }
         let at = |ms: u64, d: Duration| self.start + Duration::from_millis(ms) + d;
-        let idle_at = at(self.idle_since.load(Ordering::Relaxed), idle);
-        match self.head_started.load(Ordering::Relaxed) {
-            NONE => Some((idle_at, Expiry::Idle)),
+        let (deadline, why) = match self.head_started.load(Ordering::Relaxed) {
+            NONE => (
+                at(self.idle_since.load(Ordering::Relaxed), idle),
+                Expiry::Idle,
+            ),
             ms => {
                 let header_at = at(ms, header);
-                Some(if header_at < idle_at {
+                let idle_at = at(self.idle_since.load(Ordering::Relaxed), idle);
+                if header_at < idle_at {
                     (header_at, Expiry::Header)
                 } else {
                     (idle_at, Expiry::Idle)
-                })
+                }
             }
+        };
+        if deadline <= soon {
+            (deadline, Some(why))
+        } else {
+            (soon, None)
         }
     }
+}
 
-    /// Waits until something may have moved the deadline.
-    pub(crate) async fn changed(&self) {
-        self.changed.notified().await;
+impl Watch {
+    /// Nothing is in flight and a head started over `header` ago.
+    pub(crate) fn head_overdue(&self, header: Duration) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+            && match self.head_started.load(Ordering::Relaxed) {
+                NONE => false,
+                ms => self.start.elapsed() >= Duration::from_millis(ms) + header,
+            }
+    }
+
+    /// Nothing is in flight, and nothing was for `idle`.
+    pub(crate) fn idle_overdue(&self, idle: Duration) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+            && self.start.elapsed()
+                >= Duration::from_millis(self.idle_since.load(Ordering::Relaxed)) + idle
     }
 }
 
@@ -130,7 +154,6 @@ impl Drop for InFlight {
         let w = &self.0;
         if w.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             w.idle_since.store(w.now_ms(), Ordering::Relaxed);
-            w.changed.notify_one();
         }
     }
 }
@@ -310,17 +333,22 @@ mod tests {
     #[test]
     fn an_idle_connection_expires_after_the_idle_timeout() {
         let w = Watch::new(false);
-        let (at, why) = w.deadline(HEADER, IDLE).expect("idle has a deadline");
-        assert_eq!(why, Expiry::Idle);
-        assert_eq!(at, w.start + IDLE);
+        // Looks every header timeout until the idle deadline is within one.
+        assert_eq!(w.next_look(HEADER, IDLE).1, None);
+        let (at, why) = w.next_look(HEADER, HEADER / 2);
+        assert_eq!(why, Some(Expiry::Idle));
+        assert_eq!(at, w.start + HEADER / 2);
+        assert!(!w.idle_overdue(HEADER / 2));
+        assert!(w.idle_overdue(Duration::ZERO));
     }
 
     #[test]
     fn a_started_head_expires_after_the_header_timeout() {
         let w = Watch::new(false);
         w.on_read(b"POST /mess", true);
-        let (_, why) = w.deadline(HEADER, IDLE).expect("a head has a deadline");
-        assert_eq!(why, Expiry::Header);
+        assert_eq!(w.next_look(HEADER, IDLE).1, Some(Expiry::Header));
+        assert!(!w.head_overdue(HEADER));
+        assert!(w.head_overdue(Duration::ZERO));
     }
 
     #[test]
@@ -328,22 +356,19 @@ mod tests {
         let w = Watch::new(false);
         w.on_read(b"GET /poll", true);
         let guard = w.begin();
-        assert!(
-            w.deadline(HEADER, IDLE).is_none(),
-            "a held poll is never cut"
-        );
+        assert_eq!(w.next_look(HEADER, HEADER).1, None, "a held poll is never cut");
+        assert!(!w.idle_overdue(Duration::ZERO) && !w.head_overdue(Duration::ZERO));
         // Bytes while a request is in flight start no head (HTTP/2 streams, pipelining).
         w.on_read(b"more", false);
         drop(guard);
-        let (_, why) = w.deadline(HEADER, IDLE).expect("idle again");
-        assert_eq!(why, Expiry::Idle);
+        assert_eq!(w.next_look(HEADER, HEADER).1, Some(Expiry::Idle));
     }
 
     #[test]
     fn http2_frames_while_idle_start_no_head() {
         let w = Watch::new(false);
         w.on_read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", true);
-        let (_, why) = w.deadline(HEADER, IDLE).expect("idle");
-        assert_eq!(why, Expiry::Idle);
+        assert_eq!(w.next_look(HEADER, HEADER).1, Some(Expiry::Idle));
+        assert!(!w.head_overdue(Duration::ZERO));
     }
 }
