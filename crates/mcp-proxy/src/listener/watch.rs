@@ -356,7 +356,11 @@ mod tests {
         let w = Watch::new(false);
         w.on_read(b"GET /poll", true);
         let guard = w.begin();
-        assert_eq!(w.next_look(HEADER, HEADER).1, None, "a held poll is never cut");
+        assert_eq!(
+            w.next_look(HEADER, HEADER).1,
+            None,
+            "a held poll is never cut"
+        );
         assert!(!w.idle_overdue(Duration::ZERO) && !w.head_overdue(Duration::ZERO));
         // Bytes while a request is in flight start no head (HTTP/2 streams, pipelining).
         w.on_read(b"more", false);
