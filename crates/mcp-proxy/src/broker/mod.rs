@@ -5,6 +5,11 @@
 //! `client_reply`, `end_session`, `sweep`, `shutdown`, `servers`), so a distributed backend (Redis
 //! streams, say) can later stand behind the same methods.
 //!
+//! Beside this file: `quota` (who holds what, the registration caps, the replay budget in
+//! all), `takeover` (what only a cluster asks: taking over a lost instance's registrations
+//! and sessions, its carried requests), `sessions`, `queue`, `pending`, `pools`,
+//! `registration`.
+//!
 //! All state lives behind one `std::sync::Mutex`: every operation is a few map and queue
 //! updates with no `.await` under the lock, so a blocking mutex is both correct and faster
 //! than an async one (see mini-redis's `db.rs`). Wake-ups go through `Notify` (held polls)
@@ -16,6 +21,7 @@ mod queue;
 mod quota;
 mod registration;
 mod sessions;
+mod takeover;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -834,160 +840,6 @@ impl Broker {
         }
     }
 
-    /// Takes over a registration another instance held (it was lost): same id, pool,
-    /// capabilities and owner, nothing pending. `false` when the id is already known here.
-    pub fn adopt(
-        &self,
-        session_id: &str,
-        pool: &str,
-        capabilities: Option<mcp_protocol::wire::RegistrationCapabilities>,
-        owner: Option<TokenId>,
-    ) -> bool {
-        let mut st = self.lock();
-        if st.shutting_down || st.registrations.contains_key(session_id) {
-            return false;
-        }
-        st.insert_registration(session_id.to_owned(), pool.to_owned(), capabilities);
-        st.charge_registration(session_id, owner, owner.map(Holder::Token));
-        info!(session = %Short(session_id), pool, "took over a registration of a lost instance");
-        true
-    }
-
-    /// Takes over a client session another instance held (it was lost), pinned to
-    /// `registration` in `pool` as before; its streams start empty (nothing to resume).
-    /// `false` when the session is known here or the registration is not.
-    pub fn adopt_session(&self, client_session: &str, pool: &str, registration: &str) -> bool {
-        let mut st = self.lock();
-        if st.shutting_down || st.sessions.contains_key(client_session) {
-            return false;
-        }
-        let Some(generation) = st
-            .registrations
-            .get(registration)
-            .filter(|r| r.pool == pool)
-            .map(|r| r.generation)
-        else {
-            return false;
-        };
-        st.insert_session(
-            client_session.to_owned(),
-            ClientSession::new(
-                registration.to_owned(),
-                pool.to_owned(),
-                generation,
-                Instant::now(),
-            ),
-        );
-        info!(client_session = %Short(client_session), "took over a client session of a lost instance");
-        true
-    }
-
-    /// The registration client session `client_session` is pinned to, if it lives here.
-    pub fn session_registration(&self, client_session: &str) -> Option<String> {
-        self.lock()
-            .sessions
-            .get(client_session)
-            .map(|s| s.registration.clone())
-    }
-
-    /// Every client session here as (id, pool, registration), for the cluster's directory.
-    pub fn session_records(&self) -> Vec<(String, String, String)> {
-        self.lock()
-            .sessions
-            .iter()
-            .map(|(id, s)| (id.clone(), s.pool.clone(), s.registration.clone()))
-            .collect()
-    }
-
-    /// Fails a request that was handed to a poll whose answer may never have reached its
-    /// server (the instance that relayed the poll was lost): its client gets
-    /// [`Error::InstanceLost`] now instead of waiting for the request timeout. A request
-    /// already answered, or still queued, is left alone.
-    pub fn fail_handed_over(&self, request_id: &str) {
-        let mut st = self.lock();
-        if st
-            .pending
-            .get(request_id)
-            .is_some_and(|p| p.stage == Stage::HandedOver)
-        {
-            if let Some(p) = st.take_pending(request_id) {
-                info!(request = %request_id, "request failed: the instance that carried it to its server was lost");
-                st.finish(p, Err(Error::InstanceLost));
-            }
-        }
-    }
-
-    /// Puts request `request_id`, handed to a poll whose item provably never left this
-    /// instance (the relay that carried the poll found nobody to take it), back at the front
-    /// of its registration's queue for the next poll; `false` when it is no longer handed
-    /// over there (answered, withdrawn, its registration gone).
-    pub fn requeue_undelivered(&self, request_id: &str, item: PollItem) -> bool {
-        let mut st = self.lock();
-        let State {
-            registrations,
-            pending,
-            ..
-        } = &mut *st;
-        let Some(p) = pending
-            .get_mut(request_id)
-            .filter(|p| p.stage == Stage::HandedOver)
-        else {
-            return false;
-        };
-        let Some(reg) = registrations
-            .get_mut(&p.registration)
-            .filter(|r| r.generation == p.generation)
-        else {
-            return false;
-        };
-        p.stage = Stage::Queued;
-        reg.in_flight = reg.in_flight.saturating_sub(1);
-        reg.queue.push_front(QueueEntry {
-            pending: Some(request_id.to_owned()),
-            item: Arc::new(item),
-        });
-        reg.notify.notify_one();
-        info!(request = %request_id, "request requeued: the poll that took it was relayed by a lost instance");
-        true
-    }
-
-    /// Which of `request_ids` are still pending here.
-    pub fn still_pending<'a>(&self, request_ids: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
-        let st = self.lock();
-        request_ids
-            .filter(|id| st.pending.contains_key(*id))
-            .collect()
-    }
-
-    /// Whether `session_id` is a live registration here.
-    pub fn knows(&self, session_id: &str) -> bool {
-        self.lock().registrations.contains_key(session_id)
-    }
-
-    /// The names of the pools with live members (`""` is the default pool).
-    pub fn pool_names(&self) -> Vec<String> {
-        self.lock()
-            .pools
-            .iter()
-            .filter(|(_, p)| !p.members.is_empty())
-            .map(|(name, _)| name.clone())
-            .collect()
-    }
-
-    /// Every live registration as the cluster's directory records it.
-    pub fn registration_records(&self) -> Vec<RegistrationRecord> {
-        self.lock()
-            .registrations
-            .values()
-            .map(|r| RegistrationRecord {
-                session_id: r.id.clone(),
-                pool: r.pool.clone(),
-                capabilities: r.capabilities.clone(),
-                owner: r.owner,
-            })
-            .collect()
-    }
-
     /// The pools and their members, default pool first, then by name (`GET /servers`).
     pub fn servers(&self) -> Vec<PoolInfo> {
         let st = self.lock();
@@ -1433,72 +1285,6 @@ impl State {
         );
         self.pools.entry(pool).or_default().members.push(id.clone());
         self.registrations.insert(id, reg);
-    }
-
-    /// Keeps all sessions' replay within `max` bytes: the finished streams of the sessions
-    /// seen longest ago go first, then each such session is trimmed to its newest events.
-    fn trim_replay_in_all(&mut self, max: usize) {
-        let mut by_session: Vec<(Instant, String, usize)> = self
-            .sessions
-            .iter()
-            .map(|(id, s)| (s.last_seen, id.clone(), s.replay_bytes()))
-            .collect();
-        let mut total: usize = by_session.iter().map(|(_, _, b)| b).sum();
-        if total <= max {
-            return;
-        }
-        by_session.sort();
-        let before = total;
-        for (_, id, bytes) in by_session {
-            if total <= max {
-                break;
-            }
-            if let Some(session) = self.sessions.get_mut(&id) {
-                total -= bytes - session.trim_replay(0);
-            }
-        }
-        info!(
-            before,
-            after = total,
-            max,
-            "replay logs over --max-replay-bytes: the least recent sessions' trimmed"
-        );
-    }
-
-    /// Refuses a registration over the caps: all registrations (503), the caller's token's
-    /// or, without a token, its address's (429).
-    fn admit_registration(&self, who: &Requester, cfg: &Config) -> Result<(), Error> {
-        if self.registrations.len() >= cfg.max_registrations {
-            info!(
-                max = cfg.max_registrations,
-                "registration refused: --max-registrations reached"
-            );
-            return Err(Error::RegistrationsFull);
-        }
-        match who.holder() {
-            Some(h @ Holder::Token(_))
-                if self.registrants.of(&h) >= cfg.max_registrations_per_token =>
-            {
-                Err(Error::RateLimited("too many registrations for this token"))
-            }
-            Some(h @ Holder::Address(_))
-                if self.registrants.of(&h) >= cfg.max_registrations_per_address =>
-            {
-                Err(Error::RateLimited(
-                    "too many registrations from this address",
-                ))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Records who made registration `id`: its owner token and the caller it counts against.
-    fn charge_registration(&mut self, id: &str, owner: Option<TokenId>, holder: Option<Holder>) {
-        if let Some(reg) = self.registrations.get_mut(id) {
-            reg.owner = owner;
-            reg.holder = holder;
-            self.registrants.add(holder);
-        }
     }
 
     /// Removes a registration, failing everything pending on it.

@@ -7,7 +7,12 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use std::time::Instant;
+
+use tracing::info;
+
 use crate::auth::TokenId;
+use crate::{Config, Error};
 
 /// A caller as quotas see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -70,6 +75,79 @@ impl Held {
             if *n == 0 {
                 self.0.remove(&h);
             }
+        }
+    }
+}
+
+impl super::State {
+    /// Keeps all sessions' replay within `max` bytes: the finished streams of the sessions
+    /// seen longest ago go first, then each such session is trimmed to its newest events.
+    pub(super) fn trim_replay_in_all(&mut self, max: usize) {
+        let mut by_session: Vec<(Instant, String, usize)> = self
+            .sessions
+            .iter()
+            .map(|(id, s)| (s.last_seen, id.clone(), s.replay_bytes()))
+            .collect();
+        let mut total: usize = by_session.iter().map(|(_, _, b)| b).sum();
+        if total <= max {
+            return;
+        }
+        by_session.sort();
+        let before = total;
+        for (_, id, bytes) in by_session {
+            if total <= max {
+                break;
+            }
+            if let Some(session) = self.sessions.get_mut(&id) {
+                total -= bytes - session.trim_replay(0);
+            }
+        }
+        info!(
+            before,
+            after = total,
+            max,
+            "replay logs over --max-replay-bytes: the least recent sessions' trimmed"
+        );
+    }
+
+    /// Refuses a registration over the caps: all registrations (503), the caller's token's
+    /// or, without a token, its address's (429).
+    pub(super) fn admit_registration(&self, who: &Requester, cfg: &Config) -> Result<(), Error> {
+        if self.registrations.len() >= cfg.max_registrations {
+            info!(
+                max = cfg.max_registrations,
+                "registration refused: --max-registrations reached"
+            );
+            return Err(Error::RegistrationsFull);
+        }
+        match who.holder() {
+            Some(h @ Holder::Token(_))
+                if self.registrants.of(&h) >= cfg.max_registrations_per_token =>
+            {
+                Err(Error::RateLimited("too many registrations for this token"))
+            }
+            Some(h @ Holder::Address(_))
+                if self.registrants.of(&h) >= cfg.max_registrations_per_address =>
+            {
+                Err(Error::RateLimited(
+                    "too many registrations from this address",
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Records who made registration `id`: its owner token and the caller it counts against.
+    pub(super) fn charge_registration(
+        &mut self,
+        id: &str,
+        owner: Option<TokenId>,
+        holder: Option<Holder>,
+    ) {
+        if let Some(reg) = self.registrations.get_mut(id) {
+            reg.owner = owner;
+            reg.holder = holder;
+            self.registrants.add(holder);
         }
     }
 }
