@@ -15,6 +15,11 @@ use serde_json::{json, Value};
 use crate::procs::{self, listening_url, Proc};
 use crate::scale_out::{self, TempDir};
 
+mod idle;
+
+pub(crate) use idle::idle_clients;
+use idle::{idle_scale, Idle};
+
 /// How long a process gets to start.
 const START: Duration = Duration::from_secs(60);
 /// Payload sizes of the echo text.
@@ -663,170 +668,6 @@ fn which(program: &str) -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false)
-}
-
-/// What an idle proxy costs per registration.
-struct Idle {
-    registrations: usize,
-    rss_before: u64,
-    rss_after: u64,
-    cpu_per_sec: f64,
-    fd_limit: String,
-}
-
-/// Resident memory of a process, in bytes.
-fn rss(pid: u32) -> Result<u64, String> {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .ok_or_else(|| "no VmRSS".into())
-}
-
-/// User plus system CPU time of a process, in seconds.
-fn cpu_seconds(pid: u32) -> Result<f64, String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
-    let after = stat.rsplit_once(')').ok_or("bad stat")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // Fields 14 and 15 of stat (1-based), counted after the command name.
-    let ticks: f64 = fields[11].parse::<f64>().map_err(|e| e.to_string())?
-        + fields[12].parse::<f64>().map_err(|e| e.to_string())?;
-    let hz = std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .unwrap_or(100.0);
-    Ok(ticks / hz)
-}
-
-fn idle_scale(n: usize) -> Result<Idle, String> {
-    println!("idle scale: {n} registrations, each holding one poll...");
-    let mut proxy = spawn_unlimited(
-        "mcp-proxy (idle)",
-        &procs::release_binary("mcp-proxy"),
-        &[
-            "--listen",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--max-poll-timeout",
-            "600",
-            // Every idle registration comes from this one loopback address: lift the
-            // per-address caps (connections and registrations) above the run's size.
-            "--max-connections-per-address",
-            "0",
-            "--max-connections",
-            "0",
-            "--max-registrations",
-            "1000000",
-            "--max-registrations-per-address",
-            "1000000",
-        ],
-    )?;
-    let url = proxy.wait_for_line(START, listening_url)?;
-    // `sh -c "... exec"` replaces the shell, so the child pid is the proxy's own.
-    let pid = proxy.pid();
-    let rss_before = rss(pid)?;
-    let xtask = std::env::current_exe().map_err(|e| e.to_string())?;
-    let n_text = n.to_string();
-    let mut clients = spawn_unlimited(
-        "idle clients",
-        &xtask,
-        &["bench-idle-clients", &url, &n_text],
-    )?;
-    procs::wait_registrations(&url, n as u64, Duration::from_secs(300))?;
-    clients.wait_for_line(START, |l| l.contains("all polls held").then_some(()))?;
-    let rss_after = rss(pid)?;
-    let cpu0 = cpu_seconds(pid)?;
-    let window = Duration::from_secs(10);
-    let t0 = Instant::now();
-    std::thread::sleep(window); // the measurement window itself, not a synchronisation
-    let cpu_per_sec = (cpu_seconds(pid)? - cpu0) / t0.elapsed().as_secs_f64();
-    let fd_limit = std::process::Command::new("sh")
-        .args(["-c", "ulimit -Hn"])
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    clients.kill();
-    let _ = proxy.terminate(Duration::from_secs(10));
-    Ok(Idle {
-        registrations: n,
-        rss_before,
-        rss_after,
-        cpu_per_sec,
-        fd_limit,
-    })
-}
-
-/// The hidden task `bench-idle-clients URL N`: N modern registrations, each holding one long
-/// poll, until killed.
-pub(crate) fn idle_clients(args: &[String]) -> std::process::ExitCode {
-    let (Some(url), Some(n)) = (
-        args.first(),
-        args.get(1).and_then(|n| n.parse::<usize>().ok()),
-    ) else {
-        eprintln!("usage: bench-idle-clients URL N");
-        return std::process::ExitCode::from(2);
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(n + 16)
-            .build()
-            .expect("client");
-        let held = Arc::new(AtomicU64::new(0));
-        let gate = Arc::new(tokio::sync::Semaphore::new(256));
-        for _ in 0..n {
-            let (http, url, held, gate) = (http.clone(), url.clone(), held.clone(), gate.clone());
-            tokio::spawn(async move {
-                let permit = gate.acquire_owned().await.expect("semaphore");
-                let body = json!({"type": "mcp_server", "name": "idle",
-                    "capabilities": {"held_polls": 1}});
-                let Ok(resp) = http
-                    .post(format!("{url}/register"))
-                    .json(&body)
-                    .send()
-                    .await
-                else {
-                    return;
-                };
-                let Ok(reg) = resp.json::<Value>().await else {
-                    return;
-                };
-                let id = reg["session_id"].as_str().unwrap_or_default().to_owned();
-                drop(permit);
-                held.fetch_add(1, Ordering::Relaxed);
-                loop {
-                    let poll = http
-                        .get(format!("{url}/poll"))
-                        .query(&[("session_id", id.as_str()), ("timeout", "600")])
-                        .send()
-                        .await;
-                    if poll.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        while held.load(Ordering::Relaxed) < n as u64 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        println!("all polls held");
-        std::future::pending::<()>().await;
-    });
-    std::process::ExitCode::SUCCESS
 }
 
 fn print_table(rows: &[Row], idle: Option<&Idle>) {
