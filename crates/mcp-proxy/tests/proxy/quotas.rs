@@ -18,6 +18,16 @@ async fn register_raw(proxy: &Proxy, body: String) -> (u16, Value) {
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// An `initialize` POST to `/mcp` without a session, accepting `accept`.
+fn initialize_call(
+    http: &reqwest::Client,
+    proxy: &Proxy,
+    accept: &str,
+    id: i64,
+) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> {
+    mcp_post(http, &proxy.url("/mcp"), accept, None, &initialize(id)).send()
+}
+
 fn modern(name: &str) -> String {
     json!({"type":"mcp_server","name":name,
         "capabilities":{"held_polls":0,"protocol_versions":["2025-11-25"]}})
@@ -131,14 +141,7 @@ async fn client_sessions_are_capped_per_caller_and_an_ended_one_frees_its_place(
     let server = FakeServer::register(&proxy, None, &["2025-11-25"]).await;
     let http = client();
     let open = || async {
-        let call = mcp_post(
-            &http,
-            &proxy.url("/mcp"),
-            "application/json",
-            None,
-            &initialize(1),
-        )
-        .send();
+        let call = initialize_call(&http, &proxy, "application/json", 1);
         let serve = async {
             // A DELETE before sent this server a session_closed item: skip to the request.
             let item = loop {
@@ -160,16 +163,9 @@ async fn client_sessions_are_capped_per_caller_and_an_ended_one_frees_its_place(
         .to_owned();
     assert_eq!(open().await.status(), 200);
     // The third is refused before it reaches the server (nothing to serve).
-    let third = mcp_post(
-        &http,
-        &proxy.url("/mcp"),
-        "application/json",
-        None,
-        &initialize(3),
-    )
-    .send()
-    .await
-    .unwrap();
+    let third = initialize_call(&http, &proxy, "application/json", 3)
+        .await
+        .unwrap();
     assert_eq!(third.status(), 429);
     let resp = http
         .delete(proxy.url("/mcp"))
@@ -188,16 +184,9 @@ async fn an_initialize_abandoned_before_its_answer_leaves_no_session() {
     let server = FakeServer::register(&proxy, None, &["2025-11-25"]).await;
     let http = client();
     // SSE: the client reads the head (and the session id), then hangs up unanswered.
-    let resp = mcp_post(
-        &http,
-        &proxy.url("/mcp"),
-        super::fake::BOTH,
-        None,
-        &initialize(1),
-    )
-    .send()
-    .await
-    .unwrap();
+    let resp = initialize_call(&http, &proxy, super::fake::BOTH, 1)
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().contains_key("mcp-session-id"));
     let item = server.next_item(&proxy).await;
@@ -213,14 +202,7 @@ async fn an_initialize_abandoned_before_its_answer_leaves_no_session() {
     assert_eq!(closed["kind"], "session_closed", "{closed}");
 
     // JSON: the client gives up while waiting.
-    let call = mcp_post(
-        &http,
-        &proxy.url("/mcp"),
-        "application/json",
-        None,
-        &initialize(2),
-    )
-    .send();
+    let call = initialize_call(&http, &proxy, "application/json", 2);
     let gave_up = tokio::time::timeout(std::time::Duration::from_millis(300), call).await;
     assert!(gave_up.is_err(), "nobody answered");
     let _ = server.next_item(&proxy).await;
@@ -235,16 +217,9 @@ async fn a_client_that_hangs_up_after_reading_its_initialize_answer_keeps_its_se
     let proxy = Proxy::start(test_config()).await;
     let server = FakeServer::register(&proxy, None, &["2025-11-25"]).await;
     let http = client();
-    let resp = mcp_post(
-        &http,
-        &proxy.url("/mcp"),
-        super::fake::BOTH,
-        None,
-        &initialize(1),
-    )
-    .send()
-    .await
-    .unwrap();
+    let resp = initialize_call(&http, &proxy, super::fake::BOTH, 1)
+        .await
+        .unwrap();
     let session = resp.headers()["mcp-session-id"]
         .to_str()
         .unwrap()
