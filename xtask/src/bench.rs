@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::infra::{self, TempDir};
 use crate::procs::{self, listening_url, Proc};
-use crate::scale_out::{self, TempDir};
 
 mod idle;
 
@@ -508,9 +508,9 @@ fn bench(options: &Options) -> Result<(), String> {
 /// Redis pub/sub and its answer relayed back (the cost of reaching any other instance).
 /// Dropping what it returns stops them all, the directory last.
 fn start_cluster(paths: &mut Vec<Path_>) -> Result<(Vec<Proc>, TempDir), String> {
-    let tools = scale_out::tools()?;
+    let tools = infra::tools()?;
     let dir = TempDir::new("bench-cluster")?;
-    let (redis, port) = scale_out::start_redis(&tools, dir.path())?;
+    let (redis, port) = infra::start_redis(&tools, dir.path())?;
     let broker = format!("redis://127.0.0.1:{port}");
     let mut proxies = Vec::new();
     let mut urls = Vec::new();

@@ -6,6 +6,7 @@
 //! - `e2e`: the seed's walkthrough and the fault scenarios, as real processes on loopback.
 //! - `hostile`: e2e's hostile-traffic scenario (slow headers, bloated registrations, caps).
 //! - `scale_out`: `e2e --scale-out`, two proxies sharing Redis behind nginx, one killed.
+//! - `infra`: redis-server and nginx (found or installed) on free ports, for scale_out and bench.
 //! - `interop`: the official Python and TypeScript SDK clients through the proxy.
 //! - `conformance`: the official MCP conformance suite against the proxy's `/mcp`.
 
@@ -13,6 +14,7 @@ mod bench;
 mod conformance;
 mod e2e;
 mod hostile;
+mod infra;
 mod interop;
 mod procs;
 mod scale_out;
