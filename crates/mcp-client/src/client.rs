@@ -17,6 +17,7 @@ use mcp_protocol::mcp::methods;
 use mcp_protocol::mcp::prompts::{GetPromptResult, ListPromptsResult, Prompt};
 use mcp_protocol::mcp::resources::{ListResourcesResult, ReadResourceResult, Resource};
 use mcp_protocol::mcp::tools::{CallToolResult, ListToolsResult, Tool};
+use mcp_protocol::sse::{SseEvent, SseParser};
 use mcp_protocol::streamable::{
     EVENT_STREAM, JSON, LAST_EVENT_ID_HEADER, PROTOCOL_VERSION_HEADER, SESSION_ID_HEADER,
 };
@@ -26,7 +27,6 @@ use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use crate::sse::{SseEvent, SseParser};
 use crate::Error;
 
 /// The header that carries a client session id.

@@ -20,7 +20,8 @@
 //! # Layout
 //! - [`client`]: [`Client`], the MCP operations.
 //! - [`error`]: the [`Error`] type.
-//! - [`sse`]: the Server-Sent Events reader behind Streamable HTTP answers.
+//! - [`sse`]: the Server-Sent Events reader behind Streamable HTTP answers (mcp-protocol's,
+//!   re-exported).
 //! - `main.rs`: the `mcp-client` CLI (`mcp-client URL tools`, `mcp-client URL call echo '{...}'`).
 //!
 //! # Example
@@ -39,7 +40,7 @@
 
 pub mod client;
 pub mod error;
-pub mod sse;
+pub use mcp_protocol::sse;
 
 pub use client::{
     request_handler, text_of, BoxFuture, Client, ClientOptions, NotificationHandler,

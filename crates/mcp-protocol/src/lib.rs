@@ -12,6 +12,8 @@
 //!   `initialize` handshake; 2026-07-28, stateless with per-request `_meta`).
 //! - [`streamable`]: the HTTP-free rules of the Streamable HTTP transport (headers, Accept,
 //!   Origin checks, SSE framing, resumable event logs), shared by the proxy and mcp-server.
+//! - [`sse`]: [`sse::SseParser`], the one Server-Sent Events reader, for every client of
+//!   Streamable HTTP (mcp-client, the reverse client's upstream bridge).
 //! - [`wire`]: the envelopes the proxy and reverse client exchange (`/register`, `/poll`,
 //!   `/response`), the seed's shapes plus our extensions, as docs/protocol.md specifies.
 //!
@@ -32,6 +34,7 @@
 
 pub mod jsonrpc;
 pub mod mcp;
+pub mod sse;
 pub mod streamable;
 pub mod version;
 pub mod wire;

@@ -47,7 +47,6 @@
 //! Its stderr goes to the log, read as bytes to EOF: decoded lossily, each line capped.
 
 mod closed;
-mod sse;
 mod stdio;
 mod upstream;
 

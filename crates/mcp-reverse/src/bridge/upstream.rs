@@ -10,6 +10,7 @@ use mcp_protocol::jsonrpc::{
     ErrorObject, Message, Notification, Outcome, Request, RequestId, Response,
 };
 use mcp_protocol::mcp::methods;
+use mcp_protocol::sse::SseParser;
 use mcp_protocol::streamable::{EVENT_STREAM, JSON, PROTOCOL_VERSION_HEADER, SESSION_ID_HEADER};
 use mcp_server::Outbound;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
@@ -20,7 +21,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::closed::ClosedSessions;
-use super::sse::SseReader;
 use super::{default_initialize_params, unavailable, with_id};
 use crate::redact::http_cause;
 use crate::service::{BoxFuture, Service, SessionSink};
@@ -380,7 +380,7 @@ impl UpstreamBridge {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with(EVENT_STREAM));
         if is_sse && status.is_success() {
-            let mut events = SseReader::default();
+            let mut events = SseParser::new();
             loop {
                 let chunk =
                     resp.chunk().await.map_err(http_cause).map_err(|e| {
@@ -391,8 +391,13 @@ impl UpstreamBridge {
                         "the upstream's event stream ended without an answer",
                     ));
                 };
-                for data in events.push(&chunk) {
-                    match Message::parse(data.as_bytes()) {
+                // An event without data (a priming event's id) carries no message.
+                for event in events
+                    .push(&chunk)
+                    .into_iter()
+                    .filter(|e| !e.data.is_empty())
+                {
+                    match Message::parse(event.data.as_bytes()) {
                         Ok(Message::Response(r)) if r.id.as_ref() == Some(id) => {
                             return Ok(Answer::Response(r))
                         }
@@ -442,16 +447,20 @@ impl UpstreamBridge {
             // 405: the upstream offers no stream; nothing to forward.
             _ => return,
         };
-        let mut events = SseReader::default();
+        let mut events = SseParser::new();
         loop {
             let chunk = tokio::select! {
                 _ = stop.cancelled() => return,
                 chunk = resp.chunk() => chunk,
             };
             let Ok(Some(chunk)) = chunk else { return };
-            for data in events.push(&chunk) {
+            for event in events
+                .push(&chunk)
+                .into_iter()
+                .filter(|e| !e.data.is_empty())
+            {
                 if let (Ok(message), Some(sink)) =
-                    (Message::parse(data.as_bytes()), self.inner.sink.get())
+                    (Message::parse(event.data.as_bytes()), self.inner.sink.get())
                 {
                     sink(&client_session, message);
                 }

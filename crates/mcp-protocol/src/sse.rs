@@ -1,6 +1,10 @@
-//! An incremental reader of Server-Sent Events (the WHATWG event-stream format), enough for
-//! MCP: `data`, `id`, `event` and `retry` fields, comments, and `\n`, `\r\n` or `\r` line ends.
-//! Bytes arrive in arbitrary chunks; events come out whole.
+//! Reading Server-Sent Events: [`SseParser`], an incremental reader of the WHATWG event-stream
+//! format, enough for MCP: `data`, `id`, `event` and `retry` fields, comments, and `\n`,
+//! `\r\n` or `\r` line ends. Bytes arrive in arbitrary chunks; events come out whole.
+//!
+//! Plain bytes in, [`SseEvent`]s out: no I/O, so every reader of a Streamable HTTP answer
+//! (mcp-client, the reverse client's upstream bridge) shares this one parser. Writing events is
+//! [`crate::streamable::sse_event`].
 
 /// One dispatched event.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -113,6 +117,18 @@ mod tests {
                     retry: Some(1500),
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn data_of_events_split_across_chunks_and_lines() {
+        let mut p = SseParser::new();
+        let data = |events: Vec<SseEvent>| events.into_iter().map(|e| e.data).collect::<Vec<_>>();
+        assert!(p.push(b": keep-alive\n\nid: 1\nda").is_empty());
+        assert_eq!(data(p.push(b"ta: {\"a\":1}\r\n\r\n")), vec!["{\"a\":1}"]);
+        assert_eq!(
+            data(p.push(b"event: message\ndata: x\ndata:y\n\ndata: z\n\n")),
+            vec!["x\ny", "z"]
         );
     }
 
