@@ -1,7 +1,14 @@
 //! The idle-scale run of `cargo xtask bench`: a fresh proxy, N registrations each holding one
 //! long poll (the hidden task `bench-idle-clients`), and what that costs it in memory and CPU.
 
-use super::*;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::{spawn_unlimited, START};
+use crate::procs::{self, listening_url};
 
 /// What an idle proxy costs per registration.
 pub(super) struct Idle {
