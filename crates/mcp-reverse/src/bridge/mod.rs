@@ -53,7 +53,8 @@ mod upstream;
 pub use stdio::{StdioBridge, StdioConfig, SECRET_ENV_VARS, TOKEN_ENV};
 pub use upstream::{UpstreamBridge, UpstreamConfig};
 
-use mcp_protocol::jsonrpc::{ErrorObject, Response};
+use mcp_protocol::jsonrpc::{ErrorObject, Notification, RequestId, Response};
+use mcp_protocol::mcp::notifications::CancelledParams;
 use serde_json::{json, Value};
 
 /// How client sessions share a stdio child.
@@ -84,4 +85,49 @@ fn with_id(mut response: Response, id: mcp_protocol::jsonrpc::RequestId) -> Resp
 /// The JSON-RPC error a request gets when its server cannot answer it.
 fn unavailable(message: impl Into<String>) -> ErrorObject {
     ErrorObject::new(mcp_protocol::jsonrpc::ErrorCode::INTERNAL_ERROR, message)
+}
+
+/// The request a `notifications/cancelled` names (its typed `requestId`); `None` when it names
+/// none or its params are malformed, and then there is nothing to cancel.
+fn cancelled_request(notification: &Notification) -> Option<RequestId> {
+    notification.params_as::<CancelledParams>().ok()?.request_id
+}
+
+/// Points a `notifications/cancelled` at `ours`, the bridge's id for the request. Only
+/// `requestId` is replaced, so the rest of its params (`reason`, `_meta`) travel as the client
+/// wrote them; `false` when the params are not an object (nothing to rewrite).
+fn retarget_cancel(notification: &mut Notification, ours: u64) -> bool {
+    match notification.params.as_mut() {
+        Some(Value::Object(params)) => {
+            params.insert("requestId".into(), Value::from(ours));
+            true
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mcp_protocol::mcp::methods;
+
+    #[test]
+    fn a_cancellation_is_read_typed_and_retargeted_in_place() {
+        let params = json!({"requestId": "c-7", "reason": "user", "_meta": {"k": 1}});
+        let mut n = Notification::new(methods::NOTIFICATION_CANCELLED, Some(params));
+        assert_eq!(cancelled_request(&n), Some(RequestId::from("c-7")));
+        assert!(retarget_cancel(&mut n, 42));
+        assert_eq!(
+            n.params,
+            Some(json!({"requestId": 42, "reason": "user", "_meta": {"k": 1}}))
+        );
+
+        let none = Notification::new(methods::NOTIFICATION_CANCELLED, None);
+        assert_eq!(cancelled_request(&none), None);
+        let bad = Notification::new(
+            methods::NOTIFICATION_CANCELLED,
+            Some(json!({"requestId": true})),
+        );
+        assert_eq!(cancelled_request(&bad), None);
+    }
 }

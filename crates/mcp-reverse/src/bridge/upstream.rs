@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::closed::ClosedSessions;
-use super::{default_initialize_params, unavailable, with_id};
+use super::{cancelled_request, default_initialize_params, retarget_cancel, unavailable, with_id};
 use crate::redact::http_cause;
 use crate::service::{BoxFuture, Service, SessionSink};
 use crate::Error;
@@ -567,10 +567,7 @@ impl UpstreamBridge {
     /// Points a client's `notifications/cancelled` at the bridge's id; `false` when the
     /// request is not in flight (then there is nothing to cancel).
     fn rewrite_cancel(&self, session: Option<&str>, notification: &mut Notification) -> bool {
-        let Some(Value::Object(params)) = notification.params.as_mut() else {
-            return false;
-        };
-        let Some(target) = params.get("requestId").and_then(RequestId::from_value) else {
+        let Some(target) = cancelled_request(notification) else {
             return false;
         };
         let ours = self
@@ -581,12 +578,6 @@ impl UpstreamBridge {
             .iter()
             .find(|(_, (s, id))| s.as_deref() == session && *id == target)
             .map(|(ours, _)| *ours);
-        match ours {
-            Some(ours) => {
-                params.insert("requestId".into(), Value::from(ours));
-                true
-            }
-            None => false,
-        }
+        ours.is_some_and(|ours| retarget_cancel(notification, ours))
     }
 }

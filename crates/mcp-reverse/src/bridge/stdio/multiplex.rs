@@ -20,7 +20,9 @@ use tracing::debug;
 use tracing::warn;
 
 use super::supervision::Slot;
-use crate::bridge::{default_initialize_params, unavailable, with_id};
+use crate::bridge::{
+    cancelled_request, default_initialize_params, retarget_cancel, unavailable, with_id,
+};
 
 impl Slot {
     pub(super) async fn handle(
@@ -271,12 +273,7 @@ impl Generation {
     /// Forwards a client's notification; a cancellation names the bridge's id for the request.
     fn notify(&self, session: Option<&str>, mut notification: Notification) {
         if notification.method == methods::NOTIFICATION_CANCELLED {
-            let target = notification
-                .params
-                .as_ref()
-                .and_then(|p| p.get("requestId"))
-                .and_then(RequestId::from_value);
-            let ours = target.and_then(|target| {
+            let ours = cancelled_request(&notification).and_then(|target| {
                 self.pending
                     .lock()
                     .expect("pending lock")
@@ -284,11 +281,8 @@ impl Generation {
                     .find(|(_, p)| p.original == target && p.session.as_deref() == session)
                     .map(|(id, _)| *id)
             });
-            match (ours, notification.params.as_mut()) {
-                (Some(ours), Some(Value::Object(params))) => {
-                    params.insert("requestId".into(), Value::from(ours));
-                }
-                _ => return, // nothing of this client's is in flight
+            if !ours.is_some_and(|ours| retarget_cancel(&mut notification, ours)) {
+                return; // nothing of this client's is in flight
             }
         }
         self.send(&Message::Notification(notification));
@@ -422,12 +416,7 @@ impl Generation {
         }
         // The child withdraws a request it sent a client: tell that client.
         if notification.method == methods::NOTIFICATION_CANCELLED {
-            let target = notification
-                .params
-                .as_ref()
-                .and_then(|p| p.get("requestId"))
-                .and_then(RequestId::from_value);
-            let route = target.and_then(|t| {
+            let route = cancelled_request(&notification).and_then(|t| {
                 self.server_requests
                     .lock()
                     .expect("server_requests lock")
