@@ -17,7 +17,6 @@ mod load;
 mod paths;
 mod report;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -123,19 +122,6 @@ pub(crate) fn run(args: &[String]) -> std::process::ExitCode {
     }
 }
 
-/// Spawns `program` with the open-file limit raised to the hard limit (idle scale needs one
-/// descriptor per held poll).
-fn spawn_unlimited(name: &str, program: &Path, args: &[&str]) -> Result<Proc, String> {
-    let mut sh_args = vec![
-        "-c",
-        "ulimit -n \"$(ulimit -Hn)\" 2>/dev/null; exec \"$0\" \"$@\"",
-    ];
-    let program = program.to_str().ok_or("non-UTF-8 path")?;
-    sh_args.push(program);
-    sh_args.extend_from_slice(args);
-    Proc::spawn(name, Path::new("/bin/sh"), &sh_args)
-}
-
 fn bench(options: &Options) -> Result<(), String> {
     if options.install_tunnels {
         paths::install_tunnels();
@@ -168,7 +154,7 @@ fn bench(options: &Options) -> Result<(), String> {
         &["0"],
     )?;
     let direct_url = direct.wait_for_line(START, listening_url)?;
-    let mut proxy = spawn_unlimited(
+    let mut proxy = Proc::spawn_raised(
         "mcp-proxy",
         &procs::release_binary("mcp-proxy"),
         // The bench measures the path, not the rate limiter: its per-caller default (1000/s)

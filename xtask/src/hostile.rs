@@ -18,7 +18,6 @@ mod raw;
 mod report;
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -108,7 +107,7 @@ struct Figures {
 /// either way).
 pub(crate) fn run(rt: &tokio::runtime::Runtime) -> Result<(), String> {
     let slow_n = slow_connection_budget();
-    let mut proxy = spawn_raised(
+    let mut proxy = Proc::spawn_raised(
         "mcp-proxy (hostile)",
         &procs::binary("mcp-proxy"),
         &[
@@ -347,18 +346,6 @@ fn slow_connection_budget() -> usize {
         })
         .unwrap_or(usize::MAX);
     SLOW_CONNECTIONS.min(soft.saturating_sub(400))
-}
-
-/// Spawns `program` with the open-file limit raised to the hard limit.
-fn spawn_raised(name: &str, program: &Path, args: &[&str]) -> Result<Proc, String> {
-    let program = program.to_str().ok_or("non-UTF-8 path")?;
-    let mut sh_args = vec![
-        "-c",
-        "ulimit -n \"$(ulimit -Hn)\" 2>/dev/null; exec \"$0\" \"$@\"",
-        program,
-    ];
-    sh_args.extend_from_slice(args);
-    Proc::spawn(name, Path::new("/bin/sh"), &sh_args)
 }
 
 /// `cargo xtask e2e --hostile`: this scenario alone.

@@ -112,6 +112,20 @@ impl Proc {
         })
     }
 
+    /// Like [`Proc::spawn`], with the open-file limit raised to the hard limit first (through
+    /// `sh -c "ulimit ...; exec"`, so the pid is still `program`'s own): for runs that hold
+    /// one descriptor per connection or poll.
+    pub(crate) fn spawn_raised(name: &str, program: &Path, args: &[&str]) -> Result<Proc, String> {
+        let program = program.to_str().ok_or("non-UTF-8 path")?;
+        let mut sh_args = vec![
+            "-c",
+            "ulimit -n \"$(ulimit -Hn)\" 2>/dev/null; exec \"$0\" \"$@\"",
+            program,
+        ];
+        sh_args.extend_from_slice(args);
+        Proc::spawn(name, Path::new("/bin/sh"), &sh_args)
+    }
+
     /// The process id.
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{spawn_unlimited, START};
-use crate::procs::{self, listening_url};
+use super::START;
+use crate::procs::{self, listening_url, Proc};
 
 /// What an idle proxy costs per registration.
 pub(super) struct Idle {
@@ -51,7 +51,7 @@ fn cpu_seconds(pid: u32) -> Result<f64, String> {
 
 pub(super) fn idle_scale(n: usize) -> Result<Idle, String> {
     println!("idle scale: {n} registrations, each holding one poll...");
-    let mut proxy = spawn_unlimited(
+    let mut proxy = Proc::spawn_raised(
         "mcp-proxy (idle)",
         &procs::release_binary("mcp-proxy"),
         &[
@@ -79,7 +79,7 @@ pub(super) fn idle_scale(n: usize) -> Result<Idle, String> {
     let rss_before = rss(pid)?;
     let xtask = std::env::current_exe().map_err(|e| e.to_string())?;
     let n_text = n.to_string();
-    let mut clients = spawn_unlimited(
+    let mut clients = Proc::spawn_raised(
         "idle clients",
         &xtask,
         &["bench-idle-clients", &url, &n_text],

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::load::{Kind, Path_};
-use super::{spawn_unlimited, START};
+use super::START;
 use crate::infra::{self, TempDir};
 use crate::procs::{self, listening_url, Proc};
 
@@ -53,7 +53,7 @@ pub(super) fn start_cluster(paths: &mut Vec<Path_>) -> Result<(Vec<Proc>, TempDi
     let mut proxies = Vec::new();
     let mut urls = Vec::new();
     for name in ["mcp-proxy A", "mcp-proxy B"] {
-        let mut proxy = spawn_unlimited(
+        let mut proxy = Proc::spawn_raised(
             name,
             &procs::release_binary("mcp-proxy"),
             &[
