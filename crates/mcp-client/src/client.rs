@@ -2,7 +2,6 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,9 +27,6 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use crate::Error;
-
-/// The header that carries a client session id.
-pub const SESSION_HEADER: &str = "Mcp-Session-Id";
 
 /// The path of the Streamable HTTP endpoint on a proxy or server base URL.
 const MCP_PATH: &str = "/mcp";
@@ -78,14 +74,15 @@ impl Transport {
 /// list changes) before the response itself.
 pub type NotificationHandler = Arc<dyn Fn(Notification) + Send + Sync>;
 
-/// A boxed future that can move between threads.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+/// A boxed future that can move between threads (`BoxFuture<'static, T>`): mcp-protocol's.
+pub use mcp_protocol::BoxFuture;
 
 /// Answers a request the server sends the client (`sampling/createMessage`,
 /// `elicitation/create`, `roots/list`, ...): called with the method and its params, it returns
 /// the result or the JSON-RPC error to send back. Build one with [`request_handler`].
-pub type RequestHandler =
-    Arc<dyn Fn(String, Option<Value>) -> BoxFuture<Result<Value, ErrorObject>> + Send + Sync>;
+pub type RequestHandler = Arc<
+    dyn Fn(String, Option<Value>) -> BoxFuture<'static, Result<Value, ErrorObject>> + Send + Sync,
+>;
 
 /// A [`RequestHandler`] from an async closure:
 ///

@@ -14,6 +14,7 @@
 //!   Origin checks, SSE framing, resumable event logs), shared by the proxy and mcp-server.
 //! - [`sse`]: [`sse::SseParser`], the one Server-Sent Events reader, for every client of
 //!   Streamable HTTP (mcp-client, the reverse client's upstream bridge).
+//! - [`BoxFuture`]: the boxed future the other crates' handlers and services return.
 //! - [`wire`]: the envelopes the proxy and reverse client exchange (`/register`, `/poll`,
 //!   `/response`), the seed's shapes plus our extensions, as docs/protocol.md specifies.
 //!
@@ -41,3 +42,9 @@ pub mod wire;
 
 pub use jsonrpc::{ErrorCode, ErrorObject, Message, Notification, Request, RequestId, Response};
 pub use version::ProtocolVersion;
+
+/// A boxed future that can move between threads: what stored handlers and object-safe traits
+/// return. Defined once here, the lowest crate, so mcp-server, mcp-client and mcp-reverse name
+/// the same type; it is `futures::future::BoxFuture`'s definition, so futures boxed by either
+/// fit.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

@@ -1,15 +1,13 @@
 //! [`Service`]: what a [`crate::ReverseClient`] serves — an embedded [`mcp_server::Server`] or a
 //! bridge to someone else's MCP server (module `bridge`, feature `bridge`).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use mcp_protocol::jsonrpc::{Message, Response};
 use mcp_server::{Outbound, Server};
 
-/// A boxed future, as [`Service::handle`] returns (object-safe, no extra crate).
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A boxed future, as [`Service::handle`] returns (object-safe, no extra crate): mcp-protocol's.
+pub use mcp_protocol::BoxFuture;
 
 /// Where a service sends messages for a client session that are tied to no request (list
 /// changes, log lines between calls): the reverse client posts them as

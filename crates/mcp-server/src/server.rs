@@ -844,7 +844,7 @@ impl Server {
     ) -> Result<Value, ErrorObject> {
         let params: ResourceUriParams = request.params_as()?;
         let uri = params.uri;
-        let run: Box<dyn FnOnce() -> BoxFuture<ResourceResult> + Send> =
+        let run: Box<dyn FnOnce() -> BoxFuture<'static, ResourceResult> + Send> =
             if let Some(entry) = self.inner.resources.get(&uri) {
                 let uri = uri.clone();
                 Box::new(move || (entry.handler)(uri, ctx))
@@ -1003,7 +1003,7 @@ fn to_value(result: impl Serialize) -> Result<Value, ErrorObject> {
 
 /// Runs a handler, turning a panic (while building its future or while polling it) into `Err`
 /// with the panic's message, so one bad handler cannot take the server down.
-async fn guarded<T>(start: impl FnOnce() -> BoxFuture<T>) -> Result<T, String> {
+async fn guarded<T>(start: impl FnOnce() -> BoxFuture<'static, T>) -> Result<T, String> {
     let future = std::panic::catch_unwind(AssertUnwindSafe(start)).map_err(panic_message)?;
     AssertUnwindSafe(future)
         .catch_unwind()

@@ -13,8 +13,9 @@ use crate::RequestContext;
 pub type CompletionResult = Result<CompleteResult, ErrorObject>;
 
 /// A stored completion handler.
-pub(crate) type CompletionHandler =
-    Arc<dyn Fn(CompleteParams, RequestContext) -> BoxFuture<CompletionResult> + Send + Sync>;
+pub(crate) type CompletionHandler = Arc<
+    dyn Fn(CompleteParams, RequestContext) -> BoxFuture<'static, CompletionResult> + Send + Sync,
+>;
 
 /// Boxes a completion handler.
 pub(crate) fn completion_handler<F, Fut>(handler: F) -> CompletionHandler

@@ -10,14 +10,12 @@ pub mod prompts;
 pub mod resources;
 pub mod tools;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use mcp_protocol::ErrorObject;
 
-/// A boxed, sendable future, as handlers are stored.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+/// A boxed, sendable future, as handlers are stored (`BoxFuture<'static, T>`): mcp-protocol's.
+pub use mcp_protocol::BoxFuture;
 
 /// Entries in registration order, unique by key.
 #[derive(Debug)]

@@ -14,8 +14,11 @@ use crate::RequestContext;
 pub type PromptResult = Result<GetPromptResult, ErrorObject>;
 
 /// A stored prompt handler: `(arguments, ctx)`.
-pub(crate) type PromptHandler =
-    Arc<dyn Fn(BTreeMap<String, String>, RequestContext) -> BoxFuture<PromptResult> + Send + Sync>;
+pub(crate) type PromptHandler = Arc<
+    dyn Fn(BTreeMap<String, String>, RequestContext) -> BoxFuture<'static, PromptResult>
+        + Send
+        + Sync,
+>;
 
 /// Boxes a prompt handler.
 pub(crate) fn prompt_handler<F, Fut>(handler: F) -> PromptHandler

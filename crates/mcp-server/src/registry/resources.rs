@@ -19,11 +19,11 @@ pub type ResourceResult = Result<Vec<ResourceContents>, ErrorObject>;
 
 /// A stored handler of a static resource: `(uri, ctx)`.
 pub(crate) type ResourceHandler =
-    Arc<dyn Fn(String, RequestContext) -> BoxFuture<ResourceResult> + Send + Sync>;
+    Arc<dyn Fn(String, RequestContext) -> BoxFuture<'static, ResourceResult> + Send + Sync>;
 
 /// A stored handler of a template: `(uri, variables, ctx)`.
 pub(crate) type TemplateHandler = Arc<
-    dyn Fn(String, BTreeMap<String, String>, RequestContext) -> BoxFuture<ResourceResult>
+    dyn Fn(String, BTreeMap<String, String>, RequestContext) -> BoxFuture<'static, ResourceResult>
         + Send
         + Sync,
 >;

@@ -12,7 +12,7 @@ use crate::{RequestContext, ToolError};
 
 /// A stored tool handler.
 pub(crate) type ToolHandler = Arc<
-    dyn Fn(JsonObject, RequestContext) -> BoxFuture<Result<CallToolResult, ToolError>>
+    dyn Fn(JsonObject, RequestContext) -> BoxFuture<'static, Result<CallToolResult, ToolError>>
         + Send
         + Sync,
 >;
