@@ -2,7 +2,7 @@
 //!
 //! This crate has no async runtime and no HTTP dependency: it is plain data and the rules that
 //! go with it, so the proxy, the server, the reverse client and the client all agree on one
-//! definition of every message.
+//! definition of every message. (Its `signal` feature adds tokio, for binaries only.)
 //!
 //! # Layout
 //! - [`jsonrpc`]: requests, notifications, responses, ids and error objects, and
@@ -14,6 +14,7 @@
 //!   Origin checks, SSE framing, resumable event logs), shared by the proxy and mcp-server.
 //! - [`sse`]: [`sse::SseParser`], the one Server-Sent Events reader, for every client of
 //!   Streamable HTTP (mcp-client, the reverse client's upstream bridge).
+//! - `signal` (feature `signal`): `shutdown_signal`, the Ctrl-C/SIGTERM wait of every binary.
 //! - [`BoxFuture`]: the boxed future the other crates' handlers and services return.
 //! - [`wire`]: the envelopes the proxy and reverse client exchange (`/register`, `/poll`,
 //!   `/response`), the seed's shapes plus our extensions, as docs/protocol.md specifies.
@@ -35,6 +36,8 @@
 
 pub mod jsonrpc;
 pub mod mcp;
+#[cfg(feature = "signal")]
+pub mod signal;
 pub mod sse;
 pub mod streamable;
 pub mod version;

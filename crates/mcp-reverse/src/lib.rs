@@ -45,7 +45,7 @@
 //! - [`service`]: [`Service`], what a reverse client serves.
 //! - `bridge` (feature `bridge`): stdio and Streamable HTTP bridges.
 //! - `redact`: what of ids and HTTP errors reaches the logs (a short prefix; no URL).
-//! - `signal`: [`shutdown_signal`], Ctrl-C or SIGTERM.
+//! - [`shutdown_signal`]: Ctrl-C or SIGTERM (mcp-protocol's, feature `signal`, re-exported).
 //! - [`error`]: [`Error`], the reasons it stops.
 //! - `backoff`: retry pauses.
 //! - `src/bin/mcp-reverse.rs` (feature `cli`): the command.
@@ -75,10 +75,9 @@ pub mod config;
 pub mod error;
 mod redact;
 pub mod service;
-mod signal;
 
 pub use client::{ReverseClient, ReverseHandle};
 pub use config::Configuration;
 pub use error::Error;
+pub use mcp_protocol::signal::shutdown_signal;
 pub use service::{BoxFuture, Service, SessionSink};
-pub use signal::shutdown_signal;
