@@ -1,4 +1,5 @@
-//! The router and the server loop: routes, body limit, request spans, graceful shutdown.
+//! The state every handler shares, the router built from the route table (checks, body
+//! limit, rate limits, request spans), and the server loop with its graceful shutdown.
 
 use std::io;
 
@@ -6,8 +7,7 @@ use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, HeaderName, HeaderValue, Method};
-use axum::middleware;
-use axum::routing::{get, post};
+use axum::middleware::{self, Next};
 use axum::Router;
 use mcp_protocol::streamable::{
     LAST_EVENT_ID_HEADER, METHOD_HEADER, NAME_HEADER, PROTOCOL_VERSION_HEADER, SESSION_ID_HEADER,
@@ -18,26 +18,27 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::{info, info_span, Level};
 
-use crate::auth::{self, Auth};
+use crate::auth;
 use crate::broker::Broker;
-use crate::cluster::{self, Cluster};
+use crate::config::ClusterConfig;
 use crate::guard::{self, Guard};
 use crate::limits::{self, RateLimiter};
 use crate::listener;
 use crate::metrics::{self, Metrics};
-use crate::routes;
+use crate::routes::{self, Surface};
+use crate::topology::Topology;
 use crate::{Config, Error};
 
-/// What every handler shares: the broker (which owns the configuration), the metrics, and
-/// the cluster when several instances share a Redis.
+/// What every handler shares: the broker (which owns the configuration) and the metrics;
+/// and the other instances serving the same pools, when there are any.
 #[derive(Clone, Debug)]
 pub struct AppState {
     /// The session broker.
     pub broker: Broker,
     /// Counters and histograms for `/metrics`.
     pub metrics: Arc<Metrics>,
-    /// This instance's membership in a cluster; `None` runs alone.
-    pub cluster: Option<Cluster>,
+    /// Other instances serving the same pools; `None` runs alone.
+    pub topology: Option<Arc<dyn Topology>>,
 }
 
 impl AppState {
@@ -47,20 +48,17 @@ impl AppState {
         AppState {
             broker: Broker::new(config),
             metrics: Arc::new(Metrics::new()),
-            cluster: None,
+            topology: None,
         }
     }
 
     /// A fresh state that joins `config.cluster` when it names one (connecting to Redis).
     pub async fn connect(config: Config) -> Result<Self, Error> {
-        let cluster = match &config.cluster {
-            Some(c) => Some(Cluster::connect(c).await?),
-            None => None,
-        };
-        Ok(AppState {
-            cluster,
-            ..AppState::new(config)
-        })
+        let mut state = AppState::new(config);
+        if let Some(cluster) = &state.config().cluster {
+            state.topology = Some(join(cluster, &state.broker).await?);
+        }
+        Ok(state)
     }
 
     /// The configuration.
@@ -69,36 +67,50 @@ impl AppState {
     }
 }
 
-/// The proxy's routes. No router-wide timeout: polls are held for tens of seconds.
+/// Joins the cluster `config` names, whose pools this instance's `broker` serves.
+#[cfg(feature = "cluster")]
+async fn join(config: &ClusterConfig, broker: &Broker) -> Result<Arc<dyn Topology>, Error> {
+    Ok(Arc::new(
+        crate::cluster::Cluster::connect(config, broker.clone()).await?,
+    ))
+}
+
+/// Without the `cluster` feature there is nothing to join.
+#[cfg(not(feature = "cluster"))]
+async fn join(_: &ClusterConfig, _: &Broker) -> Result<Arc<dyn Topology>, Error> {
+    Err(Error::ClusterUnavailable(
+        "this mcp-proxy was built without the `cluster` feature".into(),
+    ))
+}
+
+/// The proxy's routes, from [`routes::ROUTES`]. No router-wide timeout: polls are held for
+/// tens of seconds.
 pub fn router(state: AppState) -> Router {
-    let body_limit = state.config().max_body_bytes;
+    let config = state.config();
     let limiter = RateLimiter::new(
-        state.config().server_rate,
-        state.config().client_rate,
-        state.config().auth.clone(),
-        state.cluster.clone(),
+        config.server_rate,
+        config.client_rate,
+        config.auth.clone(),
+        state.topology.clone(),
     );
-    Router::new()
-        .merge(mcp_routes(state.config()))
-        .merge(reverse_client_routes(&state.config().auth))
-        .merge(message_routes(state.config()))
-        .route("/healthz", get(routes::health::healthz))
-        .merge(
-            // Pool names and load are for operators: a client token for every pool (`*`).
-            Router::new()
-                .route("/servers", get(routes::servers::servers))
-                .route("/metrics", get(metrics::serve))
-                .route_layer(middleware::from_fn_with_state(
-                    state.config().auth.clone(),
-                    auth::require_operator,
-                )),
-        )
-        .layer(DefaultBodyLimit::max(body_limit))
+    let mut router = Router::new();
+    for surface in [
+        Surface::Reverse,
+        Surface::Message,
+        Surface::Streamable,
+        Surface::Operator,
+        Surface::Health,
+    ] {
+        router = router.merge(surface_routes(surface, config));
+    }
+    let mut router = router.layer(DefaultBodyLimit::max(config.max_body_bytes));
+    if let Some(topology) = state.topology.clone() {
         // Inside the rate limit: a caller is counted once, by the instance it reached.
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            cluster::relay,
-        ))
+        router = router.layer(middleware::from_fn(move |req: Request, next: Next| {
+            topology.route(req, next)
+        }));
+    }
+    router
         .layer(middleware::from_fn_with_state(limiter, limits::rate_limit))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -125,64 +137,41 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `/register`, `/poll`, `/response`: a server token when server auth is on.
-fn reverse_client_routes(auth: &Auth) -> Router<AppState> {
-    Router::new()
-        .route(
-            "/register",
-            post(routes::register::register).delete(routes::register::deregister),
-        )
-        .route("/poll", get(routes::poll::poll))
-        .route("/response", post(routes::response::response))
-        .route_layer(middleware::from_fn_with_state(
-            auth.clone(),
-            auth::require_server,
-        ))
-}
-
-/// `/message` and `/servers/{name}/message`: behind the Origin and Content-Type check, then
-/// a client token for the pool when client auth is on.
-fn message_routes(config: &Config) -> Router<AppState> {
-    Router::new()
-        .route("/message", post(routes::message::default_pool))
-        .route("/servers/{name}/message", post(routes::message::named_pool))
-        .route_layer(middleware::from_fn_with_state(
-            config.auth.clone(),
-            auth::require_client,
-        ))
-        .layer(middleware::from_fn_with_state(
-            Guard::new(config, false),
-            guard::check,
-        ))
-}
-
-/// `/mcp` and `/servers/{name}/mcp`, behind the Host/Origin/Content-Type check, then the client token
-/// check and, when origins are configured, CORS (outermost, so preflights, which carry no
-/// token, are answered before the checks).
-fn mcp_routes(config: &Config) -> Router<AppState> {
-    let guard = Guard::new(config, true);
-    let mut routes = Router::new()
-        .route(
-            "/mcp",
-            post(routes::mcp::post_default)
-                .get(routes::mcp::get_default)
-                .delete(routes::mcp::delete_default),
-        )
-        .route(
-            "/servers/{name}/mcp",
-            post(routes::mcp::post_named)
-                .get(routes::mcp::get_named)
-                .delete(routes::mcp::delete_named),
-        )
-        .route_layer(middleware::from_fn_with_state(
-            config.auth.clone(),
-            auth::require_client,
-        ))
-        .layer(middleware::from_fn_with_state(guard, guard::check));
-    if let Some(cors) = cors_layer(&config.cors_origins) {
-        routes = routes.layer(cors);
+/// The routes of one surface, behind its checks:
+/// - reverse clients: a server token when server auth is on;
+/// - `/message`: the Origin and Content-Type check, then a client token for the pool;
+/// - `/mcp`: the Host/Origin/Content-Type check, then the client token and, when origins
+///   are configured, CORS (outermost, so preflights, which carry no token, are answered
+///   before the checks);
+/// - operators: a client token for every pool (`*`); the health check: nothing.
+fn surface_routes(surface: Surface, config: &Config) -> Router<AppState> {
+    let mut routes = Router::new();
+    for route in routes::ROUTES.iter().filter(|r| r.surface == surface) {
+        routes = routes.route(route.pattern, (route.handlers)());
     }
-    routes
+    let auth = config.auth.clone();
+    match surface {
+        Surface::Reverse => {
+            routes.route_layer(middleware::from_fn_with_state(auth, auth::require_server))
+        }
+        Surface::Message | Surface::Streamable => {
+            let streamable = surface == Surface::Streamable;
+            let routes = routes
+                .route_layer(middleware::from_fn_with_state(auth, auth::require_client))
+                .layer(middleware::from_fn_with_state(
+                    Guard::new(config, streamable),
+                    guard::check,
+                ));
+            match cors_layer(&config.cors_origins).filter(|_| streamable) {
+                Some(cors) => routes.layer(cors),
+                None => routes,
+            }
+        }
+        Surface::Operator => {
+            routes.route_layer(middleware::from_fn_with_state(auth, auth::require_operator))
+        }
+        Surface::Health => routes,
+    }
 }
 
 /// CORS for browser clients, or `None` when no origins are configured.
@@ -256,12 +245,12 @@ pub async fn serve_with_state(
     let reloader = state.config().auth.spawn_reloader(shutdown.child_token());
     let sweeper = state.broker.spawn_sweeper(shutdown.child_token());
     let broker = state.broker.clone();
-    let cluster = state.cluster.clone();
+    let topology = state.topology.clone();
     let router = router(state);
     // Relayed requests from other instances run through the same router.
-    let membership = cluster
+    let membership = topology
         .as_ref()
-        .map(|c| c.start(router.clone(), broker.clone(), shutdown.child_token()));
+        .map(|t| t.start(router.clone(), shutdown.child_token()));
     let signal = {
         let shutdown = shutdown.clone();
         async move {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use crate::auth::{Auth, TokenKind, TokenSet};
-use crate::cluster::ClusterConfig;
+use crate::config::ClusterConfig;
 use crate::config::{self, Config};
 use crate::limits::Rate;
 use crate::peer::TrustedProxies;
@@ -318,11 +318,16 @@ impl BrokerSpec {
         }
         let shown = ClusterConfig::new(s).redacted_url();
         match s.split_once("://").map(|(scheme, _)| scheme) {
+            #[cfg(feature = "cluster")]
             Some("redis" | "rediss" | "redis+unix" | "unix") => {
                 redis::Client::open(s)
                     .map_err(|e| format!("`{shown}` is not a usable Redis URL: {e}"))?;
                 Ok(Some(s))
             }
+            #[cfg(not(feature = "cluster"))]
+            Some("redis" | "rediss" | "redis+unix" | "unix") => Err(format!(
+                "`{shown}`: this mcp-proxy was built without the `cluster` feature"
+            )),
             _ => Err(format!(
                 "`{shown}` is neither `memory` nor a Redis URL (redis://HOST:PORT)"
             )),

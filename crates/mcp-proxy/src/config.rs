@@ -1,9 +1,9 @@
 //! The proxy's settings, with the defaults docs/protocol.md promises.
 
+use std::fmt;
 use std::time::Duration;
 
 use crate::auth::Auth;
-use crate::cluster::ClusterConfig;
 use crate::limits::Rate;
 use crate::listener::ConnectionLimits;
 use crate::peer::TrustedProxies;
@@ -207,5 +207,47 @@ impl Config {
     pub(crate) fn sweep_interval(&self) -> Duration {
         (self.liveness_grace.min(self.expiry).min(self.session_idle) / 4)
             .clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+}
+
+/// Where and how to join a cluster (`--broker redis://HOST:PORT`).
+#[derive(Clone)]
+pub struct ClusterConfig {
+    /// The Redis URL (`redis://[user:password@]host:port[/db]`, `rediss://` for TLS).
+    pub url: String,
+    /// Prefix of every key and channel, so several clusters can share one Redis.
+    pub prefix: String,
+    /// How often an instance says it is alive; it is taken for dead after three missed beats.
+    pub heartbeat: Duration,
+}
+
+impl ClusterConfig {
+    /// A cluster on the Redis at `url`, with the default prefix and heartbeat.
+    pub fn new(url: impl Into<String>) -> Self {
+        ClusterConfig {
+            url: url.into(),
+            prefix: "mcp-proxy:".to_owned(),
+            heartbeat: Duration::from_secs(1),
+        }
+    }
+
+    /// The URL without its password, for logs and `Debug`.
+    pub fn redacted_url(&self) -> String {
+        match (self.url.find("://"), self.url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}://***@{}", &self.url[..scheme], &self.url[at + 1..])
+            }
+            _ => self.url.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("url", &self.redacted_url())
+            .field("prefix", &self.prefix)
+            .field("heartbeat", &self.heartbeat)
+            .finish()
     }
 }

@@ -10,15 +10,18 @@
 //!
 //! # Layout
 //! - [`app`]: [`AppState`], the axum [`router`] and [`serve`] (bound listener + shutdown token).
-//! - `routes`: one file per route: `register` (`POST`/`DELETE /register`), `poll`, `response`,
+//! - `routes`: the route table (which the router, the rate limits and the relay read), and
+//!   one file per route: `register` (`POST`/`DELETE /register`), `poll`, `response`,
 //!   `message` (`/message`, `/servers/{name}/message`), `mcp` (Streamable HTTP on `/mcp` and
 //!   `/servers/{name}/mcp`: sessions, SSE streams, resumption), `health`, `servers`
 //!   (`GET /servers`, the pools for operators).
 //! - [`broker`]: registrations, their queues, pending requests, pools, and the client sessions
 //!   of `/mcp` with their resumable SSE streams, behind the narrow
 //!   [`Broker`] API so a distributed backend can be added later.
-//! - [`cluster`]: several instances sharing one Redis (`--broker redis://…`): pool homes,
-//!   the relay between instances, shared rate limits (docs/deployment.md).
+//! - [`topology`]: the seam where other instances serving the same pools plug in.
+//! - `cluster` (feature `cluster`, on by default): several instances sharing one Redis
+//!   (`--broker redis://…`) behind that seam: pool homes, the relay between instances,
+//!   shared rate limits (docs/deployment.md).
 //! - [`config`]: [`Config`] and its defaults.
 //! - [`auth`]: server and client bearer tokens bound to pool names, the token file and its
 //!   reload, and the middleware that answers 401.
@@ -55,6 +58,7 @@ pub mod app;
 pub mod auth;
 pub mod broker;
 pub mod cli;
+#[cfg(feature = "cluster")]
 pub mod cluster;
 pub mod config;
 pub mod error;
@@ -65,9 +69,11 @@ pub mod metrics;
 pub mod peer;
 mod routes;
 pub mod tls;
+pub mod topology;
 
 pub use app::{router, serve, serve_with_state, AppState};
 pub use broker::Broker;
-pub use cluster::{Cluster, ClusterConfig};
-pub use config::Config;
+#[cfg(feature = "cluster")]
+pub use cluster::Cluster;
+pub use config::{ClusterConfig, Config};
 pub use error::{Error, RpcError};

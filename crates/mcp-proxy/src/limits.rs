@@ -33,8 +33,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::auth::{Auth, TokenId, TokenKind};
-use crate::cluster::{Cluster, Relayed};
 use crate::peer::{address_key, ClientAddr};
+use crate::routes::{self, Route, Surface};
+use crate::topology::{Relayed, TokenRefused, Topology};
 use crate::Error;
 
 /// A sustained rate and the burst allowed above it.
@@ -135,9 +136,9 @@ pub(crate) struct RateLimiter {
     /// The configured tokens: only a valid one keys a bucket of its own.
     auth: Auth,
     buckets: Mutex<Buckets>,
-    /// Several instances: the buckets live in Redis, shared by all (the local map is the
-    /// fallback while Redis cannot be reached).
-    shared: Option<Cluster>,
+    /// Several instances: the buckets are shared by all (the local map is the fallback
+    /// while the shared ones cannot be reached).
+    shared: Option<Arc<dyn Topology>>,
 }
 
 impl RateLimiter {
@@ -146,7 +147,7 @@ impl RateLimiter {
         server: Rate,
         client: Rate,
         auth: Auth,
-        shared: Option<Cluster>,
+        shared: Option<Arc<dyn Topology>>,
     ) -> Arc<Self> {
         Arc::new(RateLimiter {
             server,
@@ -237,17 +238,16 @@ impl RateLimiter {
     }
 }
 
-/// What the rate limiter's token check found, left on the request for the layers inside it
-/// (the cluster relay), so the token is not hashed and compared twice.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct TokenRefused(pub(crate) bool);
-
-/// Which budget `path` draws from; `None` for routes that are never limited.
-fn budget(path: &str) -> Option<Budget> {
-    match path {
-        "/healthz" => None,
-        "/register" | "/poll" | "/response" => Some(Budget::Server),
-        _ => Some(Budget::Client),
+/// Which budget a request to `route` draws from, by who calls it; a path no route matched
+/// (answered 404) draws from the client budget. `None` for the health check (two map sizes),
+/// never limited.
+fn budget(route: Option<&Route>) -> Option<Budget> {
+    match route.map(|r| r.surface) {
+        Some(Surface::Health) => None,
+        Some(Surface::Reverse) => Some(Budget::Server),
+        Some(Surface::Message | Surface::Streamable | Surface::Operator) | None => {
+            Some(Budget::Client)
+        }
     }
 }
 
@@ -258,7 +258,7 @@ pub(crate) async fn rate_limit(
     req: Request,
     next: Next,
 ) -> Response {
-    let Some(budget) = budget(req.uri().path()) else {
+    let Some(budget) = budget(routes::route_of(&req)) else {
         return next.run(req).await;
     };
     if req.extensions().get::<Relayed>().is_some() {
@@ -267,14 +267,14 @@ pub(crate) async fn rate_limit(
     let mut req = req;
     let (caller, refused) = limiter.caller(budget, &req);
     if limiter.shared.is_some() {
-        // Only the cluster's relay reads it; a single instance pays nothing for it.
+        // Only the topology reads it; a single instance pays nothing for it.
         req.extensions_mut().insert(TokenRefused(refused));
     }
     let verdict = match &limiter.shared {
-        Some(cluster) if !limiter.rate(budget).is_off() => {
+        Some(shared) if !limiter.rate(budget).is_off() => {
             let rate = limiter.rate(budget);
-            match cluster
-                .take_token(&caller.bucket_key(budget), rate.per_second, rate.burst)
+            match shared
+                .take_token(caller.bucket_key(budget), rate.per_second, rate.burst)
                 .await
             {
                 Ok(None) => Ok(()),
@@ -337,13 +337,19 @@ mod tests {
 
     #[test]
     fn routes_draw_from_their_budget() {
-        assert_eq!(budget("/poll"), Some(Budget::Server));
-        assert_eq!(budget("/response"), Some(Budget::Server));
-        assert_eq!(budget("/register"), Some(Budget::Server));
-        assert_eq!(budget("/message"), Some(Budget::Client));
-        assert_eq!(budget("/servers/a/mcp"), Some(Budget::Client));
-        assert_eq!(budget("/healthz"), None);
-        assert_eq!(budget("/metrics"), Some(Budget::Client));
+        let of = |pattern: &str| {
+            let route = routes::ROUTES.iter().find(|r| r.pattern == pattern);
+            budget(Some(route.expect("a route of the table")))
+        };
+        assert_eq!(of("/poll"), Some(Budget::Server));
+        assert_eq!(of("/response"), Some(Budget::Server));
+        assert_eq!(of("/register"), Some(Budget::Server));
+        assert_eq!(of("/message"), Some(Budget::Client));
+        assert_eq!(of("/servers/{name}/mcp"), Some(Budget::Client));
+        assert_eq!(of("/healthz"), None);
+        assert_eq!(of("/metrics"), Some(Budget::Client));
+        assert_eq!(of("/servers"), Some(Budget::Client));
+        assert_eq!(budget(None), Some(Budget::Client));
     }
 
     #[test]

@@ -192,27 +192,6 @@ impl Metrics {
         );
         let _ = writeln!(out, "mcp_proxy_sse_streams {}", stats.attached);
         self.render_connections(&mut out);
-        if let Some(cluster) = &state.cluster {
-            gauge_head(
-                &mut out,
-                "mcp_proxy_cluster_instances",
-                "Proxy instances alive in the cluster, this one included.",
-            );
-            let _ = writeln!(
-                out,
-                "mcp_proxy_cluster_instances {}",
-                cluster.instances().len()
-            );
-            let (out_n, in_n, failed) = cluster.relay_counts();
-            let _ = writeln!(out, "# HELP mcp_proxy_relayed_total Requests relayed between instances: to the pool's home (out) or served for another instance (in).");
-            let _ = writeln!(out, "# TYPE mcp_proxy_relayed_total counter");
-            let _ = writeln!(out, "mcp_proxy_relayed_total{{direction=\"out\"}} {out_n}");
-            let _ = writeln!(out, "mcp_proxy_relayed_total{{direction=\"in\"}} {in_n}");
-            let _ = writeln!(out, "# HELP mcp_proxy_relays_failed_total Relays that failed because an instance or Redis was lost.");
-            let _ = writeln!(out, "# TYPE mcp_proxy_relays_failed_total counter");
-            let _ = writeln!(out, "mcp_proxy_relays_failed_total {failed}");
-        }
-
         let reg = self.lock();
         let _ = writeln!(out, "# HELP mcp_proxy_request_duration_seconds Time from a request's arrival to its response head, by route pattern and status.");
         let _ = writeln!(out, "# TYPE mcp_proxy_request_duration_seconds histogram");

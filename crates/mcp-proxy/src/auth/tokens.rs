@@ -105,6 +105,7 @@ impl TokenId {
     }
 
     /// The identity whose [`TokenId::digest_hex`] is `hex`; `None` for anything else.
+    #[cfg(feature = "cluster")]
     pub(crate) fn from_digest_hex(hex: &str) -> Option<Self> {
         if hex.len() != 64 || !hex.is_ascii() {
             return None;

@@ -21,6 +21,7 @@ mod queue;
 mod quota;
 mod registration;
 mod sessions;
+#[cfg(feature = "cluster")]
 mod takeover;
 
 use std::collections::{BTreeMap, HashMap};
@@ -48,7 +49,7 @@ pub use sessions::Attached;
 use pending::{Answered, Outcome, Pending, Stage};
 use pools::Pool;
 use queue::QueueEntry;
-use quota::{Held, Holder};
+use quota::Held;
 pub(crate) use registration::Short;
 use registration::{
     new_client_session_id, new_legacy_id, new_modern_id, new_request_id, Registration,

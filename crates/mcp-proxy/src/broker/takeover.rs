@@ -2,6 +2,7 @@
 //! of a lost instance, the records the directory keeps of them, and the fate of requests
 //! that instance was carrying to their servers.
 
+use super::quota::Holder;
 use super::*;
 
 impl Broker {
@@ -150,12 +151,26 @@ impl Broker {
         self.lock()
             .registrations
             .values()
-            .map(|r| RegistrationRecord {
-                session_id: r.id.clone(),
-                pool: r.pool.clone(),
-                capabilities: r.capabilities.clone(),
-                owner: r.owner,
-            })
+            .map(RegistrationRecord::of)
             .collect()
+    }
+
+    /// The registration `session_id` as the cluster's directory records it.
+    pub fn registration_record(&self, session_id: &str) -> Option<RegistrationRecord> {
+        self.lock()
+            .registrations
+            .get(session_id)
+            .map(RegistrationRecord::of)
+    }
+}
+
+impl RegistrationRecord {
+    fn of(r: &Registration) -> Self {
+        RegistrationRecord {
+            session_id: r.id.clone(),
+            pool: r.pool.clone(),
+            capabilities: r.capabilities.clone(),
+            owner: r.owner,
+        }
     }
 }

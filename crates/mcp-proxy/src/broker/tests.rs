@@ -199,6 +199,7 @@ fn replay_in_all_is_trimmed_least_recent_sessions_first() {
     assert_eq!((bytes("c0"), bytes("c1"), bytes("c2")), (0, 0, 2_000));
 }
 
+#[cfg(feature = "cluster")]
 #[tokio::test]
 async fn an_item_that_provably_never_left_goes_back_to_the_queue() {
     let b = Broker::new(config());

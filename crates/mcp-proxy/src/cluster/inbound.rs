@@ -8,23 +8,24 @@ use std::sync::atomic::Ordering;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::StatusCode;
+use axum::Router;
 use bytes::Bytes;
 use futures::StreamExt;
-use mcp_protocol::wire::PollItem;
+use mcp_protocol::wire::{PollItem, POLL_PATH};
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
 use super::frame::{self, Head, Refused, FRAME_HEAD_MAX};
 use super::outbound::{Event, Failure};
-use super::relay::{CarriedRequest, Relayed};
 use super::{lock, Cluster};
 use crate::peer::ClientAddr;
+use crate::topology::Relayed;
 use crate::Error;
 
 impl Cluster {
     /// Takes one frame from this instance's channel. A frame larger than this instance takes
     /// is dropped unparsed, and the relay its head names (when readable) fails at once.
-    pub(super) fn on_frame(&self, bytes: &[u8]) {
+    pub(super) fn on_frame(&self, bytes: &[u8], router: &Router) {
         let max_payload = self.max_body_bytes();
         let (head, payload) = match frame::decode(bytes, max_payload) {
             Ok(frame) => frame,
@@ -62,6 +63,7 @@ impl Cluster {
                 self.inner.relayed_in.fetch_add(1, Ordering::Relaxed);
                 let body = Bytes::copy_from_slice(payload);
                 let cluster = self.clone();
+                let router = router.clone();
                 let key = (from.clone(), id);
                 // The lock is held across the spawn so the task cannot finish (and remove
                 // itself) before it is recorded.
@@ -73,7 +75,7 @@ impl Cluster {
                         headers,
                         client,
                     };
-                    cluster.serve(&from, id, req, body).await;
+                    cluster.serve(router, &from, id, req, body).await;
                     lock(&cluster.inner.inbound).remove(&(from, id));
                 });
                 inbound.insert(key, task.abort_handle());
@@ -164,16 +166,14 @@ impl Cluster {
 
     /// Serves a relayed request through this instance's router and streams the answer back,
     /// in frames no larger than the body limit allows.
-    async fn serve(&self, from: &str, id: u64, req: RelayedRequest, body: Bytes) {
+    async fn serve(&self, router: Router, from: &str, id: u64, req: RelayedRequest, body: Bytes) {
         let RelayedRequest {
             method,
             uri,
             headers,
             client,
         } = req;
-        let Some(router) = self.inner.router.get().cloned() else {
-            return;
-        };
+        let is_poll = uri.split('?').next() == Some(POLL_PATH);
         let mut builder = Request::builder().method(method.as_str()).uri(uri.as_str());
         if let Some(map) = builder.headers_mut() {
             *map = frame::header_map(headers);
@@ -197,33 +197,40 @@ impl Cluster {
             Err(never) => match never {},
         };
         let (parts, body) = response.into_parts();
-        let carried = parts
-            .extensions
-            .get::<CarriedRequest>()
-            .map(|c| c.0.clone());
         let status = parts.status.as_u16();
         let headers = frame::header_pairs(&parts.headers);
         let max_payload = self.max_body_bytes();
-        // A poll's item is handed over once it leaves here: if `from` is lost before passing
-        // it on, its request must fail, not wait for a timeout. Only a publish nobody
-        // received proves the item is lost; after a Redis timeout it may have arrived, and
-        // failing it then could run the tool twice on a retry.
+        // A body of known length (JSON answers, errors, 202/204) is already complete: within
+        // the limit it goes back in one frame, one publish instead of three. A poll's answer
+        // (an item, whatever its size) is read whole too, to learn the request it hands over.
+        let known = axum::body::HttpBody::size_hint(&body).exact();
+        let hands_over = is_poll && status == 200;
+        let Some(known) = known.filter(|&n| n <= max_payload as u64 || hands_over) else {
+            // Nobody to tell when the caller is gone.
+            let _ = self
+                .stream_back(from, id, status, headers, body, max_payload)
+                .await;
+            return;
+        };
+        let bytes = match axum::body::to_bytes(body, known as usize).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                self.publish_fail(from, id, e.to_string()).await;
+                return;
+            }
+        };
+        // The item is handed over once it leaves here: if `from` is lost before passing it
+        // on, its request must fail, not wait for a timeout. Only a publish nobody received
+        // proves the item is lost; after a Redis timeout it may have arrived, and failing it
+        // then could run the tool twice on a retry.
+        let item = hands_over
+            .then(|| serde_json::from_slice::<PollItem>(&bytes).ok())
+            .flatten();
+        let carried = item.as_ref().and_then(carried_request).map(str::to_owned);
         if let Some(request_id) = &carried {
             self.track_transit(request_id.clone(), from);
         }
-        // `body`: the whole answer when it went in one frame (a poll's item does), so an
-        // item nobody received can go back to its queue.
-        let lost = |result: Result<(), Error>, body: Option<&[u8]>| {
-            if let (Err(Error::InstanceLost), Some(request_id)) = (&result, &carried) {
-                let item = body.and_then(|b| serde_json::from_slice::<PollItem>(b).ok());
-                self.transit_failed(request_id, item);
-            }
-            result.is_err()
-        };
-        // A body of known length (JSON answers, errors, 202/204) within the limit is already
-        // complete: it goes back in one frame, one publish instead of three.
-        let known = axum::body::HttpBody::size_hint(&body).exact();
-        if known.is_some_and(|n| n <= max_payload as u64) {
+        let sent = if bytes.len() <= max_payload {
             let head = Head::Res {
                 id,
                 status,
@@ -231,16 +238,30 @@ impl Cluster {
                 whole: true,
                 from: self.inner.id.clone(),
             };
-            let (frame, whole) = match axum::body::to_bytes(body, max_payload).await {
-                Ok(bytes) => (
-                    checked(frame::encode(&head, &bytes), bytes.len(), id),
-                    Some(bytes),
-                ),
-                Err(e) => (frame::encode(&fail_head(id, e.to_string()), b""), None),
-            };
-            lost(self.publish(from, frame).await, whole.as_deref());
-            return;
+            let frame = checked(frame::encode(&head, &bytes), bytes.len(), id);
+            self.publish(from, frame).await
+        } else {
+            let body = Body::from(bytes);
+            self.stream_back(from, id, status, headers, body, max_payload)
+                .await
+        };
+        if let (Err(Error::InstanceLost), Some(request_id)) = (&sent, &carried) {
+            // The item never left: it goes back to its queue (or fails when it cannot).
+            self.transit_failed(request_id, item);
         }
+    }
+
+    /// Streams an answer back to `from` in frames: its head, pieces of its body within the
+    /// limit, its end. `Err(InstanceLost)` when `from` received none of the first frames.
+    async fn stream_back(
+        &self,
+        from: &str,
+        id: u64,
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Body,
+        max_payload: usize,
+    ) -> Result<(), Error> {
         let head = Head::Res {
             id,
             status,
@@ -249,16 +270,14 @@ impl Cluster {
             from: self.inner.id.clone(),
         };
         let head = checked(frame::encode(&head, b""), 0, id);
-        if lost(self.publish(from, head).await, None) {
-            return;
-        }
+        self.publish(from, head).await?;
         let mut data = body.into_data_stream();
         while let Some(chunk) = data.next().await {
             let chunk = match chunk {
                 Ok(bytes) => bytes,
                 Err(e) => {
                     self.publish_fail(from, id, e.to_string()).await;
-                    return;
+                    return Ok(());
                 }
             };
             for piece in frame::pieces(chunk, max_payload) {
@@ -266,14 +285,13 @@ impl Cluster {
                     id,
                     from: self.inner.id.clone(),
                 };
-                if lost(self.publish(from, frame::encode(&data, &piece)).await, None) {
-                    return;
-                }
+                self.publish(from, frame::encode(&data, &piece)).await?;
             }
         }
         let _ = self
             .publish(from, frame::encode(&Head::End { id }, b""))
             .await;
+        Ok(())
     }
 
     /// Tells `to` that relay `id` broke off, and why.
@@ -281,6 +299,15 @@ impl Cluster {
         let _ = self
             .publish(to, frame::encode(&fail_head(id, reason), b""))
             .await;
+    }
+}
+
+/// The request a poll's item hands to its server (`request` items; `reply` and
+/// `session_closed` items carry no client waiting on them).
+fn carried_request(item: &PollItem) -> Option<&str> {
+    match item {
+        PollItem::Request(request) => Some(&request.request_id),
+        _ => None,
     }
 }
 
@@ -314,4 +341,25 @@ struct RelayedRequest {
     headers: Vec<(String, String)>,
     /// The caller's address as the instance it reached resolved it.
     client: Option<std::net::IpAddr>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_item_names_the_request_it_carries() {
+        let carried = |body: &[u8]| {
+            serde_json::from_slice::<PollItem>(body)
+                .ok()
+                .and_then(|item| carried_request(&item).map(str::to_owned))
+        };
+        let item = br#"{"request_id":"r-1","request":{"jsonrpc":"2.0","id":1,"method":"ping"}}"#;
+        assert_eq!(carried(item), Some("r-1".into()));
+        let escaped = br#"{"request":{"jsonrpc":"2.0","method":"x"},"request_id":"r-2"}"#;
+        assert_eq!(carried(escaped), Some("r-2".into()));
+        let reply = br#"{"type":"reply","request_id":"r-3","message":{"jsonrpc":"2.0","id":1,"result":{}}}"#;
+        assert_eq!(carried(reply), None);
+        assert_eq!(carried(b"not json"), None);
+    }
 }

@@ -27,11 +27,10 @@ impl Cluster {
     /// handed over here).
     pub(super) fn transit_failed(&self, request_id: &str, item: Option<PollItem>) {
         lock(&self.inner.in_transit).remove(request_id);
-        if let Some(broker) = self.inner.broker.get() {
-            let requeued = item.is_some_and(|item| broker.requeue_undelivered(request_id, item));
-            if !requeued {
-                broker.fail_handed_over(request_id);
-            }
+        let broker = &self.inner.broker;
+        let requeued = item.is_some_and(|item| broker.requeue_undelivered(request_id, item));
+        if !requeued {
+            broker.fail_handed_over(request_id);
         }
     }
 
@@ -113,29 +112,28 @@ impl Cluster {
     /// fails the requests dead instances were carrying to servers.
     pub(super) fn reap(&self) {
         let alive = lock(&self.inner.alive).clone();
-        if let Some(broker) = self.inner.broker.get() {
-            let doomed: Vec<String> = {
-                let mut transit = lock(&self.inner.in_transit);
-                let doomed = transit
-                    .iter()
-                    .filter(|(_, (via, _))| !alive.contains(via))
-                    .map(|(id, _)| id.clone())
-                    .collect::<Vec<_>>();
-                for id in &doomed {
-                    transit.remove(id);
-                }
-                // Answered (or timed out) requests need no watching.
-                let pending: HashSet<String> = broker
-                    .still_pending(transit.keys().map(String::as_str))
-                    .into_iter()
-                    .map(str::to_owned)
-                    .collect();
-                transit.retain(|id, _| pending.contains(id));
-                doomed
-            };
-            for id in doomed {
-                broker.fail_handed_over(&id);
+        let broker = &self.inner.broker;
+        let doomed: Vec<String> = {
+            let mut transit = lock(&self.inner.in_transit);
+            let doomed = transit
+                .iter()
+                .filter(|(_, (via, _))| !alive.contains(via))
+                .map(|(id, _)| id.clone())
+                .collect::<Vec<_>>();
+            for id in &doomed {
+                transit.remove(id);
             }
+            // Answered (or timed out) requests need no watching.
+            let pending: HashSet<String> = broker
+                .still_pending(transit.keys().map(String::as_str))
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            transit.retain(|id, _| pending.contains(id));
+            doomed
+        };
+        for id in doomed {
+            broker.fail_handed_over(&id);
         }
         self.fail_outbound(
             |home| !alive.contains(home),
@@ -200,7 +198,7 @@ impl Cluster {
     /// Runs the subscription to this instance's channel, reconnecting when it drops. Frames
     /// published while it was down are lost, so every relay in flight then fails (clearly)
     /// rather than waiting for frames that will never come.
-    pub(super) async fn subscribe_forever(self) {
+    pub(super) async fn subscribe_forever(self, router: axum::Router) {
         use futures::StreamExt;
         let channel = self.channel(&self.inner.id);
         let mut delay = Duration::from_millis(100);
@@ -221,7 +219,7 @@ impl Cluster {
                     self.inner.subscribed.store(true, Ordering::Relaxed);
                     let mut messages = pubsub.into_on_message();
                     while let Some(msg) = messages.next().await {
-                        self.on_frame(msg.get_payload_bytes());
+                        self.on_frame(msg.get_payload_bytes(), &router);
                     }
                     warn!("cluster subscription lost; resubscribing");
                 }

@@ -40,6 +40,7 @@
 //! - `outbound`: relays this instance waits on, and their bounded queues.
 //! - `inbound`: frames arriving on this instance's channel; serving relayed requests.
 //! - `frame`: the frames' format and size limit.
+//! - `views`: what the cluster adds to `/healthz`, `/metrics` and `/servers`.
 
 mod directory;
 mod frame;
@@ -47,66 +48,30 @@ mod inbound;
 mod membership;
 mod outbound;
 mod relay;
+mod views;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::Router;
+use futures::future::BoxFuture;
 use redis::aio::ConnectionManager;
 use redis::Script;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::broker::Broker;
+use crate::config::ClusterConfig;
+use crate::topology::Topology;
 use crate::Error;
 
 use directory::{DIRECTORY_REFRESH, ENTRY_SCRIPT, FORGET_SCRIPT, HOME_SCRIPT};
-pub(crate) use relay::{carried_request, relay, CarriedRequest, Relayed};
-
-/// Where and how to join a cluster (`--broker redis://HOST:PORT`).
-#[derive(Clone)]
-pub struct ClusterConfig {
-    /// The Redis URL (`redis://[user:password@]host:port[/db]`, `rediss://` for TLS).
-    pub url: String,
-    /// Prefix of every key and channel, so several clusters can share one Redis.
-    pub prefix: String,
-    /// How often an instance says it is alive; it is taken for dead after three missed beats.
-    pub heartbeat: Duration,
-}
-
-impl ClusterConfig {
-    /// A cluster on the Redis at `url`, with the default prefix and heartbeat.
-    pub fn new(url: impl Into<String>) -> Self {
-        ClusterConfig {
-            url: url.into(),
-            prefix: "mcp-proxy:".to_owned(),
-            heartbeat: Duration::from_secs(1),
-        }
-    }
-
-    /// The URL without its password, for logs and `Debug`.
-    pub fn redacted_url(&self) -> String {
-        match (self.url.find("://"), self.url.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => {
-                format!("{}://***@{}", &self.url[..scheme], &self.url[at + 1..])
-            }
-            _ => self.url.clone(),
-        }
-    }
-}
-
-impl fmt::Debug for ClusterConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClusterConfig")
-            .field("url", &self.redacted_url())
-            .field("prefix", &self.prefix)
-            .field("heartbeat", &self.heartbeat)
-            .finish()
-    }
-}
 
 /// The heartbeat's timing.
 #[derive(Clone, Copy, Debug)]
@@ -161,10 +126,8 @@ struct Inner {
     relayed_out: AtomicU64,
     relayed_in: AtomicU64,
     relays_failed: AtomicU64,
-    /// The router relayed requests run through, and the broker behind it; set when serving
-    /// starts.
-    router: OnceLock<Router>,
-    broker: OnceLock<Broker>,
+    /// This instance's broker: the pools it is home to.
+    broker: Broker,
     /// Requests handed to polls that other instances relayed, by request id: the instance
     /// that carried the item, and since when. If that instance is lost the item may never
     /// have reached its server, so the request fails at once rather than at its timeout.
@@ -238,8 +201,9 @@ fn redis_error(what: &str, e: redis::RedisError) -> Error {
 }
 
 impl Cluster {
-    /// Connects to Redis and announces this instance (its first heartbeat).
-    pub async fn connect(config: &ClusterConfig) -> Result<Cluster, Error> {
+    /// Connects to Redis and announces this instance (its first heartbeat); `broker` holds
+    /// the pools this instance becomes home to.
+    pub async fn connect(config: &ClusterConfig, broker: Broker) -> Result<Cluster, Error> {
         let client = redis::Client::open(config.url.as_str())
             .map_err(|e| Error::ClusterUnavailable(format!("{}: {e}", config.redacted_url())))?;
         // Fail fast when Redis is down: a request that needs it gets 503 in about a second
@@ -283,8 +247,7 @@ impl Cluster {
                 relayed_out: AtomicU64::new(0),
                 relayed_in: AtomicU64::new(0),
                 relays_failed: AtomicU64::new(0),
-                router: OnceLock::new(),
-                broker: OnceLock::new(),
+                broker,
                 in_transit: Mutex::new(HashMap::new()),
                 limit_backoff: Mutex::new(None),
                 recorded: Mutex::new(HashSet::new()),
@@ -344,17 +307,15 @@ impl Cluster {
     /// requests other instances relay here. They stop when `shutdown` is cancelled, and this
     /// instance then leaves the cluster at once (its pools are taken over without waiting
     /// for its heartbeat to expire).
-    pub(crate) fn start(
+    fn start_serving(
         &self,
         router: Router,
-        broker: Broker,
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
-        let _ = self.inner.router.set(router);
-        let _ = self.inner.broker.set(broker.clone());
         let cluster = self.clone();
+        let broker = self.inner.broker.clone();
         tokio::spawn(async move {
-            let subscriber = tokio::spawn(cluster.clone().subscribe_forever());
+            let subscriber = tokio::spawn(cluster.clone().subscribe_forever(router));
             let mut beat = tokio::time::interval(cluster.inner.heartbeat.every);
             beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut refresh = tokio::time::interval(DIRECTORY_REFRESH);
@@ -391,7 +352,7 @@ impl Cluster {
 
     /// Takes one request from the caller's shared bucket: `Ok(None)` allowed, `Ok(Some(wait))`
     /// refused for that long.
-    pub(crate) async fn take_token(
+    async fn take_shared_token(
         &self,
         bucket: &str,
         per_second: f64,
@@ -442,22 +403,35 @@ impl Cluster {
 
     /// How long a relay waits for its answer's head, and then between two pieces of it.
     fn deadlines(&self) -> (Duration, Duration) {
-        match self.inner.broker.get().map(Broker::config) {
-            Some(c) => (
-                c.request_timeout.max(c.max_poll_timeout) + Duration::from_secs(30),
-                c.sse_keep_alive * 3 + Duration::from_secs(10),
-            ),
-            None => (Duration::from_secs(330), Duration::from_secs(55)),
-        }
+        let c = self.inner.broker.config();
+        (
+            c.request_timeout.max(c.max_poll_timeout) + Duration::from_secs(30),
+            c.sse_keep_alive * 3 + Duration::from_secs(10),
+        )
     }
 
     /// The most body bytes a frame carries: this instance's body limit.
     fn max_body_bytes(&self) -> usize {
-        self.inner
-            .broker
-            .get()
-            .map_or(crate::config::DEFAULT_MAX_BODY_BYTES, |b| {
-                b.config().max_body_bytes
-            })
+        self.inner.broker.config().max_body_bytes
+    }
+}
+
+impl Topology for Cluster {
+    fn route(&self, req: Request, next: Next) -> BoxFuture<'static, Response> {
+        Box::pin(self.clone().route_request(req, next))
+    }
+
+    fn take_token(
+        &self,
+        bucket: String,
+        per_second: f64,
+        burst: u32,
+    ) -> BoxFuture<'static, Result<Option<Duration>, Error>> {
+        let cluster = self.clone();
+        Box::pin(async move { cluster.take_shared_token(&bucket, per_second, burst).await })
+    }
+
+    fn start(&self, router: Router, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        self.start_serving(router, shutdown)
     }
 }

@@ -310,7 +310,7 @@ impl Cluster {
             async move {
                 let ask = async {
                     let response = self
-                        .forward(instance, parts, Bytes::new(), &Route::Operator)
+                        .forward(instance, parts, Bytes::new(), &Route::View)
                         .await;
                     if !response.status().is_success() {
                         return None;

@@ -1,4 +1,5 @@
-//! One file per route; shared extraction helpers here.
+//! The route table, which the router, the rate limits and a cluster's relay all read; one
+//! file per route beside it, and the extraction helpers the routes share.
 
 pub(crate) mod health;
 pub(crate) mod mcp;
@@ -9,15 +10,109 @@ pub(crate) mod response;
 pub(crate) mod servers;
 
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::Query;
+use axum::extract::{MatchedPath, Query, Request};
 use axum::http::StatusCode;
+use axum::routing::{get, post, MethodRouter};
 use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::auth::Grant;
 use crate::broker::Requester;
 use crate::peer::ClientAddr;
-use crate::Error;
+use crate::{AppState, Error};
+
+/// Who calls a route, which decides its token, its checks and its rate budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Surface {
+    /// A reverse client (`/register`, `/poll`, `/response`): a server token, the server budget.
+    Reverse,
+    /// A client of the seed's `/message` routes: a client token, Origin and Content-Type checks.
+    Message,
+    /// A client of Streamable HTTP (`/mcp`): as [`Surface::Message`], plus Host and CORS.
+    Streamable,
+    /// An operator's view of the whole proxy: a client token for every pool (`*`).
+    Operator,
+    /// The health check: anyone, never limited.
+    Health,
+}
+
+/// One route: its path pattern (as axum matches it), who calls it, and its handlers.
+pub(crate) struct Route {
+    /// The pattern, e.g. `/servers/{name}/mcp`; a pool route names its pool `{name}`.
+    pub(crate) pattern: &'static str,
+    /// Who calls it.
+    pub(crate) surface: Surface,
+    /// Its handlers by method.
+    pub(crate) handlers: fn() -> MethodRouter<AppState>,
+}
+
+/// Every route the proxy serves.
+pub(crate) const ROUTES: &[Route] = &[
+    Route {
+        pattern: "/register",
+        surface: Surface::Reverse,
+        handlers: || post(register::register).delete(register::deregister),
+    },
+    Route {
+        pattern: "/poll",
+        surface: Surface::Reverse,
+        handlers: || get(poll::poll),
+    },
+    Route {
+        pattern: "/response",
+        surface: Surface::Reverse,
+        handlers: || post(response::response),
+    },
+    Route {
+        pattern: "/message",
+        surface: Surface::Message,
+        handlers: || post(message::default_pool),
+    },
+    Route {
+        pattern: "/servers/{name}/message",
+        surface: Surface::Message,
+        handlers: || post(message::named_pool),
+    },
+    Route {
+        pattern: "/mcp",
+        surface: Surface::Streamable,
+        handlers: || {
+            post(mcp::post_default)
+                .get(mcp::get_default)
+                .delete(mcp::delete_default)
+        },
+    },
+    Route {
+        pattern: "/servers/{name}/mcp",
+        surface: Surface::Streamable,
+        handlers: || {
+            post(mcp::post_named)
+                .get(mcp::get_named)
+                .delete(mcp::delete_named)
+        },
+    },
+    Route {
+        pattern: "/servers",
+        surface: Surface::Operator,
+        handlers: || get(servers::servers),
+    },
+    Route {
+        pattern: "/metrics",
+        surface: Surface::Operator,
+        handlers: || get(crate::metrics::serve),
+    },
+    Route {
+        pattern: "/healthz",
+        surface: Surface::Health,
+        handlers: || get(health::healthz),
+    },
+];
+
+/// The route a request matched, read by layers outside the router (`None`: no route matched).
+pub(crate) fn route_of(req: &Request) -> Option<&'static Route> {
+    let matched = req.extensions().get::<MatchedPath>()?.as_str();
+    ROUTES.iter().find(|r| r.pattern == matched)
+}
 
 /// Who calls, for the quotas: the token the auth layer granted and the address the
 /// listener resolved.

@@ -11,7 +11,6 @@ use serde::Deserialize;
 
 use crate::auth::Grant;
 use crate::broker::Requester;
-use crate::cluster::{carried_request, CarriedRequest};
 use crate::peer::ClientAddr;
 use crate::{AppState, Error};
 
@@ -63,18 +62,7 @@ pub(crate) async fn poll(
     // Serializing our own item cannot fail; if it somehow did, dropping `claimed` requeues.
     let body = serde_json::to_vec(claimed.item())
         .map_err(|e| Error::InvalidBody(format!("item not serializable: {e}")))?;
-    // In a cluster, the instance that relayed this poll may be lost before passing the item
-    // on: the relay watches the request it carries (see `cluster::relay`).
-    let carried = state
-        .cluster
-        .as_ref()
-        .and_then(|_| carried_request(claimed.item()))
-        .map(|id| CarriedRequest(id.to_owned()));
     // The hand-over: from here on the item is never queued again.
     claimed.deliver();
-    let mut response = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
-    if let Some(carried) = carried {
-        response.extensions_mut().insert(carried);
-    }
-    Ok(response)
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }

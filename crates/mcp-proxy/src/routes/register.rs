@@ -12,7 +12,7 @@ use mcp_protocol::wire::{
 
 use super::{session_id, wire_body, SessionQuery};
 use crate::auth::Grant;
-use crate::broker::{RegistrationRecord, Requester};
+use crate::broker::Requester;
 use crate::peer::ClientAddr;
 use crate::{AppState, Error};
 
@@ -49,20 +49,6 @@ pub(crate) async fn register(
         address: address.map(|Extension(ClientAddr(ip))| ip),
     };
     let session_id = state.broker.register_as(&req, who)?;
-    // Several instances: the directory names this one as the registration's home before
-    // the id is handed out, so the server's first poll finds it from any instance.
-    if let Some(cluster) = &state.cluster {
-        let record = RegistrationRecord {
-            session_id: session_id.clone(),
-            pool: req.name.clone().unwrap_or_default(),
-            capabilities: req.capabilities.clone(),
-            owner,
-        };
-        if let Err(e) = cluster.record_registration(&record).await {
-            let _ = state.broker.deregister(&session_id);
-            return Err(e);
-        }
-    }
     Ok(Json(RegisterResponse {
         session_id,
         poll_endpoint: POLL_PATH.to_owned(),
@@ -81,8 +67,5 @@ pub(crate) async fn deregister(
         .broker
         .check_owner(&id, grant.as_ref().map(|Extension(g)| &g.id))?;
     state.broker.deregister(&id)?;
-    if let Some(cluster) = &state.cluster {
-        cluster.forget_registration(&id).await;
-    }
     Ok(StatusCode::NO_CONTENT)
 }
