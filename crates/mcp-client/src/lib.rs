@@ -22,7 +22,9 @@
 //! - [`error`]: the [`Error`] type.
 //! - [`sse`]: the Server-Sent Events reader behind Streamable HTTP answers (mcp-protocol's,
 //!   re-exported).
-//! - `main.rs`: the `mcp-client` CLI (`mcp-client URL tools`, `mcp-client URL call echo '{...}'`).
+//! - `main.rs` (feature `cli`, on by default): the `mcp-client` CLI (`mcp-client URL tools`,
+//!   `mcp-client URL call echo '{...}'`). Embed the library with `default-features = false` to
+//!   leave clap out.
 //!
 //! # Example
 //! ```no_run
