@@ -37,66 +37,33 @@ const PAYLOADS: &[(usize, &str)] = &[
 /// Concurrency levels of the throughput runs.
 const CONCURRENCY: &[usize] = &[1, 16, 64];
 
-struct Options {
+/// `cargo xtask bench`'s options.
+#[derive(clap::Args)]
+pub(crate) struct Options {
+    /// Shorter runs (a smoke test of the harness, noisy figures)
+    #[arg(long)]
     quick: bool,
+    /// Registrations for the idle-scale run (0 skips it)
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
     idle: usize,
+    /// Print the change against an earlier target/bench/latest.json
+    #[arg(long, value_name = "OLD.json")]
     compare: Option<String>,
+    /// `cargo install` rathole and bore-cli first, for the tunnel rows
+    #[arg(long)]
     install_tunnels: bool,
 }
 
-fn parse_args(args: &[String]) -> Result<Options, String> {
-    let mut o = Options {
-        quick: false,
-        idle: 10_000,
-        compare: None,
-        install_tunnels: false,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--quick" => o.quick = true,
-            "--install-tunnels" => o.install_tunnels = true,
-            "--idle" => {
-                o.idle = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .ok_or("--idle needs a number of registrations (0 skips)")?
-            }
-            "--compare" => {
-                o.compare = Some(it.next().ok_or("--compare needs a JSON file")?.clone())
-            }
-            "-h" | "--help" => return Err(USAGE.into()),
-            other => return Err(format!("unknown option {other}\n{USAGE}")),
-        }
-    }
-    Ok(o)
-}
-
-const USAGE: &str = "\
-Usage: cargo xtask bench [--quick] [--idle N] [--compare OLD.json] [--install-tunnels]
-
-  --quick             shorter runs (a smoke test of the harness, noisy figures)
-  --idle N            registrations for the idle-scale run (default 10000; 0 skips it)
-  --compare OLD.json  print the change against an earlier target/bench/latest.json
-  --install-tunnels   cargo install rathole and bore-cli first, for the tunnel rows";
-
-pub(crate) fn run(args: &[String]) -> std::process::ExitCode {
-    let options = match parse_args(args) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("{e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
+pub(crate) fn run(options: &Options) -> std::process::ExitCode {
     // The load generator is part of every measurement: an unoptimized one (serde_json and
     // hyper at opt-level 0) would cost more than the paths it measures. `cargo xtask` builds
     // in debug, so hand over to an optimized build of this same program.
     if cfg!(debug_assertions) {
         return match procs::cargo_build(&["--release", "-p", "xtask"]) {
             Ok(()) => {
+                // The same command line (`bench` and its options), to the release build.
                 let status = std::process::Command::new(procs::release_binary("xtask"))
-                    .arg("bench")
-                    .args(args)
+                    .args(std::env::args_os().skip(1))
                     .status();
                 match status {
                     Ok(s) if s.success() => std::process::ExitCode::SUCCESS,
@@ -113,7 +80,7 @@ pub(crate) fn run(args: &[String]) -> std::process::ExitCode {
             }
         };
     }
-    match bench(&options) {
+    match bench(options) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench failed: {e}");
@@ -280,4 +247,29 @@ fn bench(options: &Options) -> Result<(), String> {
         compare(old, &report)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Options;
+    use crate::{Cli, Task};
+
+    fn options(line: &str) -> Options {
+        match Cli::parse_from(line.split(' ')).task {
+            Some(Task::Bench(options)) => options,
+            _ => panic!("{line} is not bench"),
+        }
+    }
+
+    #[test]
+    fn options_and_their_defaults() {
+        let o = options("xtask bench");
+        assert!(!o.quick && !o.install_tunnels);
+        assert_eq!((o.idle, o.compare), (10_000, None));
+        let o = options("xtask bench --quick --idle 0 --compare old.json --install-tunnels");
+        assert!(o.quick && o.install_tunnels);
+        assert_eq!((o.idle, o.compare.as_deref()), (0, Some("old.json")));
+    }
 }

@@ -29,17 +29,27 @@ const SUITE_DEADLINE: Duration = Duration::from_secs(600);
 /// The checked-in list of scenarios allowed not to pass, each with its reason.
 const EXPECTED_FAILURES: &str = "xtask/conformance/expected-failures.txt";
 
-const USAGE: &str = "\
-Usage: cargo xtask conformance [--url URL] [--scenario NAME] [--suite all|active|pending]
-
-  --url URL        test this Streamable HTTP endpoint instead of building and starting
-                   mcp-proxy with everything_server behind it
-  --scenario NAME  run one scenario only
-  --suite SUITE    the suite's scenario selection (default: all = active and pending)
-
-Writes the table to target/conformance/latest.md and the suite's output to
-target/conformance/last-run.log.
-";
+/// `cargo xtask conformance`'s options.
+#[derive(clap::Args)]
+pub(crate) struct Options {
+    /// Test this Streamable HTTP endpoint instead of starting the proxy
+    ///
+    /// Test this Streamable HTTP endpoint instead of building and starting mcp-proxy with
+    /// everything_server behind it
+    #[arg(long, value_name = "URL", verbatim_doc_comment)]
+    url: Option<String>,
+    /// Run one scenario only
+    #[arg(long, value_name = "NAME")]
+    scenario: Option<String>,
+    /// The suite's scenario selection (all = active and pending)
+    #[arg(
+        long,
+        value_name = "SUITE",
+        default_value = "all",
+        value_parser = ["all", "active", "pending"]
+    )]
+    suite: String,
+}
 
 /// What one scenario came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,27 +74,13 @@ struct Row {
     note: String,
 }
 
-pub(crate) fn run(args: &[String]) -> ExitCode {
-    let (mut url, mut scenario, mut suite) = (None, None, "all".to_owned());
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        if matches!(arg.as_str(), "-h" | "--help") {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        match (arg.as_str(), args.next()) {
-            ("--url", Some(v)) => url = Some(v.clone()),
-            ("--scenario", Some(v)) => scenario = Some(v.clone()),
-            ("--suite", Some(v)) if matches!(v.as_str(), "all" | "active" | "pending") => {
-                suite = v.clone()
-            }
-            _ => {
-                eprintln!("error: unexpected argument `{arg}`\n\n{USAGE}");
-                return ExitCode::from(2);
-            }
-        }
-    }
-    match run_suite(url, scenario.as_deref(), &suite) {
+pub(crate) fn run(options: &Options) -> ExitCode {
+    let Options {
+        url,
+        scenario,
+        suite,
+    } = options;
+    match run_suite(url.clone(), scenario.as_deref(), suite) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
             eprintln!("conformance: FAILED (a scenario not passing is not listed, or a listed one passes)");

@@ -30,13 +30,19 @@ const CLIENT_DEADLINE: Duration = Duration::from_secs(90);
 /// Checks each client script must report as PASS.
 const CHECKS: usize = 3;
 
-const USAGE: &str = "\
-Usage: cargo xtask interop [--url URL] [--only python|typescript|rust]
-
-  --url URL    test this Streamable HTTP endpoint instead of building and starting
-               mcp-proxy with reverse_server_example behind it
-  --only SDK   run one client only (rust: this workspace's mcp-client)
-";
+/// `cargo xtask interop`'s options.
+#[derive(clap::Args)]
+pub(crate) struct Options {
+    /// Test this Streamable HTTP endpoint instead of starting the proxy
+    ///
+    /// Test this Streamable HTTP endpoint instead of building and starting mcp-proxy with
+    /// reverse_server_example behind it
+    #[arg(long, value_name = "URL", verbatim_doc_comment)]
+    url: Option<String>,
+    /// Run one client only (rust: this workspace's mcp-client)
+    #[arg(long, value_name = "SDK", value_parser = ["python", "typescript", "rust"])]
+    only: Option<String>,
+}
 
 /// How to run a client script: the program and the arguments before the endpoint URL.
 type Runner = (PathBuf, Vec<String>);
@@ -50,25 +56,8 @@ struct Sdk {
     setup: fn(&Path) -> Result<Runner, String>,
 }
 
-pub(crate) fn run(args: &[String]) -> ExitCode {
-    let (mut url, mut only) = (None, None);
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        if matches!(arg.as_str(), "-h" | "--help") {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        match (arg.as_str(), args.next()) {
-            ("--url", Some(v)) => url = Some(v.clone()),
-            ("--only", Some(v)) if matches!(v.as_str(), "python" | "typescript" | "rust") => {
-                only = Some(v.clone())
-            }
-            _ => {
-                eprintln!("error: unexpected argument `{arg}`\n\n{USAGE}");
-                return ExitCode::from(2);
-            }
-        }
-    }
+pub(crate) fn run(options: &Options) -> ExitCode {
+    let (url, only) = (options.url.clone(), options.only.clone());
     let began = Instant::now();
     let dir = procs::target_dir().join("interop");
     let sdks = [

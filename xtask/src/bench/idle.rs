@@ -113,14 +113,7 @@ pub(super) fn idle_scale(n: usize) -> Result<Idle, String> {
 
 /// The hidden task `bench-idle-clients URL N`: N modern registrations, each holding one long
 /// poll, until killed.
-pub(crate) fn idle_clients(args: &[String]) -> std::process::ExitCode {
-    let (Some(url), Some(n)) = (
-        args.first(),
-        args.get(1).and_then(|n| n.parse::<usize>().ok()),
-    ) else {
-        eprintln!("usage: bench-idle-clients URL N");
-        return std::process::ExitCode::from(2);
-    };
+pub(crate) fn idle_clients(url: &str, n: usize) -> std::process::ExitCode {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -134,7 +127,8 @@ pub(crate) fn idle_clients(args: &[String]) -> std::process::ExitCode {
         let held = Arc::new(AtomicU64::new(0));
         let gate = Arc::new(tokio::sync::Semaphore::new(256));
         for _ in 0..n {
-            let (http, url, held, gate) = (http.clone(), url.clone(), held.clone(), gate.clone());
+            let (http, url, held, gate) =
+                (http.clone(), url.to_owned(), held.clone(), gate.clone());
             tokio::spawn(async move {
                 let permit = gate.acquire_owned().await.expect("semaphore");
                 let body = json!({"type": "mcp_server", "name": "idle",
