@@ -2,6 +2,8 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The first pause after a failure.
@@ -51,16 +53,24 @@ impl Backoff {
     }
 }
 
-/// A number in [0, 1) from the standard library's per-process random hasher keys, which is
-/// all jitter needs.
+/// A number in [0, 1): SipHash of a counter under the standard library's `RandomState` keys,
+/// which are drawn from the OS at random for each process. Every draw hashes a new counter
+/// value, so draws differ within a process, and the keys make the sequence differ between
+/// processes (servers restarted together do not retry in lockstep). That is all jitter needs,
+/// with no random-number crate.
 fn random_fraction() -> f64 {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u64(Instant::now().elapsed().as_nanos() as u64);
+    static KEYS: OnceLock<RandomState> = OnceLock::new();
+    static DRAWS: AtomicU64 = AtomicU64::new(0);
+    let mut h = KEYS.get_or_init(RandomState::new).build_hasher();
+    h.write_u64(DRAWS.fetch_add(1, Ordering::Relaxed));
+    // The top 53 bits, exactly representable in an f64: uniform over [0, 1).
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
 
     #[test]
@@ -86,6 +96,29 @@ mod tests {
         }
         b.reset();
         assert!(b.next_delay() <= INITIAL);
+    }
+
+    #[test]
+    fn jitter_differs_and_stays_in_range() {
+        let draws: Vec<f64> = (0..1000).map(|_| random_fraction()).collect();
+        assert!(draws.iter().all(|f| (0.0..1.0).contains(f)), "{draws:?}");
+        let distinct: HashSet<u64> = draws.iter().map(|f| f.to_bits()).collect();
+        assert_eq!(distinct.len(), draws.len(), "two draws were equal");
+        assert!(draws.iter().any(|&f| f < 0.5) && draws.iter().any(|&f| f >= 0.5));
+
+        // Many clients failing at once: their first pauses spread over half to all of INITIAL.
+        let firsts: Vec<Duration> = (0..100)
+            .map(|_| Backoff::new(Duration::from_secs(5)).next_delay())
+            .collect();
+        for d in &firsts {
+            assert!(*d >= INITIAL / 2 && *d <= INITIAL, "{d:?}");
+        }
+        let distinct: HashSet<Duration> = firsts.iter().copied().collect();
+        assert!(
+            distinct.len() > 90,
+            "only {} distinct pauses",
+            distinct.len()
+        );
     }
 
     #[test]
