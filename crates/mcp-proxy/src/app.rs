@@ -1,5 +1,5 @@
-//! The state every handler shares, the router built from the route table (checks, body
-//! limit, rate limits, request spans), and the server loop with its graceful shutdown.
+//! The router built from the route table (checks, body limit, rate limits, request spans),
+//! joining a cluster, and the server loop with its graceful shutdown.
 
 use std::io;
 
@@ -24,34 +24,15 @@ use crate::config::ClusterConfig;
 use crate::guard::{self, Guard};
 use crate::limits::{self, RateLimiter};
 use crate::listener;
-use crate::metrics::{self, Metrics};
+use crate::metrics;
 use crate::routes::{self, Surface};
+pub use crate::state::AppState;
 use crate::topology::Topology;
 use crate::{Config, Error};
 
-/// What every handler shares: the broker (which owns the configuration) and the metrics;
-/// and the other instances serving the same pools, when there are any.
-#[derive(Clone, Debug)]
-pub struct AppState {
-    /// The session broker.
-    pub broker: Broker,
-    /// Counters and histograms for `/metrics`.
-    pub metrics: Arc<Metrics>,
-    /// Other instances serving the same pools; `None` runs alone.
-    pub topology: Option<Arc<dyn Topology>>,
-}
-
+/// Joining a cluster needs the cluster itself, which serves through the routes that take
+/// [`AppState`]: it is done here, above both.
 impl AppState {
-    /// A fresh state with an empty in-memory broker, alone (`config.cluster` is not joined:
-    /// see [`AppState::connect`]).
-    pub fn new(config: Config) -> Self {
-        AppState {
-            broker: Broker::new(config),
-            metrics: Arc::new(Metrics::new()),
-            topology: None,
-        }
-    }
-
     /// A fresh state that joins `config.cluster` when it names one (connecting to Redis).
     pub async fn connect(config: Config) -> Result<Self, Error> {
         let mut state = AppState::new(config);
@@ -59,11 +40,6 @@ impl AppState {
             state.topology = Some(join(cluster, &state.broker).await?);
         }
         Ok(state)
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &Config {
-        self.broker.config()
     }
 }
 
@@ -113,7 +89,7 @@ pub fn router(state: AppState) -> Router {
     router
         .layer(middleware::from_fn_with_state(limiter, limits::rate_limit))
         .layer(middleware::from_fn_with_state(
-            state.clone(),
+            state.metrics.clone(),
             metrics::measure,
         ))
         // The span names the path only: session ids travel in the query string.
@@ -260,7 +236,7 @@ pub async fn serve_with_state(
         }
     };
     let failing = tokio::spawn(signal);
-    let limits = state_config.connection_limits();
+    let limits = listener::ConnectionLimits::of(&state_config);
     let result = listener::serve(
         listener,
         tls,

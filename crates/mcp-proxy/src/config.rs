@@ -4,8 +4,6 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::auth::Auth;
-use crate::limits::Rate;
-use crate::listener::ConnectionLimits;
 use crate::peer::TrustedProxies;
 use crate::tls::TlsConfig;
 
@@ -190,23 +188,34 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The limits the accept loop applies to every connection.
-    pub(crate) fn connection_limits(&self) -> ConnectionLimits {
-        ConnectionLimits {
-            header_timeout: self.header_timeout,
-            body_timeout: self.body_timeout,
-            idle_timeout: self.idle_timeout,
-            max_connections: self.max_connections,
-            max_connections_per_address: self.max_connections_per_address,
-            trusted_proxies: self.trusted_proxies.clone(),
-        }
-    }
-
     /// How often the sweeper looks for dead and expired registrations: often enough that a
     /// death is noticed within a quarter of the shorter of grace and expiry (at most 1 s).
     pub(crate) fn sweep_interval(&self) -> Duration {
         (self.liveness_grace.min(self.expiry).min(self.session_idle) / 4)
             .clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+}
+
+/// A sustained rate and the burst allowed above it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rate {
+    /// Requests per second, sustained; 0 turns the limit off.
+    pub per_second: f64,
+    /// Requests allowed at once on top of an idle period.
+    pub burst: u32,
+}
+
+impl Rate {
+    /// No limit.
+    pub const OFF: Rate = Rate {
+        per_second: 0.0,
+        burst: 0,
+    };
+
+    /// Off for 0 and, defensively, for anything that is not a positive number (the CLI
+    /// refuses NaN and negatives; an embedder's `Config` is not checked).
+    pub(crate) fn is_off(&self) -> bool {
+        self.per_second.is_nan() || self.per_second <= 0.0
     }
 }
 

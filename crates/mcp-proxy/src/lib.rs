@@ -9,7 +9,8 @@
 //! unmodified) plus the additive extensions of docs/protocol.md, which is the contract.
 //!
 //! # Layout
-//! - [`app`]: [`AppState`], the axum [`router`] and [`serve`] (bound listener + shutdown token).
+//! - [`app`]: the axum [`router`] (from the route table), joining a cluster, and [`serve`]
+//!   (bound listener + shutdown token); [`AppState`] (`state`), what every handler shares.
 //! - `routes`: the route table (which the router, the rate limits and the relay read), and
 //!   one file per route: `register` (`POST`/`DELETE /register`), `poll`, `response`,
 //!   `message` (`/message`, `/servers/{name}/message`), `mcp` (Streamable HTTP on `/mcp` and
@@ -68,6 +69,7 @@ pub mod listener;
 pub mod metrics;
 pub mod peer;
 mod routes;
+mod state;
 pub mod tls;
 pub mod topology;
 

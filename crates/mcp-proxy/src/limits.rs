@@ -33,33 +33,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::auth::{Auth, TokenId, TokenKind};
+pub use crate::config::Rate;
 use crate::peer::{address_key, ClientAddr};
 use crate::routes::{self, Route, Surface};
 use crate::topology::{Relayed, TokenRefused, Topology};
 use crate::Error;
-
-/// A sustained rate and the burst allowed above it.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Rate {
-    /// Requests per second, sustained; 0 turns the limit off.
-    pub per_second: f64,
-    /// Requests allowed at once on top of an idle period.
-    pub burst: u32,
-}
-
-impl Rate {
-    /// No limit.
-    pub const OFF: Rate = Rate {
-        per_second: 0.0,
-        burst: 0,
-    };
-
-    /// Off for 0 and, defensively, for anything that is not a positive number (the CLI
-    /// refuses NaN and negatives; an embedder's `Config` is not checked).
-    fn is_off(&self) -> bool {
-        self.per_second.is_nan() || self.per_second <= 0.0
-    }
-}
 
 /// Which budget a route draws from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -14,13 +14,13 @@ use std::time::Instant;
 
 use axum::body::{Body, HttpBody};
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures::StreamExt;
 
+use crate::broker::Broker;
 use crate::listener::ConnectionStats;
-use crate::AppState;
 
 /// Upper bounds (seconds) of the latency histogram's buckets: from a fast tool call through
 /// the proxy (~1 ms) to the default request timeout.
@@ -145,10 +145,10 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of everything, with the broker's gauges.
-    pub fn render(&self, state: &AppState) -> String {
+    pub fn render(&self, broker: &Broker) -> String {
         let mut out = String::new();
-        let pools = state.broker.servers();
-        let stats = state.broker.stats();
+        let pools = broker.servers();
+        let stats = broker.stats();
         let polls: usize = pools
             .iter()
             .flat_map(|p| &p.members)
@@ -272,33 +272,22 @@ fn error_kind(status: StatusCode) -> Option<&'static str> {
     })
 }
 
-/// `GET /metrics`: Prometheus text format 0.0.4.
-pub(crate) async fn serve(State(state): State<AppState>) -> Response {
-    let body = state.metrics.render(&state);
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        )],
-        body,
-    )
-        .into_response()
-}
-
 /// Middleware: latency by route and status, errors by kind, bytes in and out.
-pub(crate) async fn measure(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub(crate) async fn measure(
+    State(metrics): State<Arc<Metrics>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let start = Instant::now();
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", |m| m.as_str())
         .to_owned();
-    let (bytes_in, bytes_out) = state.metrics.byte_counters(&route);
+    let (bytes_in, bytes_out) = metrics.byte_counters(&route);
     let req = req.map(|body| counted(body, bytes_in));
     let resp = next.run(req).await;
-    state
-        .metrics
-        .record(&route, resp.status(), start.elapsed().as_secs_f64());
+    metrics.record(&route, resp.status(), start.elapsed().as_secs_f64());
     resp.map(|body| counted(body, bytes_out))
 }
 

@@ -33,6 +33,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
+use crate::config::Config;
 use crate::peer::{address_key, TrustedProxies};
 use crate::tls::{TlsConfig, HANDSHAKE_TIMEOUT};
 use watch::{Expiry, HeldBody, StallGuardedBody, Watch, WatchedIo};
@@ -42,7 +43,7 @@ pub const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 /// Concurrent HTTP/2 streams per connection (each may be a held poll).
 pub const MAX_CONCURRENT_STREAMS: u32 = 256;
 
-/// The connection limits of [`crate::Config`], gathered for the accept loop.
+/// The connection limits of [`Config`], gathered for the accept loop.
 #[derive(Clone, Debug)]
 pub struct ConnectionLimits {
     /// From the first byte of a request head to its end.
@@ -57,6 +58,20 @@ pub struct ConnectionLimits {
     pub max_connections_per_address: usize,
     /// Networks whose `X-Forwarded-For` names the client.
     pub trusted_proxies: TrustedProxies,
+}
+
+impl ConnectionLimits {
+    /// The limits the accept loop applies to every connection.
+    pub(crate) fn of(config: &Config) -> ConnectionLimits {
+        ConnectionLimits {
+            header_timeout: config.header_timeout,
+            body_timeout: config.body_timeout,
+            idle_timeout: config.idle_timeout,
+            max_connections: config.max_connections,
+            max_connections_per_address: config.max_connections_per_address,
+            trusted_proxies: config.trusted_proxies.clone(),
+        }
+    }
 }
 
 /// Counters of the accept loop, for `/metrics`.

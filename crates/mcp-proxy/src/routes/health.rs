@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
 
-use crate::AppState;
+use crate::state::AppState;
 
 /// `200 {"status":"ok","registrations":N,"pending":N}`.
 pub(crate) async fn healthz(State(state): State<AppState>) -> Json<Value> {

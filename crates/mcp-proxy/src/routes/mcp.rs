@@ -38,7 +38,8 @@ use serde_json::Value;
 
 use super::message::{client_answer, forwarded_headers, read_message};
 use crate::broker::{Attached, Broker, Requester, Submission, STATELESS_ERA};
-use crate::{AppState, Error, RpcError};
+use crate::state::AppState;
+use crate::{Error, RpcError};
 
 /// `POST /mcp`.
 pub(crate) async fn post_default(

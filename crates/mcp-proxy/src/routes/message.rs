@@ -19,7 +19,8 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::broker::{id_text, Submission, STATELESS_ERA};
-use crate::{AppState, Error, RpcError};
+use crate::state::AppState;
+use crate::{Error, RpcError};
 
 /// The client session header.
 const SESSION_HEADER: &str = "mcp-session-id";

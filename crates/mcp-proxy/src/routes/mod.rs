@@ -4,6 +4,7 @@
 pub(crate) mod health;
 pub(crate) mod mcp;
 pub(crate) mod message;
+pub(crate) mod metrics;
 pub(crate) mod poll;
 pub(crate) mod register;
 pub(crate) mod response;
@@ -19,7 +20,8 @@ use serde::Deserialize;
 use crate::auth::Grant;
 use crate::broker::Requester;
 use crate::peer::ClientAddr;
-use crate::{AppState, Error};
+use crate::state::AppState;
+use crate::Error;
 
 /// Who calls a route, which decides its token, its checks and its rate budget.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,7 +101,7 @@ pub(crate) const ROUTES: &[Route] = &[
     Route {
         pattern: "/metrics",
         surface: Surface::Operator,
-        handlers: || get(crate::metrics::serve),
+        handlers: || get(metrics::metrics),
     },
     Route {
         pattern: "/healthz",

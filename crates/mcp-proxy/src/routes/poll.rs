@@ -12,7 +12,8 @@ use serde::Deserialize;
 use crate::auth::Grant;
 use crate::broker::Requester;
 use crate::peer::ClientAddr;
-use crate::{AppState, Error};
+use crate::state::AppState;
+use crate::Error;
 
 /// The poll's query.
 #[derive(Debug, Deserialize)]

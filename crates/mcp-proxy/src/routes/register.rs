@@ -14,7 +14,8 @@ use super::{session_id, wire_body, SessionQuery};
 use crate::auth::Grant;
 use crate::broker::Requester;
 use crate::peer::ClientAddr;
-use crate::{AppState, Error};
+use crate::state::AppState;
+use crate::Error;
 
 /// Registers a server; a body without `capabilities` (the seed's) makes a legacy registration.
 /// An empty body is taken as the seed's.

@@ -9,7 +9,8 @@ use mcp_protocol::wire::{ResponseEnvelope, ResponseStatus};
 
 use super::{session_id, wire_body, SessionQuery};
 use crate::auth::Grant;
-use crate::{AppState, Error};
+use crate::state::AppState;
+use crate::Error;
 
 /// 200 `{"status":"ok"|"duplicate"|"ignored"}`, or a wire error.
 pub(crate) async fn response(

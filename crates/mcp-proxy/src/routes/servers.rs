@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
 
-use crate::AppState;
+use crate::state::AppState;
 
 /// `200 {"pools":[...]}`, default pool first, then by name.
 pub(crate) async fn servers(State(state): State<AppState>) -> Json<Value> {
