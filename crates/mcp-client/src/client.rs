@@ -1,25 +1,24 @@
 //! [`Client`]: one connection to one MCP endpoint.
+//!
+//! This file owns the connection (endpoint, transport, HTTP client), the session state that
+//! `initialize` starts and [`Client::close`] ends, the MCP operations, and posting one message
+//! and sorting its answer. The rest is in submodules, re-exported here:
+//! - `options`: [`ClientOptions`], the [`Transport`] and the callbacks for what the server
+//!   sends unasked ([`NotificationHandler`], [`RequestHandler`]).
+//! - `stream`: event streams: an SSE answer read until its response (resumed with
+//!   `Last-Event-ID` when it ends early), the session's GET stream ([`ServerStream`]), and the
+//!   server's requests answered on either.
 
-use std::collections::VecDeque;
-use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Mutex;
 
-use mcp_protocol::jsonrpc::{
-    ErrorObject, Message, Notification, Outcome, Request, RequestId, Response,
-};
-use mcp_protocol::mcp::lifecycle::{
-    ClientCapabilities, Implementation, InitializeParams, InitializeResult,
-};
+use mcp_protocol::jsonrpc::{Message, Notification, Outcome, Request, RequestId};
+use mcp_protocol::mcp::lifecycle::{InitializeParams, InitializeResult};
 use mcp_protocol::mcp::methods;
 use mcp_protocol::mcp::prompts::{GetPromptResult, ListPromptsResult, Prompt};
 use mcp_protocol::mcp::resources::{ListResourcesResult, ReadResourceResult, Resource};
 use mcp_protocol::mcp::tools::{CallToolResult, ListToolsResult, Tool};
-use mcp_protocol::sse::{SseEvent, SseParser};
-use mcp_protocol::streamable::{
-    EVENT_STREAM, JSON, LAST_EVENT_ID_HEADER, PROTOCOL_VERSION_HEADER, SESSION_ID_HEADER,
-};
+use mcp_protocol::streamable::{EVENT_STREAM, JSON, PROTOCOL_VERSION_HEADER, SESSION_ID_HEADER};
 use mcp_protocol::version;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::StatusCode;
@@ -28,152 +27,19 @@ use serde_json::{json, Value};
 
 use crate::Error;
 
+mod options;
+mod stream;
+
+pub use options::{
+    request_handler, BoxFuture, ClientOptions, NotificationHandler, RequestHandler, Transport,
+};
+pub use stream::ServerStream;
+
 /// The path of the Streamable HTTP endpoint on a proxy or server base URL.
 const MCP_PATH: &str = "/mcp";
 
 /// The `Accept` header of a Streamable HTTP POST: the spec asks for both.
 const ACCEPT_BOTH: &str = "application/json, text/event-stream";
-
-/// How often in a row an event stream may end before its response without delivering a
-/// message in between, before the client gives up resuming it.
-const MAX_RESUMES: u32 = 5;
-
-/// The longest life of the session's GET stream: it idles for hours by design, so
-/// [`ClientOptions::timeout`] (meant for one answer) does not apply to it.
-const SESSION_STREAM_LIFETIME: Duration = Duration::from_secs(24 * 3600);
-
-/// How long to wait before resuming a stream when the server gave no `retry:` field.
-const DEFAULT_RETRY: Duration = Duration::from_millis(500);
-
-/// Which HTTP transport a [`Client`] speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
-    /// The seed's `POST /message`: one JSON answer per POST, no session needed.
-    Message,
-    /// MCP Streamable HTTP (2025-11-25): JSON or SSE answers, `Mcp-Session-Id` from
-    /// `initialize` on every later request, `DELETE` on close.
-    Streamable,
-}
-
-impl Transport {
-    /// The transport a URL implies: a path ending in `/mcp` is Streamable HTTP, anything else
-    /// the seed's `/message`.
-    pub fn for_url(url: &str) -> Transport {
-        let path = reqwest::Url::parse(url)
-            .map(|u| u.path().trim_end_matches('/').to_owned())
-            .unwrap_or_default();
-        if path.ends_with(MCP_PATH) {
-            Transport::Streamable
-        } else {
-            Transport::Message
-        }
-    }
-}
-
-/// Called with each notification the server sends on a response stream (progress, logging,
-/// list changes) before the response itself.
-pub type NotificationHandler = Arc<dyn Fn(Notification) + Send + Sync>;
-
-/// A boxed future that can move between threads (`BoxFuture<'static, T>`): mcp-protocol's.
-pub use mcp_protocol::BoxFuture;
-
-/// Answers a request the server sends the client (`sampling/createMessage`,
-/// `elicitation/create`, `roots/list`, ...): called with the method and its params, it returns
-/// the result or the JSON-RPC error to send back. Build one with [`request_handler`].
-pub type RequestHandler = Arc<
-    dyn Fn(String, Option<Value>) -> BoxFuture<'static, Result<Value, ErrorObject>> + Send + Sync,
->;
-
-/// A [`RequestHandler`] from an async closure:
-///
-/// ```
-/// use mcp_client::{request_handler, ClientOptions};
-/// use mcp_protocol::ErrorObject;
-/// use serde_json::json;
-///
-/// let options = ClientOptions {
-///     on_request: Some(request_handler(|method, _params| async move {
-///         match method.as_str() {
-///             "sampling/createMessage" => Ok(json!({
-///                 "role": "assistant",
-///                 "content": {"type": "text", "text": "42"},
-///                 "model": "by-hand",
-///             })),
-///             other => Err(ErrorObject::method_not_found(other)),
-///         }
-///     })),
-///     capabilities: serde_json::from_value(json!({"sampling": {}})).unwrap(),
-///     ..ClientOptions::default()
-/// };
-/// ```
-pub fn request_handler<F, Fut>(handler: F) -> RequestHandler
-where
-    F: Fn(String, Option<Value>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Value, ErrorObject>> + Send + 'static,
-{
-    Arc::new(move |method, params| Box::pin(handler(method, params)))
-}
-
-/// How to connect.
-#[derive(Clone)]
-pub struct ClientOptions {
-    /// Longest wait for one answer; longer than the proxy's request timeout (300 s) by default,
-    /// so the proxy's own "request timeout" error is what the user sees.
-    pub timeout: Duration,
-    /// Sent as `Authorization: Bearer <token>` when set.
-    pub token: Option<String>,
-    /// PEM certificates (one or more) trusted for `https://` besides the built-in public
-    /// roots: the CA of a private deployment, or a self-signed proxy certificate.
-    pub ca_cert: Option<String>,
-    /// The protocol version offered in `initialize`.
-    pub protocol_version: String,
-    /// Who this client says it is.
-    pub client_info: Implementation,
-    /// The transport; `None` picks it from the URL ([`Transport::for_url`]).
-    pub transport: Option<Transport>,
-    /// Receives the server's notifications that arrive on response streams; they are
-    /// dropped when unset.
-    pub on_notification: Option<NotificationHandler>,
-    /// Answers the server's requests (sampling, elicitation, roots) that arrive on response
-    /// streams and on [`Client::listen`]; when unset, each gets "method not found". `ping` is
-    /// always answered by the client itself.
-    pub on_request: Option<RequestHandler>,
-    /// What the client declares in `initialize`: declare `sampling`, `elicitation` or `roots`
-    /// for the requests [`ClientOptions::on_request`] answers, or servers will not send them.
-    pub capabilities: ClientCapabilities,
-}
-
-impl std::fmt::Debug for ClientOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientOptions")
-            .field("timeout", &self.timeout)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("ca_cert", &self.ca_cert.is_some())
-            .field("protocol_version", &self.protocol_version)
-            .field("client_info", &self.client_info)
-            .field("transport", &self.transport)
-            .field("on_notification", &self.on_notification.is_some())
-            .field("on_request", &self.on_request.is_some())
-            .field("capabilities", &self.capabilities)
-            .finish()
-    }
-}
-
-impl Default for ClientOptions {
-    fn default() -> Self {
-        ClientOptions {
-            timeout: Duration::from_secs(330),
-            token: None,
-            ca_cert: None,
-            protocol_version: version::LATEST_HANDSHAKE.to_owned(),
-            client_info: Implementation::new("mcp-client", env!("CARGO_PKG_VERSION")),
-            transport: None,
-            on_notification: None,
-            on_request: None,
-            capabilities: ClientCapabilities::default(),
-        }
-    }
-}
 
 /// What the server gave at `initialize`, sent back on every later request.
 #[derive(Clone, Debug, Default)]
@@ -532,201 +398,6 @@ impl Client {
         *self.session.lock().expect("session lock") = SessionState::default();
         tracing::debug!("the server forgot the session; initialize again");
         Error::SessionExpired
-    }
-
-    /// Reads an event stream until the response to `id`, handing notifications to the
-    /// callback and answering the server's requests on the way. A stream that ends early
-    /// after giving event ids is resumed with `GET` and `Last-Event-ID`, as 2025-11-25 allows.
-    async fn read_stream(
-        &self,
-        mut stream: reqwest::Response,
-        id: &RequestId,
-        method: &str,
-    ) -> Result<Response, Error> {
-        let mut last_event: Option<String> = None;
-        let mut retry = DEFAULT_RETRY;
-        let mut fruitless = 0;
-        loop {
-            let mut parser = SseParser::new();
-            while let Some(chunk) = stream.chunk().await? {
-                for event in parser.push(&chunk) {
-                    if event.id.is_some() {
-                        last_event = event.id;
-                    }
-                    if let Some(ms) = event.retry {
-                        retry = Duration::from_millis(ms);
-                    }
-                    // An event without data primes the stream with an id to resume from.
-                    if event.data.is_empty() {
-                        continue;
-                    }
-                    fruitless = 0;
-                    if let Some(response) = self.on_stream_message(&event.data, id).await? {
-                        return Ok(response);
-                    }
-                }
-            }
-            let Some(last) = last_event.clone() else {
-                return Err(Error::InvalidResponse(format!(
-                    "the event stream for {method} ended before its response"
-                )));
-            };
-            fruitless += 1;
-            if fruitless > MAX_RESUMES {
-                return Err(Error::InvalidResponse(format!(
-                    "the event stream for {method} kept ending without its response"
-                )));
-            }
-            // The server's `retry:` is how long it asked us to wait: a backoff, not a sync.
-            tokio::time::sleep(retry).await;
-            stream = self.resume(&last).await?;
-        }
-    }
-
-    /// Reopens a stream after `last_event` with `GET` and `Last-Event-ID`.
-    async fn resume(&self, last_event: &str) -> Result<reqwest::Response, Error> {
-        let req = self
-            .http
-            .get(self.endpoint.clone())
-            .header(ACCEPT, EVENT_STREAM)
-            .header(LAST_EVENT_ID_HEADER, last_event);
-        let (req, had_session) = self.with_session(req);
-        let resp = req.send().await?;
-        match resp.status() {
-            StatusCode::NOT_FOUND if had_session => Err(self.expired()),
-            StatusCode::OK if is_event_stream(&resp) => Ok(resp),
-            StatusCode::OK => Err(Error::InvalidResponse(
-                "resuming a stream did not return an event stream".into(),
-            )),
-            s => Err(status_error(s, &resp.bytes().await?)),
-        }
-    }
-
-    /// Opens the session's own stream (`GET` with `Accept: text/event-stream`), where the server
-    /// sends what belongs to no request: list changes, resource updates, log lines, and its
-    /// requests while the client takes JSON answers. Returns once the server has accepted the
-    /// stream; read it with [`ServerStream::next`], or hand it to [`Client::listen`]. The
-    /// stream ends after a day at the latest; open it again to go on listening.
-    pub async fn open_stream(&self) -> Result<ServerStream, Error> {
-        let req = self
-            .http
-            .get(self.endpoint.clone())
-            .header(ACCEPT, EVENT_STREAM)
-            .timeout(SESSION_STREAM_LIFETIME);
-        let (req, had_session) = self.with_session(req);
-        let resp = req.send().await?;
-        match resp.status() {
-            StatusCode::NOT_FOUND if had_session => Err(self.expired()),
-            StatusCode::OK if is_event_stream(&resp) => Ok(ServerStream {
-                response: resp,
-                parser: SseParser::new(),
-                ready: VecDeque::new(),
-                last_event_id: None,
-            }),
-            StatusCode::OK => Err(Error::InvalidResponse(
-                "the session's stream is not an event stream".into(),
-            )),
-            s => Err(status_error(s, &resp.bytes().await?)),
-        }
-    }
-
-    /// Serves a stream from [`Client::open_stream`] until the server ends it: notifications go
-    /// to [`ClientOptions::on_notification`], requests are answered as on response streams.
-    pub async fn listen(&self, mut stream: ServerStream) -> Result<(), Error> {
-        while let Some(message) = stream.next().await? {
-            match message {
-                Message::Notification(n) => {
-                    if let Some(handler) = &self.options.on_notification {
-                        handler(n);
-                    }
-                }
-                Message::Request(r) => self.answer_server_request(r).await,
-                Message::Response(r) => {
-                    tracing::warn!(id = ?r.id, "ignoring a response on the session's stream");
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Handles one message from a stream; returns it when it is the awaited response.
-    async fn on_stream_message(
-        &self,
-        data: &str,
-        id: &RequestId,
-    ) -> Result<Option<Response>, Error> {
-        let message = Message::parse(data.as_bytes())
-            .map_err(|e| Error::InvalidResponse(format!("event stream message: {e}")))?;
-        match message {
-            Message::Response(r) if r.id.as_ref() == Some(id) => return Ok(Some(r)),
-            Message::Response(r) => {
-                tracing::warn!(id = ?r.id, "ignoring a response to another request on a stream");
-            }
-            Message::Notification(n) => {
-                if let Some(handler) = &self.options.on_notification {
-                    handler(n);
-                }
-            }
-            Message::Request(r) => self.answer_server_request(r).await,
-        }
-        Ok(None)
-    }
-
-    /// Answers a request the server sent on a stream: `ping` here, the rest by
-    /// [`ClientOptions::on_request`], or "method not found" without one rather than no answer,
-    /// which would leave the server waiting.
-    async fn answer_server_request(&self, request: Request) {
-        let outcome = match (&self.options.on_request, request.method.as_str()) {
-            (_, methods::PING) => Ok(json!({})),
-            (Some(handler), _) => handler(request.method.clone(), request.params.clone()).await,
-            (None, method) => Err(ErrorObject::method_not_found(method)),
-        };
-        let response = match outcome {
-            Ok(result) => Response::success(request.id.clone(), result),
-            Err(error) => Response::error(Some(request.id.clone()), error),
-        };
-        if let Err(e) = self.post(&Message::Response(response)).await {
-            tracing::warn!(method = %request.method, "could not answer the server's request: {e}");
-        }
-    }
-}
-
-/// The session's server-to-client stream, from [`Client::open_stream`].
-#[derive(Debug)]
-pub struct ServerStream {
-    response: reqwest::Response,
-    parser: SseParser,
-    /// Events parsed from a chunk and not yet returned.
-    ready: VecDeque<SseEvent>,
-    last_event_id: Option<String>,
-}
-
-impl ServerStream {
-    /// The next message; `Ok(None)` once the server has ended the stream.
-    pub async fn next(&mut self) -> Result<Option<Message>, Error> {
-        loop {
-            while let Some(event) = self.ready.pop_front() {
-                if event.id.is_some() {
-                    self.last_event_id = event.id;
-                }
-                // An event without data primes the stream with an id to resume from.
-                if event.data.is_empty() {
-                    continue;
-                }
-                return Message::parse(event.data.as_bytes())
-                    .map(Some)
-                    .map_err(|e| Error::InvalidResponse(format!("event stream message: {e}")));
-            }
-            match self.response.chunk().await? {
-                Some(chunk) => self.ready.extend(self.parser.push(&chunk)),
-                None => return Ok(None),
-            }
-        }
-    }
-
-    /// The id of the last event received (to resume with `Last-Event-ID`).
-    pub fn last_event_id(&self) -> Option<&str> {
-        self.last_event_id.as_deref()
     }
 }
 

@@ -18,7 +18,9 @@
 //! ([`Error::InvalidResponse`]).
 //!
 //! # Layout
-//! - [`client`]: [`Client`], the MCP operations.
+//! - [`client`]: [`Client`], the MCP operations; in its submodules, [`ClientOptions`] with the
+//!   [`Transport`] and callbacks (`client/options.rs`), and event streams, [`ServerStream`]
+//!   among them (`client/stream.rs`).
 //! - [`error`]: the [`Error`] type.
 //! - [`sse`]: the Server-Sent Events reader behind Streamable HTTP answers (mcp-protocol's,
 //!   re-exported).
