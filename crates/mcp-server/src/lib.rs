@@ -42,7 +42,9 @@
 //!   cancelled" so a relay can close it (the client that cancelled ignores it).
 //!
 //! # Layout
-//! - [`server`]: [`Server`], its registration methods and [`Server::handle`], the one entry point.
+//! - [`server`]: [`Server`] and [`Server::handle`], the one entry point; its methods by what
+//!   they do in `server/register.rs`, `notify.rs` (messages outside requests), `handle.rs`
+//!   (sessions, eras, cancellation) and `dispatch.rs` (methods served from the registries).
 //! - [`config`]: [`ServerConfig`], the server's identity and limits.
 //! - [`context`]: [`RequestContext`], what a handler knows and its way back to the client.
 //! - [`outbound`]: [`Outbound`], the transport's handle for server-to-client messages.
