@@ -216,3 +216,57 @@ async fn an_item_that_provably_never_left_goes_back_to_the_queue() {
     assert!(!b.requeue_undelivered(&id, (*item).clone()));
     assert!(!b.requeue_undelivered("no-such-request", (*item).clone()));
 }
+
+#[tokio::test]
+async fn one_open_delivery_hands_over_item_after_item_and_counts_as_one_poll() {
+    let b = Broker::new(config());
+    let s = b.register(&RegisterRequest::legacy(1)).unwrap();
+    let mut delivery = b.open_delivery(&s, Requester::default(), true).unwrap();
+    assert_eq!(b.lock().registrations[&s].open_polls, 1);
+    let waiters: Vec<_> = (0..3)
+        .map(|i| b.submit(request("", i)).unwrap().unwrap())
+        .collect();
+    for w in &waiters {
+        let claimed = delivery
+            .next(Duration::ZERO)
+            .await
+            .unwrap()
+            .expect("an item");
+        assert_eq!(request_id_of(&claimed.deliver()), w.request_id());
+    }
+    assert!(delivery.next(Duration::ZERO).await.unwrap().is_none());
+    // Still one open delivery throughout; closing it in good order leaves no suspicion.
+    assert_eq!(b.lock().registrations[&s].open_polls, 1);
+    delivery.close(false);
+    let st = b.lock();
+    assert_eq!(st.registrations[&s].open_polls, 0);
+    assert!(st.registrations[&s].suspect_until.is_none());
+}
+
+#[tokio::test]
+async fn a_delivery_dropped_unclosed_makes_its_registration_suspect() {
+    let b = Broker::new(config());
+    let s = b.register(&RegisterRequest::legacy(1)).unwrap();
+    let delivery = b.open_delivery(&s, Requester::default(), true).unwrap();
+    drop(delivery);
+    let st = b.lock();
+    assert_eq!(st.registrations[&s].open_polls, 0);
+    assert!(st.registrations[&s].suspect_until.is_some());
+}
+
+#[tokio::test]
+async fn no_delivery_opens_once_the_broker_shuts_down() {
+    let b = Broker::new(config());
+    let s = b.register(&RegisterRequest::legacy(1)).unwrap();
+    b.shutdown();
+    assert!(matches!(
+        b.open_delivery(&s, Requester::default(), true),
+        Err(Error::ShuttingDown)
+    ));
+    // A poll then ends at once, empty, as before.
+    assert!(b
+        .poll(&s, Some(Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .is_none());
+}
