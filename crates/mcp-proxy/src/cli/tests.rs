@@ -1,0 +1,170 @@
+//! Tests of the command line: flags, environment variables, defaults, refusals.
+
+use super::*;
+use clap::CommandFactory;
+
+#[test]
+fn cli_is_well_formed() {
+    Cli::command().debug_assert();
+}
+
+#[test]
+fn seed_style_port_and_flags() {
+    let cli = Cli::try_parse_from(["mcp-proxy", "9100"]).unwrap();
+    assert_eq!(cli.addr().unwrap(), "0.0.0.0:9100".parse().unwrap());
+    let cli = Cli::try_parse_from(["mcp-proxy", "--port", "0", "--listen", "127.0.0.1"]).unwrap();
+    assert_eq!(cli.addr().unwrap(), "127.0.0.1:0".parse().unwrap());
+    let cli = Cli::try_parse_from(["mcp-proxy", "--listen", "127.0.0.1:7000"]).unwrap();
+    assert_eq!(cli.addr().unwrap().port(), 7000);
+    let cli =
+        Cli::try_parse_from(["mcp-proxy", "--listen", "127.0.0.1:7000", "--port", "1"]).unwrap();
+    assert!(cli.addr().is_err());
+    assert!(Cli::try_parse_from(["mcp-proxy", "1", "--port", "2"]).is_err());
+}
+
+#[test]
+fn tokens_from_flags_and_tls_needs_both_files() {
+    use crate::auth::TokenKind;
+    let cli = Cli::try_parse_from([
+        "mcp-proxy",
+        "--server-token",
+        "ssssssssssssssssssss:alpha,beta",
+        "--server-token",
+        "tttttttttttttttttttt:*",
+        "--client-token",
+        "cccccccccccccccccccc",
+    ])
+    .unwrap();
+    assert!(
+        !format!("{cli:?}").contains("ssssssss"),
+        "Debug hides tokens"
+    );
+    let auth = cli.try_config().unwrap().auth;
+    assert_eq!(auth.count(TokenKind::Server), 2);
+    assert_eq!(auth.count(TokenKind::Client), 1);
+    let cli = Cli::try_parse_from(["mcp-proxy", "--client-token", "short"]).unwrap();
+    assert!(cli.try_config().is_err());
+    let open = Cli::try_parse_from(["mcp-proxy"])
+        .unwrap()
+        .try_config()
+        .unwrap();
+    assert!(!open.auth.enforced(TokenKind::Server) && !open.auth.enforced(TokenKind::Client));
+    assert!(open.tls.is_none());
+    assert!(Cli::try_parse_from(["mcp-proxy", "--tls-cert", "c.pem"]).is_err());
+    let cli = Cli::try_parse_from([
+        "mcp-proxy",
+        "--tls-cert",
+        "/nonexistent/c.pem",
+        "--tls-key",
+        "k.pem",
+    ])
+    .unwrap();
+    assert!(cli
+        .try_config()
+        .unwrap_err()
+        .to_string()
+        .contains("/nonexistent/c.pem"));
+}
+
+#[test]
+fn rates_must_be_finite_and_not_negative() {
+    for flag in ["--rate-limit", "--server-rate-limit"] {
+        for bad in ["NaN", "nan", "inf", "-1", "-0.5", "fast"] {
+            // `--flag=-1`: clap would take a separate `-1` for a flag.
+            let arg = format!("{flag}={bad}");
+            let e = Cli::try_parse_from(["mcp-proxy", &arg]).unwrap_err();
+            assert!(
+                e.to_string().contains("requests per second"),
+                "{flag} {bad}: {e}"
+            );
+        }
+        for good in ["0", "1e-30", "2.5"] {
+            assert!(
+                Cli::try_parse_from(["mcp-proxy", flag, good]).is_ok(),
+                "{flag} {good}"
+            );
+        }
+    }
+    let cli = Cli::try_parse_from(["mcp-proxy", "--rate-limit", "0"]).unwrap();
+    assert_eq!(cli.config().client_rate.per_second, 0.0);
+}
+
+#[test]
+fn defaults_match_the_config_defaults() {
+    let cli = Cli::try_parse_from(["mcp-proxy"]).unwrap();
+    let c = cli.config();
+    let d = Config::default();
+    assert_eq!(cli.addr().unwrap().port(), DEFAULT_PORT);
+    assert_eq!(c.poll_timeout, d.poll_timeout);
+    assert_eq!(c.max_poll_timeout, d.max_poll_timeout);
+    assert_eq!(c.request_timeout, d.request_timeout);
+    assert_eq!(c.expiry, d.expiry);
+    assert_eq!(c.liveness_grace, d.liveness_grace);
+    assert_eq!(c.max_body_bytes, 8 * 1024 * 1024);
+    assert_eq!(c.sse_keep_alive, d.sse_keep_alive);
+    assert_eq!(c.session_idle, d.session_idle);
+    assert_eq!(c.max_sessions, d.max_sessions);
+    assert_eq!(
+        c.max_sessions_per_registration,
+        d.max_sessions_per_registration
+    );
+    assert!(c.allowed_hosts.is_empty() && c.cors_origins.is_empty());
+    let cli = Cli::try_parse_from([
+        "mcp-proxy",
+        "--allowed-hosts",
+        "mcp.example.com,other:8443",
+        "--cors-origins",
+        "*",
+    ])
+    .unwrap();
+    assert_eq!(
+        cli.config().allowed_hosts,
+        ["mcp.example.com", "other:8443"]
+    );
+    assert_eq!(cli.config().cors_origins, ["*"]);
+    let cli = Cli::try_parse_from([
+        "mcp-proxy",
+        "--request-timeout",
+        "0.5",
+        "--body-limit",
+        "10",
+    ])
+    .unwrap();
+    assert_eq!(cli.config().request_timeout, Duration::from_millis(500));
+    assert_eq!(cli.config().max_body_bytes, 10);
+}
+
+#[test]
+fn the_broker_is_memory_or_a_redis_url_whose_password_never_shows() {
+    let alone = Cli::try_parse_from(["mcp-proxy"]).unwrap();
+    assert!(alone.config().cluster.is_none());
+    let cli = Cli::try_parse_from([
+        "mcp-proxy",
+        "--broker",
+        "redis://user:hunter2@10.0.0.5:6379/0",
+        "--cluster-prefix",
+        "team-a:",
+        "--cluster-heartbeat",
+        "0.5",
+    ])
+    .unwrap();
+    let cluster = cli.config().cluster.unwrap();
+    assert_eq!(cluster.url, "redis://user:hunter2@10.0.0.5:6379/0");
+    assert_eq!(cluster.prefix, "team-a:");
+    assert_eq!(cluster.heartbeat, Duration::from_millis(500));
+    for shown in [format!("{cli:?}"), format!("{cluster:?}")] {
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("10.0.0.5:6379"), "{shown}");
+    }
+    for bad in [
+        "http://10.0.0.5:6379",
+        "10.0.0.5:6379",
+        "redis://u:secret@",
+        "http://u:secret@h:1",
+    ] {
+        let cli = Cli::try_parse_from(["mcp-proxy", "--broker", bad]).unwrap();
+        let err = cli.try_config().unwrap_err().to_string();
+        assert!(err.starts_with("--broker: "), "{bad}: {err}");
+        assert!(!err.contains("secret"), "{err}");
+    }
+}
