@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mcp_protocol::streamable::SESSION_ID_HEADER;
 use serde_json::{json, Value};
 
 /// Which transport a path speaks.
@@ -57,7 +58,7 @@ impl Caller {
             let resp = caller.post(&init).await?;
             caller.session = resp
                 .headers()
-                .get("mcp-session-id")
+                .get(SESSION_ID_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
             let _ = resp.bytes().await;
@@ -78,7 +79,7 @@ impl Caller {
                 .header("accept", "application/json, text/event-stream")
                 .header("mcp-protocol-version", "2025-11-25");
             if let Some(s) = &self.session {
-                req = req.header("mcp-session-id", s);
+                req = req.header(SESSION_ID_HEADER, s);
             }
         }
         let resp = req.send().await.map_err(|e| e.to_string())?;
