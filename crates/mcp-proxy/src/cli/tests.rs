@@ -134,6 +134,7 @@ fn defaults_match_the_config_defaults() {
     assert_eq!(cli.config().max_body_bytes, 10);
 }
 
+#[cfg(feature = "cluster")]
 #[test]
 fn the_broker_is_memory_or_a_redis_url_whose_password_never_shows() {
     let alone = Cli::try_parse_from(["mcp-proxy"]).unwrap();
@@ -167,4 +168,17 @@ fn the_broker_is_memory_or_a_redis_url_whose_password_never_shows() {
         assert!(err.starts_with("--broker: "), "{bad}: {err}");
         assert!(!err.contains("secret"), "{err}");
     }
+}
+
+#[cfg(not(feature = "cluster"))]
+#[test]
+fn without_the_cluster_feature_a_redis_broker_is_refused_by_name() {
+    let alone = Cli::try_parse_from(["mcp-proxy"]).unwrap();
+    assert!(alone.try_config().unwrap().cluster.is_none());
+    let cli =
+        Cli::try_parse_from(["mcp-proxy", "--broker", "redis://u:secret@10.0.0.5:6379"]).unwrap();
+    let err = cli.try_config().unwrap_err().to_string();
+    assert!(err.starts_with("--broker: "), "{err}");
+    assert!(err.contains("built without the `cluster` feature"), "{err}");
+    assert!(!err.contains("secret"), "{err}");
 }
