@@ -128,6 +128,11 @@ pub(crate) fn start_redis(tools: &Tools, dir: &str) -> Result<(Proc, u16), Strin
                 "",
                 "--appendonly",
                 "no",
+                // Every relayed request and answer passes through pub/sub whole: the bench's
+                // 64 callers of 1 MiB put 64 MiB and more in flight at once, past the default
+                // 32 MB at which Redis drops a subscriber (docs/deployment.md says to raise it).
+                "--client-output-buffer-limit",
+                "pubsub 512mb 128mb 60",
                 "--daemonize",
                 "no",
                 "--dir",
