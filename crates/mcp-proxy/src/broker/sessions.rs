@@ -349,6 +349,16 @@ impl Attached {
             None => None,
         }
     }
+
+    /// Whether nothing more will come: the chunks taken so far end the stream (its final
+    /// answer was among them, or the connection was cut off or taken over).
+    pub fn ended(&self) -> bool {
+        // The broker sends the final answer and drops the sender under one lock: once the
+        // answer is taken, the channel is both empty and closed.
+        self.rx
+            .as_ref()
+            .is_none_or(|rx| rx.is_empty() && rx.is_closed())
+    }
 }
 
 impl Drop for Attached {

@@ -270,3 +270,22 @@ async fn no_delivery_opens_once_the_broker_shuts_down() {
         .unwrap()
         .is_none());
 }
+
+#[tokio::test]
+async fn a_stream_has_ended_once_its_final_answer_is_taken() {
+    let b = Broker::new(config());
+    let s = b.register(&RegisterRequest::legacy(1)).unwrap();
+    let mut sub = request("", 1);
+    sub.streamable = true;
+    let mut attached = b.submit_streamed(sub, RequestId::Number(1.into())).unwrap();
+    attached.take_initial();
+    assert!(!attached.ended(), "open until its answer");
+    let item = b.poll(&s, NOW).await.unwrap().unwrap().deliver();
+    let answer = raw(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#);
+    let envelope = ResponseEnvelope::final_response(request_id_of(&item), answer);
+    assert_eq!(b.respond(&s, envelope).unwrap(), ResponseStatusKind::Ok);
+    let chunk = attached.next().await.expect("the answer");
+    assert!(chunk.contains(r#""result":{}"#), "{chunk}");
+    assert!(attached.ended(), "the answer was the last chunk");
+    assert!(attached.next().await.is_none());
+}

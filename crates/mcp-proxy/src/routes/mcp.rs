@@ -339,20 +339,6 @@ async fn post(
     Ok(response)
 }
 
-/// Whether an SSE event carries a JSON-RPC response (the request stream's final answer).
-fn carries_response(event: &str) -> bool {
-    let data: String = event
-        .lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .map(str::trim_start)
-        .collect();
-    serde_json::from_str::<Value>(&data).is_ok_and(|v| {
-        v.get("method").is_none()
-            && v.get("id").is_some()
-            && (v.get("result").is_some() || v.get("error").is_some())
-    })
-}
-
 /// A session minted by an `initialize` still unanswered: dropped armed (the client went
 /// away first), it ends the session.
 struct Abandoned {
@@ -472,8 +458,8 @@ fn sse_response(
                 chunk = attached.next() => match chunk {
                     Some(c) => {
                         // The answer is on its way: a client that hangs up after reading it
-                        // (before the stream's end) has not abandoned its session.
-                        if abandoned.is_some() && carries_response(&c) {
+                        // (before the stream's end is seen) has not abandoned its session.
+                        if abandoned.is_some() && attached.ended() {
                             if let Some(a) = abandoned.take() {
                                 a.disarm();
                             }
@@ -510,25 +496,4 @@ fn sse_response(
         set_session_header(&mut response, s);
     }
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::carries_response;
-
-    #[test]
-    fn only_a_response_event_is_an_answer() {
-        let answer =
-            "id: p1.2\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n";
-        let failed =
-            "id: p1.2\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"error\":{\"code\":-1}}\n\n";
-        let request = "id: p1.3\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"x\",\"params\":{\"result\":1}}\n\n";
-        let note = "id: p1.4\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"n\"}\n\n";
-        assert!(carries_response(answer));
-        assert!(carries_response(failed));
-        assert!(!carries_response(request));
-        assert!(!carries_response(note));
-        assert!(!carries_response(": keep-alive\n\n"));
-        assert!(!carries_response("id: p1.1\nretry: 1000\ndata:\n\n"));
-    }
 }
