@@ -59,7 +59,7 @@ async fn join(_: &ClusterConfig, _: &Broker) -> Result<Arc<dyn Topology>, Error>
     ))
 }
 
-/// The proxy's routes, from [`routes::ROUTES`]. No router-wide timeout: polls are held for
+/// The proxy's routes, from the route table (`routes::ROUTES`). No router-wide timeout: polls are held for
 /// tens of seconds.
 pub fn router(state: AppState) -> Router {
     let config = state.config();

@@ -6,7 +6,7 @@
 //! axum's `serve` has no header timeout and no cap: 1,500 half-sent heads stayed open for
 //! minutes. This loop owns those limits; hyper (through `hyper-util`'s auto builder, HTTP/1.1
 //! and HTTP/2, upgrades allowed) still does the HTTP. A connection with a request in flight
-//! has no connection deadline, so held polls and SSE streams are never cut ([`watch`]).
+//! has no connection deadline, so held polls and SSE streams are never cut (`watch`).
 
 mod watch;
 
