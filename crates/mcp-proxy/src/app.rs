@@ -59,8 +59,8 @@ async fn join(_: &ClusterConfig, _: &Broker) -> Result<Arc<dyn Topology>, Error>
     ))
 }
 
-/// The proxy's routes, from the route table (`routes::ROUTES`). No router-wide timeout: polls are held for
-/// tens of seconds.
+/// The proxy's routes, from the route table (`routes::ROUTES`). No router-wide timeout:
+/// polls are held for tens of seconds.
 pub fn router(state: AppState) -> Router {
     let config = state.config();
     let limiter = RateLimiter::new(
