@@ -4,7 +4,6 @@
 //! instance alone.
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -93,11 +92,7 @@ impl Cluster {
 
     /// The cluster's lines of `/metrics`: live instances and relays.
     fn render_metrics(&self, out: &mut String) {
-        let (relayed_out, relayed_in, failed) = (
-            self.inner.relayed_out.load(Ordering::Relaxed),
-            self.inner.relayed_in.load(Ordering::Relaxed),
-            self.inner.relays_failed.load(Ordering::Relaxed),
-        );
+        let (relayed_out, relayed_in, failed) = self.relay_counts();
         let _ = writeln!(out, "# HELP mcp_proxy_cluster_instances Proxy instances alive in the cluster, this one included.");
         let _ = writeln!(out, "# TYPE mcp_proxy_cluster_instances gauge");
         let _ = writeln!(
