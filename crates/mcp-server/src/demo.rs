@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use mcp_protocol::mcp::client_requests::{CreateMessageParams, ElicitParams, SamplingMessage};
 use mcp_protocol::mcp::notifications::LoggingLevel;
 use mcp_protocol::mcp::tools::CallToolResult;
-use serde_json::{json, Map, Value};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::{tool_builder, RequestContext, Server, ToolError};
@@ -36,64 +38,41 @@ pub fn wait_cancel_observed() -> usize {
 ///   when its token fires it logs "wait_cancel observed cancellation" (tracing) and counts it
 ///   ([`wait_cancel_observed`]).
 pub fn register_seed_tools(server: &Server, test_tools: bool) {
-    server.register_tool(
-        tool_builder("get_time")
-            .with_description("Get the current system time")
-            .build(),
-        |_args, _ctx| async move {
+    server.register_typed_tool(
+        tool_builder("get_time").with_description("Get the current system time"),
+        |NoArgs {}, _ctx| async move {
             Ok(CallToolResult::text(format!(
                 "Current time: {}",
                 ctime(SystemTime::now())
             )))
         },
     );
-    server.register_tool(
-        tool_builder("calculator")
-            .with_description("Perform basic arithmetic operations")
-            .with_enum_param(
-                "operation",
-                "Operation to perform",
-                ["add", "subtract", "multiply", "divide"],
-                true,
-            )
-            .with_number_param("a", "First operand", true)
-            .with_number_param("b", "Second operand", true)
-            .build(),
-        |args, _ctx| async move {
+    server.register_typed_tool(
+        tool_builder("calculator").with_description("Perform basic arithmetic operations"),
+        |args: Calculation, _ctx| async move {
             calculate(&args).map(|r| CallToolResult::text(format!("Result: {r:.6}")))
         },
     );
-    server.register_tool(
-        tool_builder("echo")
-            .with_description("Echo back the provided text")
-            .with_string_param("text", "Text to echo", true)
-            .with_boolean_param("uppercase", "Convert to uppercase", false)
-            .build(),
-        |args, _ctx| async move {
-            let text = args.get("text").and_then(Value::as_str).unwrap_or_default();
-            let upper = args.get("uppercase").and_then(Value::as_bool) == Some(true);
-            Ok(CallToolResult::text(if upper {
-                text.to_uppercase()
+    server.register_typed_tool(
+        tool_builder("echo").with_description("Echo back the provided text"),
+        |args: Echo, _ctx| async move {
+            Ok(CallToolResult::text(if args.uppercase {
+                args.text.to_uppercase()
             } else {
-                text.to_owned()
+                args.text
             }))
         },
     );
     if test_tools {
-        server.register_tool(
+        server.register_typed_tool(
             tool_builder("sleep")
-                .with_description("Sleep for a number of seconds, then answer (for fault tests)")
-                .with_number_param("seconds", "How long to sleep", true)
-                .build(),
-            |args, ctx| async move {
-                let seconds = args.get("seconds").and_then(Value::as_f64).unwrap_or(0.0);
-                if !(0.0..=3600.0).contains(&seconds) {
-                    return Err(ToolError::new("seconds must be between 0 and 3600"));
-                }
+                .with_description("Sleep for a number of seconds, then answer (for fault tests)"),
+            |Sleep { seconds }, ctx| async move {
+                let duration = wait_for(seconds)?;
                 // Fault tests wait for this line to know the call is pending on the server.
                 tracing::info!(seconds, "sleep tool started");
                 tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs_f64(seconds)) => {
+                    () = tokio::time::sleep(duration) => {
                         Ok(CallToolResult::text(format!("Slept {seconds} seconds")))
                     }
                     () = ctx.cancelled() => Err(ToolError::new("cancelled")),
@@ -104,15 +83,100 @@ pub fn register_seed_tools(server: &Server, test_tools: bool) {
     }
 }
 
+/// `get_time`'s arguments: none.
+#[derive(Deserialize, JsonSchema)]
+struct NoArgs {}
+
+/// `calculator`'s arguments.
+#[derive(Deserialize, JsonSchema)]
+struct Calculation {
+    /// Operation to perform
+    operation: Operation,
+    /// First operand
+    a: f64,
+    /// Second operand
+    b: f64,
+}
+
+/// What `calculator` does with its operands.
+#[derive(Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+enum Operation {
+    Add,
+    Subtract,
+    Multiply,
+    Divide,
+}
+
+/// `echo`'s arguments.
+#[derive(Deserialize, JsonSchema)]
+struct Echo {
+    /// Text to echo
+    text: String,
+    /// Convert to uppercase
+    #[serde(default)]
+    uppercase: bool,
+}
+
+/// `sleep`'s arguments.
+#[derive(Deserialize, JsonSchema)]
+struct Sleep {
+    /// How long to sleep
+    seconds: f64,
+}
+
+/// `progress`'s arguments.
+#[derive(Deserialize, JsonSchema)]
+struct Progress {
+    /// How many progress notifications to send
+    #[serde(default = "three")]
+    steps: u64,
+}
+
+fn three() -> u64 {
+    3
+}
+
+/// `sample`'s arguments.
+#[derive(Deserialize, JsonSchema)]
+struct Sample {
+    /// What to ask the model
+    prompt: String,
+}
+
+/// `elicit`'s arguments.
+#[derive(Deserialize, JsonSchema)]
+struct Elicit {
+    /// What to tell the user
+    message: String,
+}
+
+/// `wait_cancel`'s arguments.
+#[derive(Deserialize, JsonSchema)]
+struct WaitCancel {
+    /// The longest wait (default 600)
+    #[serde(default = "ten_minutes")]
+    seconds: f64,
+}
+
+fn ten_minutes() -> f64 {
+    600.0
+}
+
+/// A test tool's wait, refused outside 0..=3600 seconds.
+fn wait_for(seconds: f64) -> Result<Duration, ToolError> {
+    if !(0.0..=3600.0).contains(&seconds) {
+        return Err(ToolError::new("seconds must be between 0 and 3600"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
 /// The test tools that talk back to the client: `progress`, `sample`, `elicit`, `wait_cancel`.
 fn register_talk_back_tools(server: &Server) {
-    server.register_tool(
+    server.register_typed_tool(
         tool_builder("progress")
-            .with_description("Report progress and log, then answer (for talk-back tests)")
-            .with_integer_param("steps", "How many progress notifications to send", false)
-            .build(),
-        |args, ctx| async move {
-            let steps = args.get("steps").and_then(Value::as_u64).unwrap_or(3);
+            .with_description("Report progress and log, then answer (for talk-back tests)"),
+        |Progress { steps }, ctx| async move {
             if steps > 1000 {
                 return Err(ToolError::new("steps must be at most 1000"));
             }
@@ -127,16 +191,10 @@ fn register_talk_back_tools(server: &Server) {
             Ok(CallToolResult::text(format!("done after {steps} steps")))
         },
     );
-    server.register_tool(
+    server.register_typed_tool(
         tool_builder("sample")
-            .with_description("Ask the client's model and answer with its text (sampling)")
-            .with_string_param("prompt", "What to ask the model", true)
-            .build(),
-        |args, ctx| async move {
-            let prompt = args
-                .get("prompt")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+            .with_description("Ask the client's model and answer with its text (sampling)"),
+        |Sample { prompt }, ctx| async move {
             let answer = ctx
                 .create_message(CreateMessageParams {
                     messages: vec![SamplingMessage::user_text(prompt)],
@@ -152,19 +210,14 @@ fn register_talk_back_tools(server: &Server) {
             Ok(CallToolResult::text(text))
         },
     );
-    server.register_tool(
-        tool_builder("elicit")
-            .with_description("Ask the user for a name and answer with what they did (elicitation)")
-            .with_string_param("message", "What to tell the user", true)
-            .build(),
-        |args, ctx| async move {
-            let message = args
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+    server.register_typed_tool(
+        tool_builder("elicit").with_description(
+            "Ask the user for a name and answer with what they did (elicitation)",
+        ),
+        |Elicit { message }, ctx| async move {
             let answer = ctx
                 .elicit(ElicitParams {
-                    message: message.to_owned(),
+                    message,
                     requested_schema: Some(json!({
                         "type": "object",
                         "properties": {"name": {"type": "string"}},
@@ -176,16 +229,11 @@ fn register_talk_back_tools(server: &Server) {
             Ok(CallToolResult::text(serde_json::to_string(&answer)?))
         },
     );
-    server.register_tool(
+    server.register_typed_tool(
         tool_builder("wait_cancel")
-            .with_description("Wait until cancelled (for cancellation tests)")
-            .with_number_param("seconds", "The longest wait (default 600)", false)
-            .build(),
-        |args, ctx| async move {
-            let seconds = args.get("seconds").and_then(Value::as_f64).unwrap_or(600.0);
-            if !(0.0..=3600.0).contains(&seconds) {
-                return Err(ToolError::new("seconds must be between 0 and 3600"));
-            }
+            .with_description("Wait until cancelled (for cancellation tests)"),
+        |WaitCancel { seconds }, ctx| async move {
+            let duration = wait_for(seconds)?;
             // The server drops a cancelled handler's future; the guard sees the token on drop.
             let _observer = CancelObserver::new(&ctx);
             tracing::info!("wait_cancel started");
@@ -195,7 +243,7 @@ fn register_talk_back_tools(server: &Server) {
                 json!({"message": "wait_cancel started", "requestId": ctx.request_id()}),
             );
             tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs_f64(seconds)) => {
+                () = tokio::time::sleep(duration) => {
                     Ok(CallToolResult::text("never cancelled"))
                 }
                 () = ctx.cancelled() => Err(ToolError::new("cancelled")),
@@ -224,22 +272,14 @@ impl Drop for CancelObserver {
 }
 
 /// The seed's calculator: `a <operation> b`.
-fn calculate(args: &Map<String, Value>) -> Result<f64, ToolError> {
-    let number = |key: &str| {
-        args.get(key)
-            .and_then(Value::as_f64)
-            .ok_or_else(|| ToolError::new(format!("'{key}' must be a number")))
-    };
-    let (a, b) = (number("a")?, number("b")?);
-    match args.get("operation").and_then(Value::as_str) {
-        Some("add") => Ok(a + b),
-        Some("subtract") => Ok(a - b),
-        Some("multiply") => Ok(a * b),
-        Some("divide") if b == 0.0 => Err(ToolError::new("Division by zero")),
-        Some("divide") => Ok(a / b),
-        other => Err(ToolError::new(format!(
-            "Unknown operation {other:?}: use add, subtract, multiply or divide"
-        ))),
+fn calculate(args: &Calculation) -> Result<f64, ToolError> {
+    let (a, b) = (args.a, args.b);
+    match args.operation {
+        Operation::Add => Ok(a + b),
+        Operation::Subtract => Ok(a - b),
+        Operation::Multiply => Ok(a * b),
+        Operation::Divide if b == 0.0 => Err(ToolError::new("Division by zero")),
+        Operation::Divide => Ok(a / b),
     }
 }
 
@@ -291,11 +331,8 @@ mod tests {
 
     #[test]
     fn calculator_matches_the_seed() {
-        let args = |op: &str, a: f64, b: f64| {
-            serde_json::json!({"operation": op, "a": a, "b": b})
-                .as_object()
-                .unwrap()
-                .clone()
+        let args = |op: &str, a: f64, b: f64| -> Calculation {
+            serde_json::from_value(json!({"operation": op, "a": a, "b": b})).unwrap()
         };
         assert_eq!(
             format!("{:.6}", calculate(&args("add", 15.0, 27.0)).unwrap()),
@@ -306,6 +343,30 @@ mod tests {
             "Division by zero"
         );
         assert_eq!(calculate(&args("multiply", 6.0, 7.0)).unwrap(), 42.0);
-        assert!(calculate(&args("modulo", 1.0, 2.0)).is_err());
+        let modulo = json!({"operation": "modulo", "a": 1, "b": 2});
+        assert!(serde_json::from_value::<Calculation>(modulo).is_err());
+    }
+
+    #[test]
+    fn the_typed_schemas_match_what_the_builder_wrote() {
+        // The seed's schemas, as `tool_builder` wrote them before the tools were typed.
+        let calculator = crate::typed::input_schema_for::<Calculation>();
+        assert_eq!(calculator["required"], json!(["operation", "a", "b"]));
+        assert_eq!(
+            calculator["properties"]["operation"],
+            json!({
+                "description": "Operation to perform",
+                "type": "string",
+                "enum": ["add", "subtract", "multiply", "divide"],
+            })
+        );
+        assert_eq!(calculator["properties"]["a"]["type"], "number");
+        let echo = crate::typed::input_schema_for::<Echo>();
+        assert_eq!(echo["required"], json!(["text"]));
+        assert_eq!(echo["properties"]["uppercase"]["type"], "boolean");
+        assert_eq!(
+            crate::typed::input_schema_for::<NoArgs>(),
+            json!({"type": "object", "properties": {}})
+        );
     }
 }

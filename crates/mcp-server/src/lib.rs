@@ -89,6 +89,7 @@
 
 pub mod config;
 pub mod context;
+#[cfg(feature = "schemars")]
 pub mod demo;
 pub mod error;
 #[cfg(feature = "http")]
@@ -99,6 +100,7 @@ pub mod registry;
 pub mod schema;
 pub mod server;
 mod session;
+pub mod typed;
 
 pub use config::ServerConfig;
 pub use context::RequestContext;
@@ -109,3 +111,9 @@ pub use registry::prompts::{prompt_builder, PromptBuilder, PromptResult};
 pub use registry::resources::ResourceResult;
 pub use registry::tools::{tool_builder, ToolBuilder};
 pub use server::Server;
+pub use typed::Structured;
+
+/// The `schemars` crate, for `#[derive(JsonSchema)]` on typed tools' arguments without a
+/// dependency of one's own (add `#[schemars(crate = "mcp_server::schemars")]` to the type).
+#[cfg(feature = "schemars")]
+pub use schemars;

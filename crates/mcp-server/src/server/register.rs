@@ -11,6 +11,7 @@ use mcp_protocol::mcp::prompts::Prompt;
 use mcp_protocol::mcp::resources::{Resource, ResourceTemplate};
 use mcp_protocol::mcp::tools::{CallToolResult, Tool};
 use mcp_protocol::mcp::JsonObject;
+use serde::de::DeserializeOwned;
 
 use super::Server;
 use crate::context::RequestContext;
@@ -20,6 +21,7 @@ use crate::registry::resources::{
     resource_handler, template_handler, ResourceEntry, ResourceResult, TemplateEntry, UriTemplate,
 };
 use crate::registry::tools::{tool_handler, ToolEntry};
+use crate::typed::{parse_arguments, IntoCallToolResult};
 use crate::ToolError;
 
 impl Server {
@@ -40,6 +42,45 @@ impl Server {
         }
         self.notify_tools_list_changed();
         self
+    }
+
+    /// Registers a tool whose arguments are a Rust type: the handler
+    /// `|args: MyArgs, ctx| async move { .. }` gets them parsed, and the tool's `inputSchema`
+    /// (and, for a [`Structured`](crate::Structured) answer, its `outputSchema`) is written
+    /// from the types. See [`crate::typed`] for bad and unknown arguments.
+    #[cfg(feature = "schemars")]
+    pub fn register_typed_tool<A, R, F, Fut>(&self, tool: impl Into<Tool>, handler: F) -> &Self
+    where
+        A: DeserializeOwned + schemars::JsonSchema + Send + 'static,
+        R: crate::typed::ToolOutput + 'static,
+        F: Fn(A, RequestContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, ToolError>> + Send + 'static,
+    {
+        let mut tool = tool.into();
+        tool.input_schema = crate::typed::input_schema_for::<A>();
+        if let Some(schema) = R::output_schema() {
+            tool.output_schema = Some(schema);
+        }
+        self.register_parsed_tool(tool, handler)
+    }
+
+    /// Registers a tool whose handler gets its arguments parsed into `A`, under the schema the
+    /// tool was given (no `schemars` needed; keeping the two in step is the caller's job).
+    pub fn register_parsed_tool<A, R, F, Fut>(&self, tool: impl Into<Tool>, handler: F) -> &Self
+    where
+        A: DeserializeOwned + Send + 'static,
+        R: IntoCallToolResult + 'static,
+        F: Fn(A, RequestContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, ToolError>> + Send + 'static,
+    {
+        let tool = tool.into();
+        let name: Arc<str> = tool.name.as_str().into();
+        let handler = Arc::new(handler);
+        self.register_tool(tool, move |args, ctx| {
+            let parsed = parse_arguments::<A>(&name, args);
+            let handler = Arc::clone(&handler);
+            async move { handler(parsed?, ctx).await?.into_call_tool_result() }
+        })
     }
 
     /// Removes a tool; `false` if there was none by that name. Sessions are told the list

@@ -11,3 +11,5 @@ mod sessions;
 mod stateless;
 mod talkback;
 mod tools;
+#[cfg(feature = "schemars")]
+mod typed;
