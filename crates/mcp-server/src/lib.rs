@@ -25,8 +25,9 @@
 //!   result marked `resultType: "complete"`; a later, unknown version gets -32022 with
 //!   `{"supported": [..]}`. `server/discover` is answered in any era without a session.
 //! - **Tools.** Unknown tool or malformed params: -32602. Arguments failing the tool's
-//!   `inputSchema`, a handler's [`ToolError`] and a handler panic: a result with
-//!   `isError: true` (a panic's message stays in the log).
+//!   `inputSchema` (or, for a typed tool, failing to parse into its type), a handler's
+//!   [`ToolError`] and a handler panic: a result with `isError: true` (a panic's message stays
+//!   in the log).
 //! - **Messages outside any request.** A transport installs a *session sink* with
 //!   [`Server::set_session_sink`] (`Fn(&str, Message) -> bool`: deliver this message to that
 //!   client session). Through it the server sends `notifications/tools/list_changed` (and the
@@ -49,34 +50,55 @@
 //! - [`context`]: [`RequestContext`], what a handler knows and its way back to the client.
 //! - [`outbound`]: [`Outbound`], the transport's handle for server-to-client messages.
 //! - [`registry`]: tools ([`tool_builder`]), resources and templates, prompts, completion.
+//! - [`typed`]: typed tools, arguments parsed into a Rust type and (feature `schemars`, on by
+//!   default) the input and output schemas written from the types; [`Structured`] answers.
 //! - [`schema`]: the JSON Schema subset tool arguments are checked against.
 //! - `session`: per-client session state and expiry (internal).
 //! - `pending`: requests sent to clients, waiting for their answers (internal).
 //! - [`error`]: [`Error`] and [`ToolError`].
-//! - [`demo`]: the seed's demonstration tools, for examples and the benchmark.
+//! - [`demo`] (feature `schemars`): the seed's demonstration tools, typed, for examples and the
+//!   benchmark.
 //! - `http` (feature `http`): Streamable HTTP served directly, `mcp_server::http::{router,
 //!   serve, start}` and `Server::start`. Without the feature the crate has no HTTP
 //!   dependency (`cargo tree -p mcp-server -e normal` shows no axum).
+//!
+//! # Typed tools
+//! A tool's arguments are best a Rust type: [`Server::register_typed_tool`] writes the tool's
+//! `inputSchema` from the type (`#[derive(JsonSchema)]`, field doc comments becoming
+//! descriptions) and hands the handler the parsed value, so the schema and the parsing cannot
+//! drift. A handler answering [`Structured<T>`] also declares `T`'s `outputSchema` and sends
+//! `structuredContent`. Bad arguments are `isError` results naming the field; unknown ones are
+//! ignored unless the type says `#[serde(deny_unknown_fields)]` (see [`typed`]). Without the
+//! `schemars` feature, [`Server::register_parsed_tool`] parses the same way under a schema
+//! written by hand, and [`Server::register_tool`] takes the raw JSON object as before.
 //!
 //! # Example
 //! ```
 //! use mcp_protocol::mcp::tools::CallToolResult;
 //! use mcp_protocol::{Message, Request};
-//! use mcp_server::{tool_builder, Outbound, Server, ServerConfig, ToolError};
+//! use mcp_server::{schemars::JsonSchema, tool_builder, Outbound, Server, ServerConfig};
+//! use serde::Deserialize;
+//!
+//! #[derive(Deserialize, JsonSchema)]
+//! #[schemars(crate = "mcp_server::schemars")] // no `schemars` dependency of your own needed
+//! struct Echo {
+//!     /// Text to echo
+//!     text: String,
+//!     /// Uppercase it
+//!     #[serde(default)]
+//!     uppercase: bool,
+//! }
 //!
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! let server = Server::new(ServerConfig::new("demo", "1.0.0"));
-//! server.register_tool(
-//!     tool_builder("echo")
-//!         .with_description("Echo back the provided text")
-//!         .with_string_param("text", "Text to echo", true)
-//!         .with_boolean_param("uppercase", "Uppercase it", false),
-//!     |args, _ctx| async move {
-//!         let text = args["text"].as_str().unwrap_or_default();
-//!         let upper = args.get("uppercase").and_then(|v| v.as_bool()) == Some(true);
-//!         Ok::<_, ToolError>(CallToolResult::text(if upper { text.to_uppercase() } else { text.to_owned() }))
+//! server.register_typed_tool(
+//!     tool_builder("echo").with_description("Echo back the provided text"),
+//!     |args: Echo, _ctx| async move {
+//!         let text = if args.uppercase { args.text.to_uppercase() } else { args.text };
+//!         Ok(CallToolResult::text(text))
 //!     },
 //! );
+//! assert_eq!(server.tools()[0].input_schema["required"], serde_json::json!(["text"]));
 //!
 //! // Sessionless traffic (the seed's client) needs no handshake.
 //! let call = Request::new(1, "tools/call", Some(serde_json::json!({
