@@ -26,8 +26,10 @@ use mcp_protocol::mcp::prompts::{GetPromptResult, Prompt};
 use mcp_protocol::mcp::resources::{Resource, ResourceContents, ResourceTemplate};
 use mcp_protocol::mcp::tools::{CallToolResult, Tool};
 use mcp_protocol::ErrorObject;
+use mcp_server::schemars::JsonSchema;
 use mcp_server::{RequestContext, Server, ServerConfig, ToolError};
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// A 1×1 red PNG.
@@ -72,17 +74,24 @@ fn plain_tool(name: &str, description: &str) -> Tool {
     }))
 }
 
-/// A tool taking one required string argument.
-fn tool_with_string(name: &str, description: &str, arg: &str, arg_description: &str) -> Tool {
-    from_json(json!({
-        "name": name,
-        "description": description,
-        "inputSchema": {
-            "type": "object",
-            "properties": {arg: {"type": "string", "description": arg_description}},
-            "required": [arg],
-        },
-    }))
+// The tools that take arguments are typed: `register_typed_tool` writes their schema
+// (`{"type":"object","properties":{<field>:{"type":"string","description":..}},"required":[..]}`,
+// what the suite expects) from these types, in place of `plain_tool`'s empty one.
+
+/// `test_sampling`'s arguments.
+#[derive(Deserialize, JsonSchema)]
+#[schemars(crate = "mcp_server::schemars")]
+struct SamplingArgs {
+    /// The prompt to send to the LLM
+    prompt: String,
+}
+
+/// `test_elicitation`'s arguments.
+#[derive(Deserialize, JsonSchema)]
+#[schemars(crate = "mcp_server::schemars")]
+struct ElicitationArgs {
+    /// The message to show the user
+    message: String,
 }
 
 /// A tool that always returns the same content blocks.
@@ -201,27 +210,19 @@ fn register_tools(server: &Server) {
             ))
         },
     );
-    server.register_tool(
-        tool_with_string(
+    server.register_typed_tool(
+        plain_tool(
             "test_sampling",
             "Asks the client's model to answer a prompt (sampling/createMessage)",
-            "prompt",
-            "The prompt to send to the LLM",
         ),
-        |args, ctx| async move { sample(&args, &ctx).await },
+        |SamplingArgs { prompt }, ctx| async move { sample(&prompt, &ctx).await },
     );
-    server.register_tool(
-        tool_with_string(
+    server.register_typed_tool(
+        plain_tool(
             "test_elicitation",
             "Asks the user for a username and an email (elicitation/create)",
-            "message",
-            "The message to show the user",
         ),
-        |args, ctx| async move {
-            let message = args
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+        |ElicitationArgs { message }, ctx| async move {
             let schema = json!({
                 "type": "object",
                 "properties": {
@@ -230,7 +231,7 @@ fn register_tools(server: &Server) {
                 },
                 "required": ["username", "email"],
             });
-            let answer = elicit(&ctx, message, schema).await?;
+            let answer = elicit(&ctx, &message, schema).await?;
             Ok(CallToolResult::text(format!("User response: {answer}")))
         },
     );
@@ -355,14 +356,7 @@ fn register_tools(server: &Server) {
 }
 
 /// `test_sampling`: one `sampling/createMessage` round trip through the proxy.
-async fn sample(
-    args: &serde_json::Map<String, Value>,
-    ctx: &RequestContext,
-) -> Result<CallToolResult, ToolError> {
-    let prompt = args
-        .get("prompt")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+async fn sample(prompt: &str, ctx: &RequestContext) -> Result<CallToolResult, ToolError> {
     let params: CreateMessageParams = from_json(json!({
         "messages": [{"role": "user", "content": {"type": "text", "text": prompt}}],
         "maxTokens": 100,
