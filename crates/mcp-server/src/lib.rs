@@ -56,14 +56,14 @@
 //! - `session`: per-client session state and expiry (internal).
 //! - `pending`: requests sent to clients, waiting for their answers (internal).
 //! - [`error`]: [`Error`] and [`ToolError`].
-//! - [`demo`] (feature `schemars`): the seed's demonstration tools, typed, for examples and the
+//! - `demo` (feature `schemars`): the seed's demonstration tools, typed, for examples and the
 //!   benchmark.
 //! - `http` (feature `http`): Streamable HTTP served directly, `mcp_server::http::{router,
 //!   serve, start}` and `Server::start`. Without the feature the crate has no HTTP
 //!   dependency (`cargo tree -p mcp-server -e normal` shows no axum).
 //!
 //! # Typed tools
-//! A tool's arguments are best a Rust type: [`Server::register_typed_tool`] writes the tool's
+//! A tool's arguments are best a Rust type: `Server::register_typed_tool` writes the tool's
 //! `inputSchema` from the type (`#[derive(JsonSchema)]`, field doc comments becoming
 //! descriptions) and hands the handler the parsed value, so the schema and the parsing cannot
 //! drift. A handler answering [`Structured<T>`] also declares `T`'s `outputSchema` and sends

@@ -1,10 +1,10 @@
 //! Typed tools: arguments parsed into a Rust type, and (feature `schemars`) the tool's input and
 //! output schemas written from the same types, so the schema and the parsing cannot drift.
 //!
-//! [`crate::Server::register_typed_tool`] takes a handler `|args: MyArgs, ctx| async move { .. }`
+//! `Server::register_typed_tool` takes a handler `|args: MyArgs, ctx| async move { .. }`
 //! whose `MyArgs` derives `Deserialize` and `JsonSchema`: the tool's `inputSchema` is
-//! [`input_schema_for::<MyArgs>()`](input_schema_for). A handler that returns
-//! [`Structured<T>`] also gets an `outputSchema` from `T` and answers with `structuredContent`.
+//! `input_schema_for::<MyArgs>()`. A handler that returns [`Structured<T>`] also gets an
+//! `outputSchema` from `T` and answers with `structuredContent`.
 //! [`crate::Server::register_parsed_tool`] parses the same way but keeps the schema the tool was
 //! given (no `schemars` needed).
 //!
