@@ -123,6 +123,10 @@ pub struct RegistrationCapabilities {
     /// How many polls the client keeps open at all times (0: liveness by expiry only).
     #[serde(default)]
     pub held_polls: u32,
+    /// The most items the client takes in one poll answer (0 or 1: one, the seed's shape;
+    /// more: every answer is a [`PollBatch`]). The proxy grants at most [`MAX_POLL_ITEMS`].
+    #[serde(default, skip_serializing_if = "is_one_or_less")]
+    pub poll_items: u32,
     /// MCP protocol versions the server speaks (at most [`MAX_PROTOCOL_VERSIONS`], each at
     /// most [`MAX_PROTOCOL_VERSION_LEN`] bytes: the proxy keeps them for the registration's
     /// life).
@@ -181,6 +185,29 @@ pub struct RegisterResponse {
     pub poll_endpoint: String,
     /// Where to post answers.
     pub response_endpoint: String,
+    /// The items per poll answer granted, when more than one (absent: one item per answer,
+    /// also from a proxy that does not know the field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_items: Option<u32>,
+}
+
+/// The most items a proxy hands over in one poll answer.
+pub const MAX_POLL_ITEMS: u32 = 64;
+
+/// The items a registration may be granted per poll answer for `requested` (0 and 1: one).
+pub fn granted_poll_items(requested: u32) -> u32 {
+    requested.clamp(1, MAX_POLL_ITEMS)
+}
+
+fn is_one_or_less(n: &u32) -> bool {
+    *n <= 1
+}
+
+/// A poll answer carrying several items, for a registration granted `poll_items` above 1.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PollBatch {
+    /// The items, in queue order (at least one).
+    pub items: Vec<PollItem>,
 }
 
 /// One item handed to a poll (HTTP 200 body; 204 means none).

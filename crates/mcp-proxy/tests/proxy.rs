@@ -8,6 +8,7 @@ mod proxy {
     pub(crate) mod seed;
 
     mod auth;
+    mod batch;
     mod browser;
     mod connections;
     mod fuzz;

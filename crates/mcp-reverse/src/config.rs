@@ -27,6 +27,9 @@ pub struct Configuration {
     pub ca_cert_pem: Option<String>,
     /// How many polls to keep open at all times (the proxy's liveness signal).
     pub held_polls: u32,
+    /// The most items to take in one poll answer (asked at registration; the proxy grants
+    /// at most 64, and an older proxy one): fewer exchanges when requests come in bursts.
+    pub poll_items: u32,
     /// How long a graceful shutdown waits for requests in flight before deregistering.
     pub shutdown_grace: Duration,
 }
@@ -45,6 +48,7 @@ impl Configuration {
             auth_token: None,
             ca_cert_pem: None,
             held_polls: 4,
+            poll_items: 16,
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -72,6 +76,12 @@ impl Configuration {
         self.held_polls = n;
         self
     }
+
+    /// Takes at most `n` items per poll answer (1: one item per answer, the seed's shape).
+    pub fn with_poll_items(mut self, n: u32) -> Self {
+        self.poll_items = n;
+        self
+    }
 }
 
 impl std::fmt::Debug for Configuration {
@@ -91,6 +101,7 @@ impl std::fmt::Debug for Configuration {
             )
             .field("ca_cert_pem", &self.ca_cert_pem.is_some())
             .field("held_polls", &self.held_polls)
+            .field("poll_items", &self.poll_items)
             .field("shutdown_grace", &self.shutdown_grace)
             .finish()
     }

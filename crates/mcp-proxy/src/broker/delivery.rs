@@ -97,6 +97,7 @@ impl Broker {
             generation: reg.generation,
             notify: reg.notify.clone(),
             hold_cap: cap,
+            batch: reg.poll_items(),
             end: End::Dropped,
         })
     }
@@ -176,6 +177,9 @@ pub struct Delivery {
     /// The longest one wait may be (legacy registrations: `poll_timeout`; modern ones:
     /// `max_poll_timeout`).
     hold_cap: Duration,
+    /// The most items one poll answer carries for this registration (its granted
+    /// `poll_items`; 1 for the seed's shape).
+    batch: usize,
     /// How the delivery ended; `Dropped` until it is closed.
     end: End,
 }
@@ -198,6 +202,11 @@ impl Delivery {
         requested
             .unwrap_or(self.broker.inner.config.poll_timeout)
             .min(self.hold_cap)
+    }
+
+    /// The most items one poll answer carries for this registration (1: the seed's shape).
+    pub fn batch(&self) -> usize {
+        self.batch
     }
 
     /// The next item for the server, waiting up to `hold` for one (`None`: none came, or the

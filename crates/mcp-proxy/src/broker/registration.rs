@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
-use mcp_protocol::wire::{RegistrationCapabilities, MODERN_SESSION_PREFIX};
+use mcp_protocol::wire::{granted_poll_items, RegistrationCapabilities, MODERN_SESSION_PREFIX};
 use tokio::sync::Notify;
 
 use super::queue::Queue;
@@ -75,6 +75,12 @@ impl Registration {
             outstanding: 0,
             in_flight: 0,
         }
+    }
+
+    /// The most items one poll answer carries for it (1: the seed's one item per answer).
+    pub(crate) fn poll_items(&self) -> usize {
+        let asked = self.capabilities.as_ref().map_or(1, |c| c.poll_items);
+        granted_poll_items(asked) as usize
     }
 
     /// Whether it registered with `capabilities`.

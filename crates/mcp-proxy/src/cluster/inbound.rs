@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::Router;
 use bytes::Bytes;
 use futures::StreamExt;
-use mcp_protocol::wire::{PollItem, POLL_PATH};
+use mcp_protocol::wire::{PollBatch, PollItem, POLL_PATH};
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
@@ -223,12 +223,13 @@ impl Cluster {
         // on, its request must fail, not wait for a timeout. Only a publish nobody received
         // proves the item is lost; after a Redis timeout it may have arrived, and failing it
         // then could run the tool twice on a retry.
-        let item = hands_over
-            .then(|| serde_json::from_slice::<PollItem>(&bytes).ok())
-            .flatten();
-        let carried = item.as_ref().and_then(carried_request).map(str::to_owned);
-        if let Some(request_id) = &carried {
-            self.track_transit(request_id.clone(), from);
+        let items = if hands_over {
+            handed_over(&bytes)
+        } else {
+            Vec::new()
+        };
+        for request_id in items.iter().filter_map(carried_request) {
+            self.track_transit(request_id.to_owned(), from);
         }
         let sent = if bytes.len() <= max_payload {
             let head = Head::Res {
@@ -245,9 +246,13 @@ impl Cluster {
             self.stream_back(from, id, status, headers, body, max_payload)
                 .await
         };
-        if let (Err(Error::InstanceLost), Some(request_id)) = (&sent, &carried) {
-            // The item never left: it goes back to its queue (or fails when it cannot).
-            self.transit_failed(request_id, item);
+        if let Err(Error::InstanceLost) = &sent {
+            // The items never left: they go back to their queue (or fail when they cannot).
+            for item in items {
+                if let Some(request_id) = carried_request(&item).map(str::to_owned) {
+                    self.transit_failed(&request_id, Some(item));
+                }
+            }
         }
     }
 
@@ -300,6 +305,17 @@ impl Cluster {
             .publish(to, frame::encode(&fail_head(id, reason), b""))
             .await;
     }
+}
+
+/// The items a poll's answer hands over: one, or a batch (`{"items":[…]}`); none when it
+/// does not read as either.
+fn handed_over(body: &[u8]) -> Vec<PollItem> {
+    if let Ok(batch) = serde_json::from_slice::<PollBatch>(body) {
+        return batch.items;
+    }
+    serde_json::from_slice::<PollItem>(body)
+        .map(|item| vec![item])
+        .unwrap_or_default()
 }
 
 /// The request a poll's item hands to its server (`request` items; `reply` and
@@ -361,5 +377,25 @@ mod tests {
         let reply = br#"{"type":"reply","request_id":"r-3","message":{"jsonrpc":"2.0","id":1,"result":{}}}"#;
         assert_eq!(carried(reply), None);
         assert_eq!(carried(b"not json"), None);
+    }
+
+    #[test]
+    fn a_batch_hands_over_every_item_it_carries() {
+        let ids = |body: &[u8]| -> Vec<String> {
+            handed_over(body)
+                .iter()
+                .filter_map(carried_request)
+                .map(str::to_owned)
+                .collect()
+        };
+        let one = br#"{"request_id":"r-1","request":{"jsonrpc":"2.0","id":1,"method":"ping"}}"#;
+        assert_eq!(ids(one), ["r-1"]);
+        let batch = br#"{"items":[
+            {"request_id":"r-1","request":{"jsonrpc":"2.0","id":1,"method":"ping"}},
+            {"kind":"session_closed","client_session":"c-1"},
+            {"request_id":"r-2","request":{"jsonrpc":"2.0","method":"x"}}]}"#;
+        assert_eq!(ids(batch), ["r-1", "r-2"]);
+        assert_eq!(handed_over(batch).len(), 3);
+        assert!(handed_over(b"not json").is_empty());
     }
 }

@@ -1,4 +1,5 @@
-//! `GET /poll?session_id=X[&timeout=S]`: the long poll. 200 with one item, or 204.
+//! `GET /poll?session_id=X[&timeout=S]`: the long poll. 200 with one item (or a batch of
+//! them, for a registration granted `poll_items`), or 204.
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use axum::Extension;
 use serde::Deserialize;
 
 use crate::auth::Grant;
-use crate::broker::Requester;
+use crate::broker::{Claimed, Delivery, Requester};
 use crate::peer::ClientAddr;
 use crate::state::AppState;
 use crate::Error;
@@ -45,25 +46,60 @@ pub(crate) async fn poll(
         Some(Extension(g)) => (Some(g.id), g.names.allows("")),
         None => (None, true),
     };
-    let Some(claimed) = state
-        .broker
-        .poll_as(
-            &id,
-            requested,
-            Requester {
-                token: owner,
-                address: address.map(|Extension(ClientAddr(ip))| ip),
-            },
-            may_adopt,
-        )
-        .await?
-    else {
+    let who = Requester {
+        token: owner,
+        address: address.map(|Extension(ClientAddr(ip))| ip),
+    };
+    let mut delivery = match state.broker.open_delivery(&id, who, may_adopt) {
+        // A poll during shutdown ends at once, empty, as its hold would.
+        Err(Error::ShuttingDown) => return Ok(StatusCode::NO_CONTENT.into_response()),
+        opened => opened?,
+    };
+    let hold = delivery.hold(requested);
+    let Some(first) = delivery.next(hold).await? else {
+        delivery.close(false);
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
-    // Serializing our own item cannot fail; if it somehow did, dropping `claimed` requeues.
-    let body = serde_json::to_vec(claimed.item())
-        .map_err(|e| Error::InvalidBody(format!("item not serializable: {e}")))?;
-    // The hand-over: from here on the item is never queued again.
-    claimed.deliver();
+    let body = if delivery.batch() <= 1 {
+        // Serializing our own item cannot fail; if it somehow did, dropping `first` requeues.
+        let body = serde_json::to_vec(first.item()).map_err(unserializable)?;
+        // The hand-over: from here on the item is never queued again.
+        first.deliver();
+        body
+    } else {
+        batch(&mut delivery, first, state.config().max_body_bytes).await?
+    };
+    delivery.close(true);
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// `{"items":[…]}`: `first`, then whatever else is queued now, up to the registration's
+/// `poll_items` and, past the first, within `limit` bytes; all handed over together.
+async fn batch(delivery: &mut Delivery, first: Claimed, limit: usize) -> Result<Vec<u8>, Error> {
+    let mut body = br#"{"items":["#.to_vec();
+    serde_json::to_writer(&mut body, first.item()).map_err(unserializable)?;
+    let mut taken = vec![first];
+    while taken.len() < delivery.batch() {
+        let Some(next) = delivery.next(Duration::ZERO).await? else {
+            break;
+        };
+        let item = serde_json::to_vec(next.item()).map_err(unserializable)?;
+        if body.len() + item.len() + 3 > limit {
+            // Dropped unanswered, `next` goes back to the head of its queue.
+            break;
+        }
+        body.push(b',');
+        body.extend_from_slice(&item);
+        taken.push(next);
+    }
+    body.extend_from_slice(b"]}");
+    // The hand-over of the whole batch: none of its items is ever queued again.
+    for claimed in taken {
+        claimed.deliver();
+    }
+    Ok(body)
+}
+
+fn unserializable(e: serde_json::Error) -> Error {
+    Error::InvalidBody(format!("item not serializable: {e}"))
 }

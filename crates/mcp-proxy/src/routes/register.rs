@@ -7,7 +7,7 @@ use axum::Extension;
 use axum::Json;
 use bytes::Bytes;
 use mcp_protocol::wire::{
-    RegisterRequest, RegisterResponse, POLL_PATH, RESPONSE_PATH, SERVER_TYPE,
+    granted_poll_items, RegisterRequest, RegisterResponse, POLL_PATH, RESPONSE_PATH, SERVER_TYPE,
 };
 
 use super::{session_id, wire_body, SessionQuery};
@@ -50,10 +50,16 @@ pub(crate) async fn register(
         address: address.map(|Extension(ClientAddr(ip))| ip),
     };
     let session_id = state.broker.register_as(&req, who)?;
+    let poll_items = req
+        .capabilities
+        .as_ref()
+        .map(|c| granted_poll_items(c.poll_items))
+        .filter(|&n| n > 1);
     Ok(Json(RegisterResponse {
         session_id,
         poll_endpoint: POLL_PATH.to_owned(),
         response_endpoint: RESPONSE_PATH.to_owned(),
+        poll_items,
     }))
 }
 

@@ -94,6 +94,10 @@ struct Cli {
     #[arg(long, default_value_t = 4, value_name = "N")]
     held_polls: u32,
 
+    /// Most requests taken in one poll answer (1: one per answer; the proxy grants at most 64).
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    poll_items: u32,
+
     /// Seconds the proxy may hold each poll.
     #[arg(long, default_value_t = 30, value_name = "S")]
     poll_timeout: u64,
@@ -145,7 +149,9 @@ async fn run(cli: Cli) -> Result<(), mcp_reverse::Error> {
             mcp_reverse::Error::InvalidConfig(format!("{what} must be a duration in seconds"))
         })
     };
-    let mut config = Configuration::new(&cli.proxy).with_held_polls(cli.held_polls);
+    let mut config = Configuration::new(&cli.proxy)
+        .with_held_polls(cli.held_polls)
+        .with_poll_items(cli.poll_items);
     config.server_name = cli.name.clone();
     config.auth_token = cli.token.clone();
     config.poll_timeout_seconds = cli.poll_timeout;

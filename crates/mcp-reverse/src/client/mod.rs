@@ -115,6 +115,8 @@ struct Registration {
     /// registration is lost they go with it, and the service closes them. A std mutex: no
     /// await under it. Bounded by the proxy's own limit on client sessions per registration.
     sessions: Arc<Mutex<HashSet<String>>>,
+    /// The proxy granted several items per poll answer: every answer is a batch.
+    batched: bool,
 }
 
 impl Registration {
@@ -353,6 +355,7 @@ impl Inner {
                 client_sessions: true,
                 server_messages: true,
                 held_polls: self.config.held_polls,
+                poll_items: self.config.poll_items,
                 protocol_versions: mcp_protocol::version::SUPPORTED
                     .iter()
                     .map(|v| v.to_string())
@@ -376,6 +379,7 @@ impl Inner {
                             let registration = Registration {
                                 id: answer.session_id.into(),
                                 sessions: Arc::default(),
+                                batched: answer.poll_items.is_some_and(|n| n > 1),
                             };
                             info!(
                                 proxy = %self.config.proxy_url,
@@ -471,10 +475,14 @@ impl Inner {
                     backoff.reset();
                     // The item is ours now (handed over): read it whatever `stop` says.
                     match resp.bytes().await {
-                        Ok(body) => match serde_json::from_slice::<PollItem>(&body) {
-                            Ok(item) => self.dispatch(&registration, item, &handlers, &hard_stop),
-                            Err(e) => self.refuse_unreadable(&registration, &body, &e).await,
-                        },
+                        Ok(body) if registration.batched => {
+                            self.take_batch(&registration, &body, &handlers, &hard_stop)
+                                .await
+                        }
+                        Ok(body) => {
+                            self.take_item(&registration, &body, &handlers, &hard_stop)
+                                .await
+                        }
                         Err(e) => warn!("poll item lost while reading it: {}", http_cause(e)),
                     }
                 }
@@ -489,6 +497,45 @@ impl Inner {
                     }
                 }
             }
+        }
+    }
+
+    /// Dispatches one poll item, or answers it with an error when it cannot be read.
+    async fn take_item(
+        self: &Arc<Self>,
+        registration: &Registration,
+        body: &[u8],
+        handlers: &TaskTracker,
+        hard_stop: &CancellationToken,
+    ) {
+        match serde_json::from_slice::<PollItem>(body) {
+            Ok(item) => self.dispatch(registration, item, handlers, hard_stop),
+            Err(e) => self.refuse_unreadable(registration, body, &e).await,
+        }
+    }
+
+    /// Dispatches each item of a batch (`{"items":[…]}`) in order; an item that cannot be
+    /// read is answered with an error and does not hold up the others.
+    async fn take_batch(
+        self: &Arc<Self>,
+        registration: &Registration,
+        body: &[u8],
+        handlers: &TaskTracker,
+        hard_stop: &CancellationToken,
+    ) {
+        #[derive(serde::Deserialize)]
+        struct Batch<'a> {
+            #[serde(borrow)]
+            items: Vec<&'a serde_json::value::RawValue>,
+        }
+        match serde_json::from_slice::<Batch>(body) {
+            Ok(batch) => {
+                for item in batch.items {
+                    self.take_item(registration, item.get().as_bytes(), handlers, hard_stop)
+                        .await;
+                }
+            }
+            Err(e) => error!("unreadable batch of poll items, dropped: {e}"),
         }
     }
 

@@ -130,6 +130,31 @@ async fn requests_run_concurrently() {
 }
 
 #[tokio::test]
+async fn a_burst_through_one_poll_taking_batches_answers_every_call_right() {
+    let proxy = Proxy::start().await;
+    // One poll open and up to 16 items per answer: a burst queues behind the poll, and each
+    // answer hands over whatever is queued by then.
+    let config = config(&proxy.url()).with_held_polls(1).with_poll_items(16);
+    let reverse = ReverseClient::new(test_server(Arc::default()), config)
+        .unwrap()
+        .spawn();
+    proxy.wait_registrations(1).await;
+    let client = Arc::new(Client::connect(&proxy.url()).unwrap());
+    let calls: Vec<_> = (0..48)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move { (i, echo(&client, &format!("burst {i}")).await) })
+        })
+        .collect();
+    for call in calls {
+        let (i, answer) = call.await.unwrap();
+        assert_eq!(answer.unwrap(), format!("burst {i}"));
+    }
+    reverse.shutdown().await.unwrap();
+    proxy.stop().await;
+}
+
+#[tokio::test]
 async fn registers_again_after_a_proxy_restart() {
     let proxy = Proxy::start().await;
     let reverse = spawn_reverse(&proxy.url(), Arc::default());
