@@ -5,7 +5,9 @@
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
-use super::common::{client, echo, poll, post, respond, test_config, wait_until, Proxy};
+use super::common::{
+    client, echo, health, leave, poll, post, respond, test_config, wait_until, Proxy,
+};
 
 /// Registers with `capabilities`; the register answer.
 async fn register_with(http: &reqwest::Client, proxy: &Proxy, capabilities: Value) -> Value {
@@ -30,16 +32,8 @@ async fn callers(
             tokio::spawn(async move { post(&http, &url, echo(json!(i), &text)).await })
         })
         .collect();
-    let health = proxy.url("/healthz");
     wait_until("the calls are queued", || async {
-        let v: Value = http
-            .get(&health)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = health(http, proxy).await;
         v["pending"] == n
     })
     .await;
@@ -122,12 +116,7 @@ async fn a_batch_stops_at_its_count_and_within_the_body_limit() {
     let big = register_with(&http, &proxy, json!({"poll_items": 64})).await;
     let big_session = big["session_id"].as_str().unwrap().to_owned();
     // The earlier registration is still in the default pool: leave, so the big one gets all.
-    let leave = http
-        .delete(proxy.url(&format!("/register?session_id={session}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(leave.status(), 204);
+    leave(&http, &proxy, &session).await;
     let calls = callers(&http, &proxy, 2, &"x".repeat(40 * 1024)).await;
     let (_, first) = poll(&http, &proxy, &big_session, 0).await;
     let (_, second) = poll(&http, &proxy, &big_session, 0).await;
@@ -166,12 +155,7 @@ async fn the_grant_is_capped_and_the_seeds_shape_is_kept_for_everyone_who_did_no
     // Only the seed's registration stays: its poll answer is one bare item.
     for gone in [&greedy, &modest, &one] {
         let id = gone["session_id"].as_str().unwrap();
-        let leave = http
-            .delete(proxy.url(&format!("/register?session_id={id}")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(leave.status(), 204);
+        leave(&http, &proxy, id).await;
     }
     let session = seed["session_id"].as_str().unwrap().to_owned();
     let calls = callers(&http, &proxy, 2, "seed").await;

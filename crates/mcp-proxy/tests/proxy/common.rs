@@ -166,6 +166,19 @@ pub(crate) fn echo(id: Value, text: &str) -> Value {
     )
 }
 
+/// `GET /healthz` as JSON.
+pub(crate) async fn health(client: &reqwest::Client, proxy: &Proxy) -> Value {
+    let resp = client.get(proxy.url("/healthz")).send().await.unwrap();
+    resp.json().await.unwrap()
+}
+
+/// Leaves with `DELETE /register`; asserts 204.
+pub(crate) async fn leave(client: &reqwest::Client, proxy: &Proxy, session: &str) {
+    let url = proxy.url(&format!("/register?session_id={session}"));
+    let resp = client.delete(url).send().await.unwrap();
+    assert_eq!(resp.status(), 204);
+}
+
 /// Registers by hand; returns the session id.
 pub(crate) async fn register(client: &reqwest::Client, proxy: &Proxy, body: Value) -> String {
     let (status, v) = post(client, &proxy.url("/register"), body).await;

@@ -47,14 +47,7 @@ async fn register_answers_the_seed_shape_and_refuses_bad_bodies() {
     )
     .await;
     assert_eq!((s, &v["error"]), (400, &json!("invalid_body")));
-    let v: Value = http
-        .get(proxy.url("/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = super::common::health(&http, &proxy).await;
     assert_eq!(v, json!({"status": "ok", "registrations": 2, "pending": 0}));
     proxy.stop().await;
 }
