@@ -37,6 +37,20 @@ const PAYLOADS: &[(usize, &str)] = &[
 /// Concurrency levels of the throughput runs.
 const CONCURRENCY: &[usize] = &[1, 16, 64];
 
+/// Every proxy the bench starts: a free loopback port, and no rate limits (the bench measures
+/// the path, not the limiter, whose per-caller default of 1000/s would turn the load
+/// generator's calls into 429s).
+const PROXY_ARGS: &[&str] = &[
+    "--listen",
+    "127.0.0.1",
+    "--port",
+    "0",
+    "--rate-limit",
+    "0",
+    "--server-rate-limit",
+    "0",
+];
+
 /// `cargo xtask bench`'s options.
 #[derive(clap::Args)]
 pub(crate) struct Options {
@@ -121,22 +135,8 @@ fn bench(options: &Options) -> Result<(), String> {
         &["0"],
     )?;
     let direct_url = direct.wait_for_line(START, listening_url)?;
-    let mut proxy = Proc::spawn_raised(
-        "mcp-proxy",
-        &procs::release_binary("mcp-proxy"),
-        // The bench measures the path, not the rate limiter: its per-caller default (1000/s)
-        // would turn the load generator's calls into 429s.
-        &[
-            "--listen",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--rate-limit",
-            "0",
-            "--server-rate-limit",
-            "0",
-        ],
-    )?;
+    let mut proxy =
+        Proc::spawn_raised("mcp-proxy", &procs::release_binary("mcp-proxy"), PROXY_ARGS)?;
     let proxy_url = proxy.wait_for_line(START, listening_url)?;
     let _reverse = Proc::spawn(
         "reverse_server_example",

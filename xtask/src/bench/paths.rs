@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::load::{Kind, Path_};
-use super::START;
+use super::{PROXY_ARGS, START};
 use crate::infra::{self, TempDir};
 use crate::procs::{self, listening_url, Proc};
 
@@ -56,18 +56,7 @@ pub(super) fn start_cluster(paths: &mut Vec<Path_>) -> Result<(Vec<Proc>, TempDi
         let mut proxy = Proc::spawn_raised(
             name,
             &procs::release_binary("mcp-proxy"),
-            &[
-                "--listen",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--rate-limit",
-                "0",
-                "--server-rate-limit",
-                "0",
-                "--broker",
-                &broker,
-            ],
+            &[PROXY_ARGS, &["--broker", &broker]].concat(),
         )?;
         urls.push(proxy.wait_for_line(START, listening_url)?);
         proxies.push(proxy);
@@ -141,19 +130,8 @@ pub(super) fn start_tunnels(direct_url: &str, paths: &mut Vec<Path_>) -> Vec<Pro
             )?;
             Ok((s, c, public))
         })();
-        match result {
-            Ok((s, c, public)) => {
-                procs.push(s);
-                procs.push(c);
-                paths.push(Path_ {
-                    name: "rathole -> direct".into(),
-                    hops: 6,
-                    kind: Kind::Mcp,
-                    url: format!("http://127.0.0.1:{public}/mcp"),
-                });
-            }
-            Err(e) => println!("skipped rathole: {e}"),
-        }
+        let result = result.map(|(s, c, public)| (s, c, format!("http://127.0.0.1:{public}/mcp")));
+        add_tunnel("rathole", result, &mut procs, paths);
     } else {
         println!("skipped rathole: not installed (--install-tunnels installs it)");
     }
@@ -181,23 +159,35 @@ pub(super) fn start_tunnels(direct_url: &str, paths: &mut Vec<Path_>) -> Vec<Pro
             })?;
             Ok((s, c, public))
         })();
-        match result {
-            Ok((s, c, public)) => {
-                procs.push(s);
-                procs.push(c);
-                paths.push(Path_ {
-                    name: "bore -> direct".into(),
-                    hops: 6,
-                    kind: Kind::Mcp,
-                    url: format!("http://{public}/mcp"),
-                });
-            }
-            Err(e) => println!("skipped bore: {e}"),
-        }
+        let result = result.map(|(s, c, public)| (s, c, format!("http://{public}/mcp")));
+        add_tunnel("bore", result, &mut procs, paths);
     } else {
         println!("skipped bore: not installed (--install-tunnels installs it)");
     }
     procs
+}
+
+/// A started tunnel (its server, its client, the direct server's URL through it) becomes the
+/// path `NAME -> direct`; one that failed to start is skipped, saying why.
+fn add_tunnel(
+    name: &str,
+    started: Result<(Proc, Proc, String), String>,
+    procs: &mut Vec<Proc>,
+    paths: &mut Vec<Path_>,
+) {
+    match started {
+        Ok((server, client, url)) => {
+            procs.push(server);
+            procs.push(client);
+            paths.push(Path_ {
+                name: format!("{name} -> direct"),
+                hops: 6,
+                kind: Kind::Mcp,
+                url,
+            });
+        }
+        Err(e) => println!("skipped {name}: {e}"),
+    }
 }
 
 fn which(program: &str) -> bool {
