@@ -202,9 +202,16 @@ impl Cluster {
         }
         let broker = self.inner.broker.clone();
         let config = broker.config();
+        // Read once, for finding the home and then for what the home does.
+        let registration = match route {
+            Route::Registration => session_id_of(req.uri()),
+            _ => None,
+        };
         if req.extensions().get::<Relayed>().is_some() {
             // This instance is the home the relaying instance chose.
-            return self.serve_at_home(&broker, &route, req, next).await;
+            return self
+                .serve_at_home(&broker, &route, registration, req, next)
+                .await;
         }
         // A caller without a valid token changes nothing in the cluster (no pool claimed,
         // nothing taken over): it is answered here, by the route's own 401.
@@ -238,8 +245,8 @@ impl Cluster {
                 Some(pool) if permit.allows(&pool) => self.pool_home(&pool, true).await,
                 _ => Ok(Target::Local),
             },
-            Route::Registration => match session_id_of(&parts.uri) {
-                Some(id) => self.registration_home(&id, &permit).await,
+            Route::Registration => match &registration {
+                Some(id) => self.registration_home(id, &permit).await,
                 None => Ok(Target::Local),
             },
             Route::Client(pool) => self.pool_home(pool, false).await,
@@ -248,7 +255,8 @@ impl Cluster {
         match target {
             Ok(Target::Local) => {
                 let req = Request::from_parts(parts, Body::from(bytes));
-                self.serve_at_home(&broker, &route, req, next).await
+                self.serve_at_home(&broker, &route, registration, req, next)
+                    .await
             }
             Ok(Target::Remote(home)) => self.forward(home, parts, bytes, &route).await,
             Err(e) => {
@@ -259,12 +267,13 @@ impl Cluster {
     }
 
     /// Serves a request at its home: first takes over what a lost instance held for it (the
-    /// registration, or the client session), then keeps the directory in step with what the
-    /// answer opened or ended.
+    /// `registration` its query names, or the client session), then keeps the directory in
+    /// step with what the answer opened or ended.
     async fn serve_at_home(
         &self,
         broker: &Broker,
         route: &Route,
+        registration: Option<String>,
         req: Request,
         next: Next,
     ) -> Response {
@@ -273,7 +282,6 @@ impl Cluster {
             .get(SESSION_ID_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let registration = session_id_of(req.uri());
         let permit = Permit {
             auth: &broker.config().auth,
             kind: route.token_kind(),

@@ -73,10 +73,13 @@ pub(crate) async fn poll(
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
+/// The bytes every batch answer starts with (the relay tells a batch from an item by them).
+pub(crate) const BATCH_START: &[u8] = br#"{"items":["#;
+
 /// `{"items":[…]}`: `first`, then whatever else is queued now, up to the registration's
 /// `poll_items` and, past the first, within `limit` bytes; all handed over together.
 async fn batch(delivery: &mut Delivery, first: Claimed, limit: usize) -> Result<Vec<u8>, Error> {
-    let mut body = br#"{"items":["#.to_vec();
+    let mut body = BATCH_START.to_vec();
     serde_json::to_writer(&mut body, first.item()).map_err(unserializable)?;
     let mut taken = vec![first];
     while taken.len() < delivery.batch() {
