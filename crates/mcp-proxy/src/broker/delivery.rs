@@ -6,7 +6,8 @@
 use super::*;
 
 impl Broker {
-    /// Holds a poll until an item arrives (`Some`) or the hold ends (`None`).
+    /// Holds a poll of one item until it arrives (`Some`) or the hold ends (`None`), for a
+    /// caller without a token: one [`Delivery`], opened and closed around one wait.
     ///
     /// `requested` is the poll's `timeout`; the hold is capped by the configuration (legacy
     /// registrations at `poll_timeout`, modern ones at `max_poll_timeout`). An unknown id of
@@ -16,28 +17,13 @@ impl Broker {
         session_id: &str,
         requested: Option<Duration>,
     ) -> Result<Option<Claimed>, Error> {
-        self.poll_as(session_id, requested, Requester::default(), true)
-            .await
-    }
-
-    /// [`Broker::poll`] by `who`: 401 unless the registration was made with its server token
-    /// (auth on). An unknown legacy id is re-adopted for `who` only when `may_adopt` (the
-    /// token reaches the default pool), else 401, and within the registration quotas.
-    pub async fn poll_as(
-        &self,
-        session_id: &str,
-        requested: Option<Duration>,
-        who: Requester,
-        may_adopt: bool,
-    ) -> Result<Option<Claimed>, Error> {
-        let mut delivery = match self.open_delivery(session_id, who, may_adopt) {
+        let mut delivery = match self.open_delivery(session_id, Requester::default(), true) {
             // A poll during shutdown ends at once, empty, as its hold would.
             Err(Error::ShuttingDown) => return Ok(None),
             opened => opened?,
         };
         let hold = delivery.hold(requested);
         let claimed = delivery.next(hold).await?;
-        // A poll carries one item: its delivery ends with it.
         delivery.close(claimed.is_some());
         Ok(claimed)
     }

@@ -303,53 +303,6 @@ impl Cluster {
         self.inner.conn.clone()
     }
 
-    /// Starts the subscriber, the heartbeat and the directory refresh; `router` serves the
-    /// requests other instances relay here. They stop when `shutdown` is cancelled, and this
-    /// instance then leaves the cluster at once (its pools are taken over without waiting
-    /// for its heartbeat to expire).
-    fn start_serving(
-        &self,
-        router: Router,
-        shutdown: CancellationToken,
-    ) -> tokio::task::JoinHandle<()> {
-        let cluster = self.clone();
-        let broker = self.inner.broker.clone();
-        tokio::spawn(async move {
-            let subscriber = tokio::spawn(cluster.clone().subscribe_forever(router));
-            let mut beat = tokio::time::interval(cluster.inner.heartbeat.every);
-            beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut refresh = tokio::time::interval(DIRECTORY_REFRESH);
-            refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = beat.tick() => {
-                        match cluster.beat().await {
-                            // Redis lost its data (restarted empty): write back what this
-                            // instance is home to, now rather than at the next refresh.
-                            Ok(true) => {
-                                warn!("the cluster's Redis forgot this instance; restoring its directory entries");
-                                if let Err(e) = cluster.refresh_directory(&broker).await {
-                                    warn!(error = %e, "cluster directory restore failed");
-                                }
-                            }
-                            Ok(false) => {}
-                            Err(e) => warn!(error = %e, "cluster heartbeat failed"),
-                        }
-                        cluster.reap();
-                    }
-                    _ = refresh.tick() => {
-                        if let Err(e) = cluster.refresh_directory(&broker).await {
-                            warn!(error = %e, "cluster directory refresh failed");
-                        }
-                    }
-                }
-            }
-            subscriber.abort();
-            cluster.leave().await;
-        })
-    }
-
     /// Takes one request from the caller's shared bucket: `Ok(None)` allowed, `Ok(Some(wait))`
     /// refused for that long.
     async fn take_shared_token(
@@ -431,7 +384,46 @@ impl Topology for Cluster {
         Box::pin(async move { cluster.take_shared_token(&bucket, per_second, burst).await })
     }
 
+    // Starts the subscriber, the heartbeat and the directory refresh; `router` serves the
+    // requests other instances relay here. They stop when `shutdown` is cancelled, and this
+    // instance then leaves the cluster at once (its pools are taken over without waiting
+    // for its heartbeat to expire).
     fn start(&self, router: Router, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
-        self.start_serving(router, shutdown)
+        let cluster = self.clone();
+        let broker = self.inner.broker.clone();
+        tokio::spawn(async move {
+            let subscriber = tokio::spawn(cluster.clone().subscribe_forever(router));
+            let mut beat = tokio::time::interval(cluster.inner.heartbeat.every);
+            beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut refresh = tokio::time::interval(DIRECTORY_REFRESH);
+            refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = beat.tick() => {
+                        match cluster.beat().await {
+                            // Redis lost its data (restarted empty): write back what this
+                            // instance is home to, now rather than at the next refresh.
+                            Ok(true) => {
+                                warn!("the cluster's Redis forgot this instance; restoring its directory entries");
+                                if let Err(e) = cluster.refresh_directory(&broker).await {
+                                    warn!(error = %e, "cluster directory restore failed");
+                                }
+                            }
+                            Ok(false) => {}
+                            Err(e) => warn!(error = %e, "cluster heartbeat failed"),
+                        }
+                        cluster.reap();
+                    }
+                    _ = refresh.tick() => {
+                        if let Err(e) = cluster.refresh_directory(&broker).await {
+                            warn!(error = %e, "cluster directory refresh failed");
+                        }
+                    }
+                }
+            }
+            subscriber.abort();
+            cluster.leave().await;
+        })
     }
 }
