@@ -16,6 +16,7 @@
 //!   Streamable HTTP (mcp-client, the reverse client's upstream bridge).
 //! - `signal` (feature `signal`): `shutdown_signal`, the Ctrl-C/SIGTERM wait of every binary.
 //! - [`BoxFuture`]: the boxed future the other crates' handlers and services return.
+//! - [`channel`]: the WebSocket channel's control frames and constants.
 //! - [`wire`]: the envelopes the proxy and reverse client exchange (`/register`, `/poll`,
 //!   `/response`), the seed's shapes plus our extensions, as docs/protocol.md specifies.
 //!
@@ -34,6 +35,7 @@
 //! );
 //! ```
 
+pub mod channel;
 pub mod jsonrpc;
 pub mod mcp;
 #[cfg(feature = "signal")]

@@ -468,6 +468,10 @@ pub enum WireErrorCode {
     InvalidQuery,
     /// Missing or wrong token.
     Unauthorized,
+    /// Refused whoever the caller is (a browser's `Origin` on the channel).
+    Forbidden,
+    /// This cluster instance is not the registration's home (the channel).
+    Misdirected,
     /// The body is larger than the proxy accepts.
     PayloadTooLarge,
     /// Too many requests; see Retry-After.

@@ -9,6 +9,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::Router;
+use mcp_protocol::channel::CHANNEL_PATH;
 use mcp_protocol::streamable::{
     LAST_EVENT_ID_HEADER, METHOD_HEADER, NAME_HEADER, PROTOCOL_VERSION_HEADER, SESSION_ID_HEADER,
 };
@@ -122,7 +123,10 @@ pub fn router(state: AppState) -> Router {
 /// - operators: a client token for every pool (`*`); the health check: nothing.
 fn surface_routes(surface: Surface, config: &Config) -> Router<AppState> {
     let mut routes = Router::new();
-    for route in routes::ROUTES.iter().filter(|r| r.surface == surface) {
+    // `--no-channels`: no route, so an upgrade gets the 404 of a proxy that predates it.
+    let served =
+        |r: &&routes::Route| r.surface == surface && (config.channels || r.pattern != CHANNEL_PATH);
+    for route in routes::ROUTES.iter().filter(served) {
         routes = routes.route(route.pattern, (route.handlers)());
     }
     let auth = config.auth.clone();

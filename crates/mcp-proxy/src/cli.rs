@@ -259,6 +259,11 @@ pub struct Cli {
     #[arg(long, env = "MCP_PROXY_MAX_CONNECTIONS_PER_ADDRESS", value_name = "N", default_value_t = config::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS)]
     pub max_connections_per_address: usize,
 
+    /// Refuse the reverse channel (`GET /channel`, a WebSocket per reverse client): reverse
+    /// clients then use long polling (`mcp-reverse --transport auto` falls back by itself).
+    #[arg(long, env = "MCP_PROXY_NO_CHANNELS")]
+    pub no_channels: bool,
+
     /// Reverse proxies in front of this one (comma-separated addresses or CIDRs, e.g.
     /// `127.0.0.1,10.0.0.0/8`): from these peers the client's address is read from
     /// X-Forwarded-For (rightmost untrusted entry) for every per-address limit. Default: none.
@@ -480,6 +485,7 @@ impl Cli {
             idle_timeout: self.idle_timeout,
             max_connections: self.max_connections,
             max_connections_per_address: self.max_connections_per_address,
+            channels: !self.no_channels,
             trusted_proxies: self.trusted_proxies.clone(),
             // A bad URL is refused by `try_config`; here it just means no cluster.
             cluster: self

@@ -141,6 +141,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Open connections from one address (trusted proxies exempt); 0 = no cap.
     pub max_connections_per_address: usize,
+    /// Serve the reverse channel (`GET /channel`); off, reverse clients long-poll.
+    pub channels: bool,
     /// Networks whose `X-Forwarded-For` names the client (the per-address limits' key).
     pub trusted_proxies: TrustedProxies,
     /// Join the instances sharing this Redis (`--broker redis://…`); `None` runs alone with
@@ -181,6 +183,7 @@ impl Default for Config {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            channels: true,
             trusted_proxies: TrustedProxies::none(),
             cluster: None,
         }

@@ -87,6 +87,12 @@ pub enum Error {
     /// Reverse-client route: the query is missing `session_id` or has a bad `timeout`.
     #[error("invalid query: {0}")]
     InvalidQuery(String),
+    /// The channel: an upgrade from a web page (its `Origin` is not allowed).
+    #[error("origin not allowed")]
+    OriginRefused,
+    /// The channel, in a cluster: this instance is not the registration's home (421).
+    #[error("this instance is not the registration's home")]
+    Misdirected,
     /// Reverse-client route: the pool name in `/register` is invalid.
     #[error("invalid pool name")]
     InvalidName,
@@ -184,7 +190,8 @@ impl Error {
             Error::TokenConfig { .. } | Error::Tls { .. } | Error::InvalidConfig { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
-            Error::Forbidden => StatusCode::FORBIDDEN,
+            Error::Forbidden | Error::OriginRefused => StatusCode::FORBIDDEN,
+            Error::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             Error::BadVersionHeader(_) | Error::MissingClientSession | Error::CannotResume => {
                 StatusCode::BAD_REQUEST
             }
@@ -300,6 +307,8 @@ impl Error {
             | Error::InvalidBody(_)
             | Error::InvalidQuery(_)
             | Error::InvalidName
+            | Error::OriginRefused
+            | Error::Misdirected
             | Error::BodyTooLarge { .. }
             | Error::ServerUnauthorized
             | Error::TokenConfig { .. }
@@ -335,6 +344,15 @@ impl Error {
                     .to_owned(),
             ),
             Error::RateLimited(what) => (WireErrorCode::RateLimited, (*what).to_owned()),
+            Error::OriginRefused => (
+                WireErrorCode::Forbidden,
+                "a channel cannot be opened from a web page (Origin not allowed)".to_owned(),
+            ),
+            Error::Misdirected => (
+                WireErrorCode::Misdirected,
+                "this proxy instance is not the registration's home: keep polling, retry the channel"
+                    .to_owned(),
+            ),
             other => (WireErrorCode::Other, other.to_string()),
         };
         WireError::new(code, message)

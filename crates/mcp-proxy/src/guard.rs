@@ -43,7 +43,8 @@ impl Guard {
         })
     }
 
-    fn allows(&self, host: Option<&str>, origin: Option<&str>) -> bool {
+    /// Whether a request with this `Host` (checked only when `check_host`) and `Origin` may pass.
+    pub(crate) fn allows(&self, host: Option<&str>, origin: Option<&str>) -> bool {
         // HTTP/1.0 requests may lack Host; they carry nothing a rebinding page could forge.
         let host_ok = !self.check_host || host.is_none_or(|h| self.hosts.allows_host(h));
         let origin_ok = match origin {

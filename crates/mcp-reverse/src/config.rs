@@ -32,6 +32,25 @@ pub struct Configuration {
     pub poll_items: u32,
     /// How long a graceful shutdown waits for requests in flight before deregistering.
     pub shutdown_grace: Duration,
+    /// How items and answers travel: the WebSocket channel, long polling, or the channel
+    /// with long polling as the fallback (the default).
+    pub transport: Transport,
+    /// How often the channel is pinged (keeps load balancers from cutting it idle, and finds
+    /// a dead proxy): at most 30 s, below nginx's default 60 s read timeout.
+    pub ping_interval: Duration,
+}
+
+/// How a reverse client takes its items and posts its answers (docs/protocol.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+pub enum Transport {
+    /// The channel, falling back to long polling where it is refused or keeps breaking.
+    #[default]
+    Auto,
+    /// The channel only (retried with backoff).
+    Ws,
+    /// Long polling only (`GET /poll`, `POST /response`).
+    Poll,
 }
 
 impl Configuration {
@@ -50,6 +69,8 @@ impl Configuration {
             held_polls: 4,
             poll_items: 16,
             shutdown_grace: Duration::from_secs(10),
+            transport: Transport::Auto,
+            ping_interval: Duration::from_secs(20),
         }
     }
 
@@ -74,6 +95,12 @@ impl Configuration {
     /// Keeps `n` polls open.
     pub fn with_held_polls(mut self, n: u32) -> Self {
         self.held_polls = n;
+        self
+    }
+
+    /// Takes items and posts answers over `transport`.
+    pub fn with_transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
         self
     }
 
@@ -103,6 +130,8 @@ impl std::fmt::Debug for Configuration {
             .field("held_polls", &self.held_polls)
             .field("poll_items", &self.poll_items)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("transport", &self.transport)
+            .field("ping_interval", &self.ping_interval)
             .finish()
     }
 }

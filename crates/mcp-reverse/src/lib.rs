@@ -77,7 +77,7 @@ mod redact;
 pub mod service;
 
 pub use client::{ReverseClient, ReverseHandle};
-pub use config::Configuration;
+pub use config::{Configuration, Transport};
 pub use error::Error;
 pub use mcp_protocol::signal::shutdown_signal;
 pub use service::{BoxFuture, Service, SessionSink};

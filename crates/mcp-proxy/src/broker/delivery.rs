@@ -195,6 +195,28 @@ impl Delivery {
         self.batch
     }
 
+    /// Cancelled when the broker shuts down (a channel then closes; its waits end empty).
+    pub fn stopping(&self) -> CancellationToken {
+        self.broker.inner.shutdown.clone()
+    }
+
+    /// Makes this delivery the registration's channel: the token it returns is cancelled when
+    /// a newer channel replaces it (a reconnect need not wait for the old connection to be
+    /// found dead). The older channel's token, if any, is cancelled now.
+    pub fn become_channel(&self) -> Result<CancellationToken, Error> {
+        let mut st = self.broker.lock();
+        let reg = st
+            .registrations
+            .get_mut(&self.session_id)
+            .filter(|r| r.generation == self.generation)
+            .ok_or(Error::UnknownSession)?;
+        let token = CancellationToken::new();
+        if let Some(older) = reg.channel.replace(token.clone()) {
+            older.cancel();
+        }
+        Ok(token)
+    }
+
     /// The next item for the server, waiting up to `hold` for one (`None`: none came, or the
     /// broker is shutting down).
     pub async fn next(&mut self, hold: Duration) -> Result<Option<Claimed>, Error> {

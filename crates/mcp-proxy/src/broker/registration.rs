@@ -47,6 +47,8 @@ pub(crate) struct Registration {
     pub(crate) outstanding: usize,
     /// Pending requests handed to a poll and not yet answered.
     pub(crate) in_flight: usize,
+    /// The open WebSocket channel, if any: cancelled when a newer one replaces it.
+    pub(crate) channel: Option<tokio_util::sync::CancellationToken>,
 }
 
 impl Registration {
@@ -74,6 +76,7 @@ impl Registration {
             suspect_until: None,
             outstanding: 0,
             in_flight: 0,
+            channel: None,
         }
     }
 

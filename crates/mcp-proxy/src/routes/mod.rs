@@ -1,6 +1,7 @@
 //! The route table, which the router, the rate limits and a cluster's relay all read; one
 //! file per route beside it, and the extraction helpers the routes share.
 
+pub(crate) mod channel;
 pub(crate) mod health;
 pub(crate) mod mcp;
 pub(crate) mod message;
@@ -64,6 +65,11 @@ pub(crate) const ROUTES: &[Route] = &[
         pattern: "/response",
         surface: Surface::Reverse,
         handlers: || post(response::response),
+    },
+    Route {
+        pattern: mcp_protocol::channel::CHANNEL_PATH,
+        surface: Surface::Reverse,
+        handlers: || get(channel::channel),
     },
     Route {
         pattern: "/message",

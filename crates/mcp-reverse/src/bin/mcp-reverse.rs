@@ -12,7 +12,7 @@ use clap::{Parser, ValueEnum};
 use mcp_reverse::bridge::{
     SessionMode, StdioBridge, StdioConfig, UpstreamBridge, UpstreamConfig, TOKEN_ENV,
 };
-use mcp_reverse::{Configuration, ReverseClient};
+use mcp_reverse::{Configuration, ReverseClient, Transport};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -98,6 +98,20 @@ struct Cli {
     #[arg(long, default_value_t = 16, value_name = "N")]
     poll_items: u32,
 
+    /// How items and answers travel: `ws` (one WebSocket), `poll` (long polling), or `auto`
+    /// (the WebSocket, falling back to long polling where it is refused).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "auto",
+        env = "MCP_REVERSE_TRANSPORT"
+    )]
+    transport: Transport,
+
+    /// Seconds between pings on the WebSocket (at most 30: below nginx's default 60 s timeout).
+    #[arg(long, default_value_t = 20, value_name = "S", value_parser = clap::value_parser!(u64).range(1..=30))]
+    ping_interval: u64,
+
     /// Seconds the proxy may hold each poll.
     #[arg(long, default_value_t = 30, value_name = "S")]
     poll_timeout: u64,
@@ -151,7 +165,9 @@ async fn run(cli: Cli) -> Result<(), mcp_reverse::Error> {
     };
     let mut config = Configuration::new(&cli.proxy)
         .with_held_polls(cli.held_polls)
-        .with_poll_items(cli.poll_items);
+        .with_poll_items(cli.poll_items)
+        .with_transport(cli.transport);
+    config.ping_interval = Duration::from_secs(cli.ping_interval);
     config.server_name = cli.name.clone();
     config.auth_token = cli.token.clone();
     config.poll_timeout_seconds = cli.poll_timeout;

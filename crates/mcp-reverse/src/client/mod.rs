@@ -2,6 +2,7 @@
 //! server, and posts the answers back. Here: the client, its lifecycle and registering; the
 //! polls and what their items become are in `poll`, the posting in `post`.
 
+mod channel;
 mod poll;
 mod post;
 
@@ -58,6 +59,12 @@ struct Inner {
     register_url: Url,
     poll_url: Url,
     response_url: Url,
+    /// `ws://` or `wss://` address of the channel.
+    channel_url: Url,
+    /// How the channel connects (TLS roots for `wss://`).
+    ws_connector: tokio_tungstenite::Connector,
+    /// The open channel answers go up through, if any. A std mutex: no await under it.
+    channel: Mutex<Option<Arc<channel::ChannelUp>>>,
     /// Cancelled to stop serving (graceful shutdown).
     shutdown: CancellationToken,
     /// What was last logged about the link, so each change is logged once, not every retry.
@@ -178,6 +185,12 @@ impl ReverseClient {
             .connect_timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(config.held_polls as usize * 2 + 8);
         let http = crate::config::trust_pem(http, config.ca_cert_pem.as_deref())?.build()?;
+        let channel_url = channel::channel_url(&base).map_err(|e| invalid(&e))?;
+        let ws_connector = if channel_url.scheme() == "wss" {
+            channel::connector(config.ca_cert_pem.as_deref())?
+        } else {
+            tokio_tungstenite::Connector::Plain
+        };
         let service: Arc<dyn Service> = Arc::new(service);
         let (session_tx, session_rx) = mpsc::channel(SESSION_QUEUE);
         let sink: SessionSink = Arc::new(move |session: &str, message: Message| {
@@ -196,6 +209,9 @@ impl ReverseClient {
                 register_url,
                 poll_url,
                 response_url,
+                channel_url,
+                ws_connector,
+                channel: Mutex::new(None),
                 shutdown: CancellationToken::new(),
                 link: Mutex::new(Link::Starting),
                 current: Mutex::new(None),
@@ -256,22 +272,19 @@ impl ReverseClient {
             *inner.current.lock().expect("current lock") = Some(registration.clone());
             let lost = CancellationToken::new();
             let stop_polls = CancellationToken::new();
-            let mut polls = tokio::task::JoinSet::new();
-            for _ in 0..inner.config.held_polls.max(1) {
-                polls.spawn(inner.clone().poll_loop(
-                    registration.clone(),
-                    stop_polls.clone(),
-                    lost.clone(),
-                    handlers.clone(),
-                    hard_stop.clone(),
-                ));
-            }
+            let delivery = tokio::spawn(inner.clone().deliver(
+                registration.clone(),
+                stop_polls.clone(),
+                lost.clone(),
+                handlers.clone(),
+                hard_stop.clone(),
+            ));
             let shutting_down = tokio::select! {
                 _ = inner.shutdown.cancelled() => true,
                 _ = lost.cancelled() => false,
             };
             stop_polls.cancel();
-            while polls.join_next().await.is_some() {}
+            let _ = delivery.await;
             if !shutting_down {
                 *inner.current.lock().expect("current lock") = None;
                 inner.close_sessions_of(&registration);

@@ -94,7 +94,7 @@ impl Inner {
     }
 
     /// Dispatches one poll item, or answers it with an error when it cannot be read.
-    async fn take_item(
+    pub(super) async fn take_item(
         self: &Arc<Self>,
         registration: &Registration,
         body: &[u8],

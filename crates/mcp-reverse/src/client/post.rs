@@ -204,12 +204,30 @@ impl Inner {
         error!("an answer could not be delivered after {FINAL_ATTEMPTS} attempts; dropped");
     }
 
+    /// Posts an answer: over the channel when one is open and the answer is small enough,
+    /// else by `POST /response`.
     async fn post_response(
         &self,
         registration: &Registration,
         envelope: &ResponseEnvelope,
     ) -> Result<StatusCode, String> {
-        let body = serde_json::to_vec(envelope).expect("envelopes serialize");
+        let body = serde_json::to_string(envelope).expect("envelopes serialize");
+        let channel = self.channel.lock().expect("channel lock").clone();
+        if let Some(channel) = channel {
+            let is_final = matches!(envelope, ResponseEnvelope::Final { .. });
+            if channel.send(&registration.id, &body, is_final) {
+                return Ok(StatusCode::OK);
+            }
+        }
+        self.post_http(registration, body).await
+    }
+
+    /// `POST /response` with `body`.
+    async fn post_http(
+        &self,
+        registration: &Registration,
+        body: String,
+    ) -> Result<StatusCode, String> {
         let resp = self
             .http
             .post(self.response_url.clone())
@@ -224,6 +242,23 @@ impl Inner {
         // Drain the body so the connection can be reused.
         let _ = resp.bytes().await;
         Ok(status)
+    }
+
+    /// Posts a final answer's `body` again by HTTP (after its channel broke), retrying
+    /// transient trouble; a repeat that had landed is a harmless `duplicate`.
+    pub(super) async fn post_body(&self, registration: &Registration, body: String) {
+        let mut backoff = Backoff::new(Duration::from_secs(self.config.retry_delay_seconds));
+        for _ in 0..FINAL_ATTEMPTS {
+            match self.post_http(registration, body.clone()).await {
+                Ok(status) if status.is_success() || status.is_client_error() => return,
+                Ok(status) => self.link_down(&format!("response post answered HTTP {status}")),
+                Err(e) => self.link_down(&e),
+            }
+            if !self.pause(&mut backoff, &CancellationToken::new()).await {
+                return;
+            }
+        }
+        error!("an answer could not be delivered after {FINAL_ATTEMPTS} attempts; dropped");
     }
 
     /// Leaves the pool so the proxy fails what is left at once instead of at its timeout.
