@@ -58,11 +58,22 @@ pub enum Up {
     },
 }
 
-/// Whether an up frame is a control frame (it has a top-level `kind`) rather than an answer,
-/// judged from its bytes without parsing it twice: `/response` bodies never carry `kind`.
-pub fn is_control(frame: &[u8]) -> bool {
-    // Our own frames start with it; anything else that has `kind` fails as an answer later.
+/// Whether an up frame that is not an answer looks like a control frame (starts with its
+/// `kind`), for a clearer complaint; the proxy reads control frames whatever their order.
+pub fn is_control_up(frame: &[u8]) -> bool {
     frame.starts_with(br#"{"kind""#)
+}
+
+/// Whether a down frame is a control frame rather than a poll item, from its first bytes:
+/// the proxy writes `kind` first in its control frames (items may have a `kind` too).
+pub fn is_control_down(frame: &[u8]) -> bool {
+    [
+        &br#"{"kind":"hello""#[..],
+        br#"{"kind":"ack""#,
+        br#"{"kind":"error""#,
+    ]
+    .iter()
+    .any(|start| frame.starts_with(start))
 }
 
 #[cfg(test)]
@@ -80,8 +91,15 @@ mod tests {
         assert_eq!(ack, r#"{"kind":"ack","answers":3}"#);
         let credit = serde_json::to_string(&Up::Credit { items: 16 }).unwrap();
         assert_eq!(credit, r#"{"kind":"credit","items":16}"#);
-        assert!(is_control(credit.as_bytes()));
-        assert!(!is_control(br#"{"request_id":"r-1","response":null}"#));
+        assert!(is_control_up(credit.as_bytes()));
+        assert!(!is_control_up(br#"{"request_id":"r-1","response":null}"#));
+        assert!(is_control_down(hello.as_bytes()) && is_control_down(ack.as_bytes()));
+        assert!(!is_control_down(
+            br#"{"kind":"reply","request_id":"r-1","message":{}}"#
+        ));
+        assert!(!is_control_down(
+            br#"{"kind":"session_closed","client_session":"c-1"}"#
+        ));
         let parsed: Up = serde_json::from_str(r#"{"kind":"credit","items":2}"#).unwrap();
         assert_eq!(parsed, Up::Credit { items: 2 });
         assert!(serde_json::from_str::<Up>(r#"{"kind":"other"}"#).is_err());

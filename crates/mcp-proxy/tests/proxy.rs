@@ -10,6 +10,7 @@ mod proxy {
     mod auth;
     mod batch;
     mod browser;
+    mod channel;
     mod connections;
     mod fuzz;
     mod limits;

@@ -85,6 +85,7 @@ impl Broker {
             hold_cap: cap,
             batch: reg.poll_items(),
             end: End::Dropped,
+            channel: None,
         })
     }
 
@@ -168,6 +169,8 @@ pub struct Delivery {
     batch: usize,
     /// How the delivery ended; `Dropped` until it is closed.
     end: End,
+    /// Its number as the registration's channel, when it is one.
+    channel: Option<u64>,
 }
 
 /// How a delivery ended.
@@ -195,6 +198,15 @@ impl Delivery {
         self.batch
     }
 
+    /// Whether its registration is still the one it was opened for.
+    pub fn is_live(&self) -> bool {
+        self.broker
+            .lock()
+            .registrations
+            .get(&self.session_id)
+            .is_some_and(|r| r.generation == self.generation)
+    }
+
     /// Cancelled when the broker shuts down (a channel then closes; its waits end empty).
     pub fn stopping(&self) -> CancellationToken {
         self.broker.inner.shutdown.clone()
@@ -202,8 +214,11 @@ impl Delivery {
 
     /// Makes this delivery the registration's channel: the token it returns is cancelled when
     /// a newer channel replaces it (a reconnect need not wait for the old connection to be
-    /// found dead). The older channel's token, if any, is cancelled now.
-    pub fn become_channel(&self) -> Result<CancellationToken, Error> {
+    /// found dead) or the registration ends ([`Delivery::is_live`] tells which). The older
+    /// channel's token, if any, is cancelled now.
+    pub fn become_channel(&mut self) -> Result<CancellationToken, Error> {
+        static CHANNELS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let number = CHANNELS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut st = self.broker.lock();
         let reg = st
             .registrations
@@ -211,9 +226,10 @@ impl Delivery {
             .filter(|r| r.generation == self.generation)
             .ok_or(Error::UnknownSession)?;
         let token = CancellationToken::new();
-        if let Some(older) = reg.channel.replace(token.clone()) {
+        if let Some((_, older)) = reg.channel.replace((number, token.clone())) {
             older.cancel();
         }
+        self.channel = Some(number);
         Ok(token)
     }
 
@@ -273,6 +289,9 @@ impl Drop for Delivery {
             .filter(|r| r.generation == self.generation)
         {
             let now = Instant::now();
+            if self.channel.is_some() && reg.channel.as_ref().map(|(n, _)| *n) == self.channel {
+                reg.channel = None;
+            }
             reg.open_polls = reg.open_polls.saturating_sub(1);
             reg.last_activity = now;
             match self.end {

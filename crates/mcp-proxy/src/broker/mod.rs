@@ -257,6 +257,10 @@ impl State {
         let Some(reg) = self.registrations.remove(id) else {
             return;
         };
+        // Its channel, if one is open, ends now (it finds the registration gone).
+        if let Some((_, channel)) = &reg.channel {
+            channel.cancel();
+        }
         if let Some(pool) = self.pools.get_mut(&reg.pool) {
             pool.remove(id);
             if pool.members.is_empty() {

@@ -111,6 +111,11 @@ impl Pool {
                 in_flight: r.in_flight,
                 queued: r.queue.len(),
                 polls_open: r.open_polls,
+                delivery: if r.channel.is_some() {
+                    "channel"
+                } else {
+                    "poll"
+                },
                 held_polls: r.held_polls(),
                 client_sessions: sessions_per_member.get(r.id.as_str()).copied().unwrap_or(0),
                 sticky: self.sticky.as_deref() == Some(r.id.as_str()),
@@ -178,8 +183,10 @@ pub struct MemberInfo {
     pub in_flight: usize,
     /// Items waiting for a poll.
     pub queued: usize,
-    /// Polls held open right now.
+    /// Polls held open right now (an open channel counts as one).
     pub polls_open: usize,
+    /// How its items travel now: `"channel"` (a WebSocket is open) or `"poll"`.
+    pub delivery: &'static str,
     /// Polls it promised to keep open (0 for legacy).
     pub held_polls: u32,
     /// Client sessions of `/mcp` pinned to it.

@@ -47,8 +47,9 @@ pub(crate) struct Registration {
     pub(crate) outstanding: usize,
     /// Pending requests handed to a poll and not yet answered.
     pub(crate) in_flight: usize,
-    /// The open WebSocket channel, if any: cancelled when a newer one replaces it.
-    pub(crate) channel: Option<tokio_util::sync::CancellationToken>,
+    /// The open WebSocket channel, if any (its number, and the token cancelled when a newer
+    /// one replaces it).
+    pub(crate) channel: Option<(u64, tokio_util::sync::CancellationToken)>,
 }
 
 impl Registration {

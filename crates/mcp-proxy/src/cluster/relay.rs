@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Json, Response};
 use axum::RequestExt;
+use mcp_protocol::channel::{CHANNEL_PATH, SESSION_HEADER as CHANNEL_SESSION_HEADER};
 use mcp_protocol::jsonrpc::{ErrorCode, ErrorObject, Message, Response as RpcResponse};
 use mcp_protocol::streamable::SESSION_ID_HEADER;
 use mcp_protocol::wire::{
@@ -204,7 +205,13 @@ impl Cluster {
         let config = broker.config();
         // Read once, for finding the home and then for what the home does.
         let registration = match route {
-            Route::Registration => session_id_of(req.uri()),
+            // The channel names its registration in a header, the other routes in the query.
+            Route::Registration => session_id_of(req.uri()).or_else(|| {
+                req.headers()
+                    .get(CHANNEL_SESSION_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            }),
             _ => None,
         };
         if req.extensions().get::<Relayed>().is_some() {
@@ -257,6 +264,11 @@ impl Cluster {
                 let req = Request::from_parts(parts, Body::from(bytes));
                 self.serve_at_home(&broker, &route, registration, req, next)
                     .await
+            }
+            // A WebSocket cannot travel over the relay: the reverse client keeps polling (the
+            // polls are relayed) and retries until its channel reaches the home.
+            Ok(Target::Remote(_)) if parts.uri.path() == CHANNEL_PATH => {
+                Error::Misdirected.into_response()
             }
             Ok(Target::Remote(home)) => self.forward(home, parts, bytes, &route).await,
             Err(e) => {

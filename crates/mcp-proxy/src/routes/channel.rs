@@ -48,6 +48,9 @@ const ACK_WITHIN: Duration = Duration::from_secs(1);
 /// How long one wait for an item lasts before it is renewed (the channel has no hold).
 const WAIT: Duration = Duration::from_secs(3600);
 
+/// The close of a channel whose registration is gone: the client registers again.
+const GONE: (u16, &str) = (4004, "unknown session: register again");
+
 /// How long the last frames (a close) may take to be written before the socket is dropped.
 const LAST_WRITE: Duration = Duration::from_secs(5);
 
@@ -85,7 +88,7 @@ pub(crate) async fn channel(
         token: grant.map(|Extension(g)| g.id),
         address: address.map(|Extension(ClientAddr(ip))| ip),
     };
-    let delivery = state.broker.open_delivery(id, who, false)?;
+    let mut delivery = state.broker.open_delivery(id, who, false)?;
     let replaced = delivery.become_channel()?;
     let limit = config.max_body_bytes + channel::FRAME_SLACK_BYTES;
     let channel = Channel {
@@ -205,7 +208,13 @@ async fn run(
         let ack_by = counts.ack_by;
         tokio::select! {
             biased;
-            _ = replaced.cancelled() => return Ending::Clean(Some((4000, "replaced"))),
+            _ = replaced.cancelled() => {
+                return Ending::Clean(Some(if delivery.is_live() {
+                    (4000, "replaced")
+                } else {
+                    GONE
+                }))
+            }
             _ = stopping.cancelled() => return Ending::Clean(Some((1001, "proxy shutting down"))),
             frame = stream.next() => {
                 let Some(Ok(frame)) = frame else {
@@ -239,7 +248,7 @@ async fn run(
                     }
                     // The wait was renewed, or the broker is stopping (the branch above ends).
                     Ok(None) => {}
-                    Err(_) => return Ending::Clean(Some((4004, "unknown session: register again"))),
+                    Err(_) => return Ending::Clean(Some(GONE)),
                 }
             }
             _ = ping.tick() => {
@@ -261,32 +270,30 @@ fn take(
     tx: &mpsc::Sender<Message>,
     counts: &mut Counts,
 ) -> Result<(), Ending> {
-    if channel::is_control(frame) {
-        match serde_json::from_slice::<Up>(frame) {
-            Ok(Up::Credit { items }) if (1..=channel::MAX_CREDIT_GRANT).contains(&items) => {
-                counts.credit = (counts.credit + items).min(channel::MAX_CREDIT);
-            }
-            Ok(Up::Credit { .. }) => complain(tx, "a credit frame grants 1 to 1024 items".into()),
-            Err(e) => complain(tx, format!("unreadable control frame: {e}")),
-        }
-        return Ok(());
-    }
+    // Answers are the hot path: read as one first; only what is not an answer is read again,
+    // as a control frame (whose members may come in any order).
     let envelope = match serde_json::from_slice::<ResponseEnvelope>(frame) {
         Ok(envelope) => envelope,
-        Err(e) => {
-            complain(tx, format!("not an answer: {e}"));
+        Err(not_answer) => {
+            match serde_json::from_slice::<Up>(frame) {
+                Ok(Up::Credit { items }) if (1..=channel::MAX_CREDIT_GRANT).contains(&items) => {
+                    counts.credit = (counts.credit + items).min(channel::MAX_CREDIT);
+                }
+                Ok(Up::Credit { .. }) => {
+                    complain(tx, "a credit frame grants 1 to 1024 items".into())
+                }
+                Err(_) if channel::is_control_up(frame) => {
+                    complain(tx, "unknown or malformed control frame".into())
+                }
+                Err(_) => complain(tx, format!("not an answer: {not_answer}")),
+            }
             return Ok(());
         }
     };
     counts.answers += 1;
     match broker.respond(session, envelope) {
         Ok(_) => {}
-        Err(Error::UnknownSession) => {
-            return Err(Ending::Clean(Some((
-                4004,
-                "unknown session: register again",
-            ))))
-        }
+        Err(Error::UnknownSession) => return Err(Ending::Clean(Some(GONE))),
         // Nobody waits for it (timed out, client gone): dropped, as `/response` would.
         Err(e) => debug!(session = %Short(session), error = %e, "channel answer not taken"),
     }

@@ -1,7 +1,7 @@
 //! What the reverse-mode examples share: their proxy options and the serve-until-signal `main`.
 
 use clap::Args;
-use mcp_reverse::{Configuration, ReverseClient};
+use mcp_reverse::{Configuration, ReverseClient, Transport};
 use mcp_server::Server;
 
 /// How an example reaches the proxy.
@@ -19,6 +19,14 @@ pub(crate) struct ProxyArgs {
     /// Polls to keep open.
     #[arg(long, default_value_t = 4)]
     pub(crate) polls: u32,
+    /// How items and answers travel: ws, poll, or auto (ws, falling back to poll).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "auto",
+        env = "MCP_REVERSE_TRANSPORT"
+    )]
+    pub(crate) transport: Transport,
 }
 
 /// Logs to stderr (RUST_LOG, default info), then serves `server` through the proxy until
@@ -30,7 +38,9 @@ pub(crate) async fn serve(label: &str, server: Server, args: ProxyArgs) -> std::
         )
         .with_writer(std::io::stderr)
         .init();
-    let mut config = Configuration::new(&args.proxy_url).with_held_polls(args.polls);
+    let mut config = Configuration::new(&args.proxy_url)
+        .with_held_polls(args.polls)
+        .with_transport(args.transport);
     config.server_name = args.name;
     config.auth_token = args.token;
     let result = match ReverseClient::new(server, config) {

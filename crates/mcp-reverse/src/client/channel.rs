@@ -388,7 +388,7 @@ impl Inner {
                     };
                     heard = Instant::now();
                     match frame {
-                        Message::Text(text) if wire::is_control(text.as_bytes()) => {
+                        Message::Text(text) if wire::is_control_down(text.as_bytes()) => {
                             match serde_json::from_str::<Down>(&text) {
                                 Ok(Down::Hello { max_frame_bytes }) => {
                                     let max = usize::try_from(max_frame_bytes).unwrap_or(usize::MAX);
