@@ -14,6 +14,7 @@ mod proxy {
     mod fuzz;
     mod limits;
     mod mcp;
+    mod oauth;
     mod pools;
     mod quotas;
     mod routing;
