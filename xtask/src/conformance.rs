@@ -280,7 +280,7 @@ fn install(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
 }
 
 /// The `version` of the npm package installed in `dir`.
-fn installed_version(dir: &Path) -> Option<String> {
+pub(crate) fn installed_version(dir: &Path) -> Option<String> {
     let text = std::fs::read_to_string(dir.join("package.json")).ok()?;
     let manifest: serde_json::Value = serde_json::from_str(&text).ok()?;
     manifest["version"].as_str().map(str::to_owned)

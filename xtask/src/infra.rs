@@ -83,7 +83,7 @@ pub(crate) fn tools() -> Result<Tools, String> {
 }
 
 /// A port that was free a moment ago (bound to 127.0.0.1:0, read back, released).
-fn free_port() -> Result<u16, String> {
+pub(crate) fn free_port() -> Result<u16, String> {
     let listener =
         TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot bind 127.0.0.1:0: {e}"))?;
     listener

@@ -242,7 +242,7 @@ fn rust_client(url: &str) -> Result<(), String> {
 }
 
 /// A venv under `dir/venv` with `mcp==PYTHON_SDK`; runs `xtask/interop/python_client.py`.
-fn setup_python(dir: &Path) -> Result<Runner, String> {
+pub(crate) fn setup_python(dir: &Path) -> Result<Runner, String> {
     let venv = dir.join("venv");
     let python = venv.join("bin").join("python");
     if !python.exists() {

@@ -9,6 +9,7 @@
 //! - `infra`: redis-server and nginx (found or installed) on free ports, for scale_out and bench.
 //! - `interop`: the official Python and TypeScript SDK clients through the proxy.
 //! - `conformance`: the official MCP conformance suite against the proxy's `/mcp`.
+//! - `oauth`: the MCP authorization flow with a real identity provider and the SDK clients.
 //!
 //! This file is the command line: one clap subcommand per task, each task's options in its
 //! own module.
@@ -19,6 +20,7 @@ mod e2e;
 mod hostile;
 mod infra;
 mod interop;
+mod oauth;
 mod procs;
 mod scale_out;
 
@@ -76,6 +78,17 @@ enum Task {
     /// target/conformance/last-run.log.
     #[command(verbatim_doc_comment)]
     Conformance(conformance::Options),
+    /// The MCP authorization flow: oidc-provider, the proxy as resource server, the SDKs
+    ///
+    /// Install Node.js 22, npm `oidc-provider` (a real, OpenID-certified authorization
+    /// server) and the TypeScript SDK under target/oauth (cached), and the Python SDK as
+    /// interop does; start oidc-provider on loopback, mcp-proxy with --oauth-issuer in
+    /// front of two pools, and run each SDK's client: 401 and the resource metadata,
+    /// dynamic registration, authorization code + PKCE with the pool's resource
+    /// indicator (login and consent scripted), tools/call whoami and echo through the
+    /// proxy, and the token for one pool refused on the other.
+    #[command(verbatim_doc_comment)]
+    Oauth,
     /// Latency, throughput and idle cost of every path to the same tool
     ///
     /// Release builds on loopback: tools/call latency (p50/p90/p99) and throughput at
@@ -129,6 +142,7 @@ fn main() -> ExitCode {
         }) => scale_out::run(),
         Task::Interop(options) => interop::run(&options),
         Task::Conformance(options) => conformance::run(&options),
+        Task::Oauth => oauth::run(),
         Task::Bench(options) => bench::run(&options),
         Task::BenchIdleClients { url, n } => bench::idle_clients(&url, n),
     }

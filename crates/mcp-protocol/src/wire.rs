@@ -234,6 +234,27 @@ pub struct RequestItem {
     /// Forwarded request headers the server must see.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<BTreeMap<String, String>>,
+    /// Who is calling, when the proxy authorized the client with an OAuth access token (the
+    /// token itself never reaches the server). Modern registrations only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
+}
+
+/// Who a client is, as the proxy's OAuth authorization server vouched for it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The authorization server that issued the token (`iss`).
+    pub issuer: String,
+    /// The user (or, for a client-credentials token, the client) the token was issued to
+    /// (`sub`); absent when the token names none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The OAuth client the user authorized (`client_id`, else `azp` or `appid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The scopes the token grants (`scope`, else `scp`), in the token's order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
 }
 
 /// A client's answer to a server-to-client request.
@@ -289,6 +310,8 @@ impl<'de> Deserialize<'de> for PollItem {
             client_session: Option<String>,
             #[serde(default)]
             headers: Option<BTreeMap<String, String>>,
+            #[serde(default)]
+            identity: Option<Identity>,
         }
         let any = Any::deserialize(deserializer)?;
         let need = |field: &'static str| de::Error::missing_field(field);
@@ -298,6 +321,7 @@ impl<'de> Deserialize<'de> for PollItem {
                 request: any.request.ok_or_else(|| need("request"))?,
                 client_session: any.client_session,
                 headers: any.headers,
+                identity: any.identity,
             })),
             Some("reply") => Ok(PollItem::Reply(ReplyItem {
                 request_id: any.request_id.ok_or_else(|| need("request_id"))?,

@@ -444,6 +444,28 @@ mod wire {
     }
 
     #[test]
+    fn a_request_item_names_who_calls() {
+        let v = json!({"request_id": "r1", "request": {"jsonrpc": "2.0", "id": 1, "method": "ping"},
+            "identity": {"issuer": "https://id.example", "subject": "alice",
+                         "client_id": "claude", "scopes": ["mcp:tools", "files:read"]}});
+        let item: PollItem = serde_json::from_value(v.clone()).unwrap();
+        let PollItem::Request(r) = &item else {
+            panic!("a request item")
+        };
+        let who = r.identity.as_ref().unwrap();
+        assert_eq!(who.issuer, "https://id.example");
+        assert_eq!(who.subject.as_deref(), Some("alice"));
+        assert_eq!(who.client_id.as_deref(), Some("claude"));
+        assert_eq!(who.scopes, ["mcp:tools", "files:read"]);
+        assert_eq!(serde_json::to_value(&item).unwrap(), v);
+        // Only the issuer is always there.
+        let v = json!({"request_id": "r1", "request": {"jsonrpc": "2.0", "method": "x"},
+            "identity": {"issuer": "https://id.example"}});
+        let item: PollItem = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&item).unwrap(), v);
+    }
+
+    #[test]
     fn response_envelopes() {
         let v =
             json!({"request_id": "req789", "response": {"jsonrpc": "2.0", "id": 1, "result": {}}});

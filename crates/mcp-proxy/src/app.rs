@@ -77,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         Surface::Streamable,
         Surface::Operator,
         Surface::Health,
+        Surface::Discovery,
     ] {
         router = router.merge(surface_routes(surface, config));
     }
@@ -87,8 +88,19 @@ pub fn router(state: AppState) -> Router {
             topology.route(req, next)
         }));
     }
+    router = router.layer(middleware::from_fn_with_state(limiter, limits::rate_limit));
+    if let Some(oauth) = &config.oauth {
+        // Outside the rate limit, which keys an access token's caller on its subject.
+        let gate = auth::oauth::Gate {
+            oauth: oauth.clone(),
+            auth: config.auth.clone(),
+        };
+        router = router.layer(middleware::from_fn_with_state(
+            gate,
+            auth::oauth::authenticate,
+        ));
+    }
     router
-        .layer(middleware::from_fn_with_state(limiter, limits::rate_limit))
         .layer(middleware::from_fn_with_state(
             state.metrics.clone(),
             metrics::measure,
@@ -151,6 +163,16 @@ fn surface_routes(surface: Surface, config: &Config) -> Router<AppState> {
             routes.route_layer(middleware::from_fn_with_state(auth, auth::require_operator))
         }
         Surface::Health => routes,
+        // Public metadata any web page may read (RFC 9728 clients run in browsers too).
+        Surface::Discovery => routes.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::any())
+                .allow_methods([Method::GET])
+                .allow_headers(AllowHeaders::list([
+                    header::AUTHORIZATION,
+                    header::CONTENT_TYPE,
+                ])),
+        ),
     }
 }
 
@@ -190,7 +212,11 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
                     .into_iter()
                     .chain(names),
             ))
-            .expose_headers([HeaderName::from_static(SESSION_ID_HEADER)]),
+            .expose_headers([
+                HeaderName::from_static(SESSION_ID_HEADER),
+                // Browser clients read the OAuth challenge (resource_metadata) from it.
+                header::WWW_AUTHENTICATE,
+            ]),
     )
 }
 
@@ -220,9 +246,18 @@ pub async fn serve_with_state(
     let state_config = state.config().clone();
     let stats = state.metrics.connections.clone();
     if let Ok(addr) = listener.local_addr() {
-        state.config().auth.warn_if_open(addr);
+        state
+            .config()
+            .auth
+            .warn_if_open(addr, state.config().oauth.is_some());
     }
     let reloader = state.config().auth.spawn_reloader(shutdown.child_token());
+    // The issuer's keys load in the background: the proxy serves while the issuer is down.
+    let warm_up = state
+        .config()
+        .oauth
+        .as_ref()
+        .map(|oauth| oauth.spawn_warm_up(shutdown.child_token()));
     let sweeper = state.broker.spawn_sweeper(shutdown.child_token());
     let broker = state.broker.clone();
     let topology = state.topology.clone();
@@ -260,6 +295,9 @@ pub async fn serve_with_state(
     }
     if let Some(reloader) = reloader {
         reloader.abort();
+    }
+    if let Some(warm_up) = warm_up {
+        warm_up.abort();
     }
     result
 }

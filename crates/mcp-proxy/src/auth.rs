@@ -11,6 +11,7 @@
 //! re-read on SIGHUP and whenever its content changes. A failed reload keeps the tokens in
 //! force and logs why. Tokens are never logged: a 4-byte fingerprint of their digest is.
 
+pub mod oauth;
 mod tokens;
 
 use std::path::{Path, PathBuf};
@@ -223,8 +224,8 @@ impl Auth {
     }
 
     /// Warns loudly for each kind of route that is open while the proxy listens on `addr`
-    /// beyond loopback.
-    pub fn warn_if_open(&self, addr: std::net::SocketAddr) {
+    /// beyond loopback (client routes are not open with `oauth` on).
+    pub fn warn_if_open(&self, addr: std::net::SocketAddr, oauth: bool) {
         if addr.ip().is_loopback() {
             return;
         }
@@ -235,7 +236,7 @@ impl Auth {
                  register as a server and answer clients' requests. Set --server-token or --token-file."
             );
         }
-        if !self.enforced(TokenKind::Client) {
+        if !self.enforced(TokenKind::Client) && !oauth {
             warn!(
                 %addr,
                 "SECURITY: no client tokens configured and listening beyond loopback: ANYONE can \
@@ -246,7 +247,7 @@ impl Auth {
 }
 
 /// The token of an `Authorization: Bearer <token>` header.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme
@@ -257,7 +258,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// The pool a client route addresses: `name` of `/servers/{name}/...`, else the default
 /// pool (`""`). A name with escapes is returned raw and so matches no token's names.
-fn client_pool(path: &str) -> &str {
+pub(crate) fn client_pool(path: &str) -> &str {
     path.strip_prefix("/servers/")
         .and_then(|rest| rest.split_once('/'))
         .map_or("", |(name, _)| name)
@@ -285,7 +286,22 @@ pub(crate) async fn require_server(
 }
 
 /// Middleware of the client routes: 401 without a valid client token for the addressed pool.
-pub(crate) async fn require_client(State(auth): State<Auth>, req: Request, next: Next) -> Response {
+/// With OAuth on, the outer layer has already checked an access token ([`oauth::Verdict`]):
+/// its refusal is answered here (inside the rate limit and CORS), and an accepted caller's
+/// [`oauth::Authenticated`] goes on to the handler.
+pub(crate) async fn require_client(
+    State(auth): State<Auth>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    match req.extensions_mut().remove::<oauth::Verdict>() {
+        Some(oauth::Verdict::Accepted(who)) => {
+            req.extensions_mut().insert(who);
+            return next.run(req).await;
+        }
+        Some(oauth::Verdict::Refused(challenge)) => return Error::OAuth(challenge).into_response(),
+        None => {}
+    }
     match auth.check(TokenKind::Client, req.headers()) {
         Ok(None) => next.run(req).await,
         Ok(Some(grant)) if grant.names.allows(client_pool(req.uri().path())) => next.run(req).await,

@@ -2,10 +2,12 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::auth::oauth::OAuth;
 use crate::auth::{Auth, TokenKind, TokenSet};
 use crate::config::ClusterConfig;
 use crate::config::{self, Config};
@@ -141,6 +143,77 @@ pub struct Cli {
     /// add to the flags'. See docs/security.md.
     #[arg(long, env = "MCP_PROXY_TOKEN_FILE", value_name = "PATH")]
     pub token_file: Option<PathBuf>,
+
+    /// The proxy's public base URL, as clients reach it (`https://mcp.example.com`). Each
+    /// pool's OAuth resource URL is its MCP endpoint under it
+    /// (`https://mcp.example.com/servers/files/mcp`), and its host joins --allowed-hosts.
+    /// https, or http on loopback only. Needed by --oauth-issuer.
+    #[arg(long, env = "MCP_PROXY_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+
+    /// Turn on OAuth 2.1 for the client routes: the identity provider whose access tokens
+    /// open them (its issuer identifier, exactly as in its tokens' `iss`; e.g.
+    /// `https://keycloak.example.com/realms/mcp`). Its metadata is found by RFC 8414 /
+    /// OpenID Connect discovery and its JWKS fetched lazily, so the proxy starts while it is
+    /// down. Tokens must name the pool's resource URL in `aud` (see --oauth-audience). Static
+    /// client tokens keep working beside it. https, or http on loopback only. See
+    /// docs/security.md.
+    #[arg(
+        long,
+        env = "MCP_PROXY_OAUTH_ISSUER",
+        value_name = "URL",
+        requires = "public_url"
+    )]
+    pub oauth_issuer: Option<String>,
+
+    /// Scopes a token needs, as [POOL[/TOOL]=]SCOPE[,SCOPE...]: without POOL= for every pool
+    /// without a rule of its own, with POOL= for that pool (`@default` for /mcp), with
+    /// POOL/TOOL= for a `tools/call` of that tool on top of the pool's (403
+    /// insufficient_scope otherwise). Repeatable; the variable takes space-separated specs.
+    #[arg(
+        long = "oauth-scopes",
+        env = "MCP_PROXY_OAUTH_SCOPES",
+        value_name = "[POOL[/TOOL]=]SCOPES",
+        value_delimiter = ' ',
+        requires = "oauth_issuer"
+    )]
+    pub oauth_scopes: Vec<String>,
+
+    /// What a pool accepts in a token's `aud` instead of its resource URL, as
+    /// [POOL=]AUDIENCE[,AUDIENCE...], for providers that cannot put the resource URL there
+    /// (Entra ID's application ID URI `api://…`; clients then need a pre-registered client
+    /// id). Without POOL= for every pool without an override. Repeatable.
+    #[arg(
+        long = "oauth-audience",
+        env = "MCP_PROXY_OAUTH_AUDIENCES",
+        value_name = "[POOL=]AUDIENCES",
+        value_delimiter = ' ',
+        requires = "oauth_issuer"
+    )]
+    pub oauth_audiences: Vec<String>,
+
+    /// Introspect access tokens that are not JWTs (RFC 7662) at this endpoint, or at the
+    /// issuer's (`issuer`), with --oauth-client-id and --oauth-client-secret.
+    #[arg(
+        long,
+        env = "MCP_PROXY_OAUTH_INTROSPECTION",
+        value_name = "URL|issuer",
+        requires_all = ["oauth_issuer", "oauth_client_id", "oauth_client_secret"]
+    )]
+    pub oauth_introspection: Option<String>,
+
+    /// The proxy's client id at the authorization server, for introspection.
+    #[arg(long, env = "MCP_PROXY_OAUTH_CLIENT_ID", value_name = "ID")]
+    pub oauth_client_id: Option<String>,
+
+    /// The proxy's client secret at the authorization server, for introspection.
+    #[arg(
+        long,
+        env = "MCP_PROXY_OAUTH_CLIENT_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub oauth_client_secret: Option<Secret>,
 
     /// Serve HTTPS: the certificate chain, PEM (leaf first). Needs --tls-key.
     #[arg(
@@ -441,6 +514,7 @@ impl Cli {
             })?;
         let mut config = self.config();
         config.auth = Auth::new(fixed, self.token_file.clone())?;
+        config.oauth = self.oauth_config()?.map(|c| Arc::new(OAuth::new(c)));
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
             config.tls = Some(TlsConfig::from_pem_files(cert, key)?);
         }
@@ -503,5 +577,6 @@ impl Cli {
     }
 }
 
+mod oauth;
 #[cfg(test)]
 mod tests;

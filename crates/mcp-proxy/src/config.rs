@@ -1,8 +1,10 @@
 //! The proxy's settings, with the defaults docs/protocol.md promises.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::oauth::OAuth;
 use crate::auth::Auth;
 use crate::peer::TrustedProxies;
 use crate::tls::TlsConfig;
@@ -103,6 +105,9 @@ pub struct Config {
     pub session_idle: Duration,
     /// Server and client tokens; [`Auth::off`] (the default) leaves every route open.
     pub auth: Auth,
+    /// The OAuth 2.1 resource server (`--oauth-issuer`): access tokens from an identity
+    /// provider open the client routes, beside the static client tokens. `None`: off.
+    pub oauth: Option<Arc<OAuth>>,
     /// Serve HTTPS with this certificate; `None` serves plain HTTP.
     pub tls: Option<TlsConfig>,
     /// Request rate per caller on client routes (429 with Retry-After above it).
@@ -165,6 +170,7 @@ impl Default for Config {
             sse_keep_alive: DEFAULT_SSE_KEEP_ALIVE,
             session_idle: DEFAULT_SESSION_IDLE,
             auth: Auth::off(),
+            oauth: None,
             tls: None,
             client_rate: DEFAULT_CLIENT_RATE,
             server_rate: DEFAULT_SERVER_RATE,

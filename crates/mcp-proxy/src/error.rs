@@ -105,6 +105,11 @@ pub enum Error {
     /// Client route: the client token is missing, wrong or not bound to the addressed server.
     #[error("unauthorized")]
     Unauthorized,
+    /// Client route, OAuth on: the access token is missing, invalid, for another pool, or
+    /// lacks a scope (401/403 with the challenge RFC 6750 and RFC 9728 ask for), or the
+    /// issuer cannot be reached to check it (503).
+    #[error("{}", .0.message)]
+    OAuth(crate::auth::oauth::Challenge),
     /// Reverse-client route: the server token is missing or wrong, not bound to the pool, or
     /// not the token the registration was made with.
     #[error("unauthorized")]
@@ -192,6 +197,7 @@ impl Error {
             }
             Error::Forbidden | Error::OriginRefused => StatusCode::FORBIDDEN,
             Error::Misdirected => StatusCode::MISDIRECTED_REQUEST,
+            Error::OAuth(c) => c.status,
             Error::BadVersionHeader(_) | Error::MissingClientSession | Error::CannotResume => {
                 StatusCode::BAD_REQUEST
             }
@@ -288,6 +294,7 @@ impl Error {
                 ErrorCode::SERVER_ERROR,
                 "unauthorized: a valid client token for this server is required (Authorization: Bearer)",
             ),
+            Error::OAuth(c) => ErrorObject::new(ErrorCode::SERVER_ERROR, c.message.clone()),
             Error::ClientRateLimited => ErrorObject::new(
                 ErrorCode::SERVER_ERROR,
                 "too many requests: retry after the number of seconds in Retry-After",
@@ -401,7 +408,13 @@ fn challenge(error: &Error, response: &mut Response) {
             axum::http::HeaderValue::from(secs),
         );
     }
-    if response.status() == StatusCode::UNAUTHORIZED {
+    if let Error::OAuth(c) = error {
+        if let Some(value) = &c.www_authenticate {
+            response
+                .headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, value.clone());
+        }
+    } else if response.status() == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
             axum::http::header::WWW_AUTHENTICATE,
             axum::http::HeaderValue::from_static("Bearer realm=\"mcp-proxy\""),

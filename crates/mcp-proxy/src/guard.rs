@@ -32,7 +32,14 @@ impl Guard {
     /// The guard of `/mcp` (`check_host`) or `/message`.
     pub(crate) fn new(config: &Config, check_host: bool) -> Arc<Self> {
         Arc::new(Guard {
-            hosts: HostAllowList::new(&config.allowed_hosts),
+            // `--public-url`'s host is the name clients use: allowed as if listed.
+            hosts: HostAllowList::new(
+                config
+                    .allowed_hosts
+                    .iter()
+                    .cloned()
+                    .chain(config.oauth.as_ref().and_then(|o| o.config().public_host())),
+            ),
             origins: config
                 .cors_origins
                 .iter()
@@ -56,6 +63,14 @@ impl Guard {
             }
         };
         host_ok && origin_ok
+    }
+}
+
+#[cfg(test)]
+impl Guard {
+    /// Whether `host` passes the Host check (tests of the configuration).
+    pub(crate) fn allows_host_for_tests(&self, host: &str) -> bool {
+        self.allows(Some(host), None)
     }
 }
 

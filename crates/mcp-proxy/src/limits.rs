@@ -32,6 +32,7 @@ use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::auth::oauth::Verdict;
 use crate::auth::{Auth, TokenId, TokenKind};
 pub use crate::config::Rate;
 use crate::peer::{address_key, ClientAddr};
@@ -195,6 +196,13 @@ impl RateLimiter {
     /// Who calls, and whether the token check refused the caller (auth on, token missing or
     /// wrong for this kind of route).
     fn caller(&self, budget: Budget, req: &Request) -> (Caller, bool) {
+        // An access token the OAuth layer checked names its subject; a refused one, the
+        // address.
+        match req.extensions().get::<Verdict>() {
+            Some(Verdict::Accepted(who)) => return (Caller::Token(who.id), false),
+            Some(Verdict::Refused(_)) => return (self.address_of(req), true),
+            None => {}
+        }
         // Only a token the proxy knows for this kind of route names a caller; anything else
         // (a made-up token, the other kind's, auth off) is the address's.
         let refused = match self.auth.check(budget.token_kind(), req.headers()) {
@@ -202,17 +210,20 @@ impl RateLimiter {
             Ok(None) => false,
             Err(_) => true,
         };
-        // The listener resolves the address (X-Forwarded-For from trusted proxies); an
-        // in-process router given only `ConnectInfo` keys on the peer.
-        let caller = match (
+        (self.address_of(req), refused)
+    }
+
+    /// The caller by address: the listener resolves it (X-Forwarded-For from trusted
+    /// proxies); an in-process router given only `ConnectInfo` keys on the peer.
+    fn address_of(&self, req: &Request) -> Caller {
+        match (
             req.extensions().get::<ClientAddr>(),
             req.extensions().get::<ConnectInfo<SocketAddr>>(),
         ) {
             (Some(ClientAddr(ip)), _) => Caller::Addr(*ip),
             (None, Some(ConnectInfo(addr))) => Caller::Addr(address_key(addr.ip())),
             (None, None) => Caller::Unknown,
-        };
-        (caller, refused)
+        }
     }
 }
 
@@ -223,9 +234,8 @@ fn budget(route: Option<&Route>) -> Option<Budget> {
     match route.map(|r| r.surface) {
         Some(Surface::Health) => None,
         Some(Surface::Reverse) => Some(Budget::Server),
-        Some(Surface::Message | Surface::Streamable | Surface::Operator) | None => {
-            Some(Budget::Client)
-        }
+        Some(Surface::Message | Surface::Streamable | Surface::Operator | Surface::Discovery)
+        | None => Some(Budget::Client),
     }
 }
 

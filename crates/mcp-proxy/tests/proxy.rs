@@ -15,6 +15,7 @@ mod proxy {
     mod fuzz;
     mod limits;
     mod mcp;
+    mod oauth;
     mod pools;
     mod quotas;
     mod routing;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use mcp_protocol::jsonrpc::{Message, Response};
-use mcp_server::{Outbound, Server};
+use mcp_server::{Identity, Outbound, Server};
 
 /// A boxed future, as [`Service::handle`] returns (object-safe, no extra crate): mcp-protocol's.
 pub use mcp_protocol::BoxFuture;
@@ -26,6 +26,20 @@ pub trait Service: Send + Sync + 'static {
         message: Message,
         outbound: Outbound,
     ) -> BoxFuture<'a, Option<Response>>;
+
+    /// [`Service::handle`] for a request whose item named who is calling (the proxy's OAuth
+    /// layer: subject, client id, scopes). Services that make no use of it (the bridges: the
+    /// program behind them has no way to receive it) keep this default, which drops it.
+    fn handle_as<'a>(
+        &'a self,
+        session: Option<&'a str>,
+        message: Message,
+        outbound: Outbound,
+        identity: Option<Arc<Identity>>,
+    ) -> BoxFuture<'a, Option<Response>> {
+        let _ = identity;
+        self.handle(session, message, outbound)
+    }
 
     /// Client session `session` ended: drop its state. Called when the proxy says so
     /// (`session_closed`), and for every client session of a registration the proxy lost,
@@ -49,6 +63,19 @@ impl Service for Server {
         outbound: Outbound,
     ) -> BoxFuture<'a, Option<Response>> {
         Box::pin(Server::handle(self, session, message, outbound))
+    }
+
+    /// The identity reaches the tool handlers ([`mcp_server::RequestContext::identity`]).
+    fn handle_as<'a>(
+        &'a self,
+        session: Option<&'a str>,
+        message: Message,
+        outbound: Outbound,
+        identity: Option<Arc<Identity>>,
+    ) -> BoxFuture<'a, Option<Response>> {
+        Box::pin(Server::handle_as(
+            self, session, message, outbound, identity,
+        ))
     }
 
     fn close_session(&self, session: &str) {

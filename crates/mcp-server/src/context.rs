@@ -10,6 +10,7 @@ use mcp_protocol::mcp::lifecycle::{ClientCapabilities, Implementation};
 use mcp_protocol::mcp::methods;
 use mcp_protocol::mcp::notifications::{LoggingLevel, LoggingMessageParams, ProgressParams};
 use mcp_protocol::mcp::JsonObject;
+use mcp_protocol::wire::Identity;
 use mcp_protocol::{Message, Notification, Request, RequestId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -45,12 +46,21 @@ pub struct RequestContext {
     pub(crate) log_filter: LogFilter,
     pub(crate) outbound: Outbound,
     pub(crate) pending: Arc<PendingClientRequests>,
+    pub(crate) identity: Option<Arc<Identity>>,
 }
 
 impl RequestContext {
     /// The client session this request belongs to; `None` for sessionless traffic.
     pub fn session_id(&self) -> Option<&str> {
         self.session_id.as_deref()
+    }
+
+    /// Who is calling, when the proxy authorized the client with an OAuth access token
+    /// (subject, client id, scopes as the identity provider issued them); `None` for a client
+    /// with a static token, an open proxy, or a transport that carries no identity. A tool
+    /// decides with it what this caller may do; the token itself never reaches the server.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_deref()
     }
 
     /// The id of the request being served.

@@ -36,7 +36,9 @@ pub fn wait_cancel_observed() -> usize {
 /// - `wait_cancel` (`seconds`, default 600): sends the client the info log message
 ///   `{"message": "wait_cancel started", "requestId": <its id>}`, then waits until cancelled;
 ///   when its token fires it logs "wait_cancel observed cancellation" (tracing) and counts it
-///   ([`wait_cancel_observed`]).
+///   ([`wait_cancel_observed`]);
+/// - `whoami`: who is calling ([`RequestContext::identity`]) as JSON text, `null` when the
+///   transport named nobody (the proxy's OAuth layer names the token's subject).
 pub fn register_seed_tools(server: &Server, test_tools: bool) {
     server.register_typed_tool(
         tool_builder("get_time").with_description("Get the current system time"),
@@ -64,6 +66,12 @@ pub fn register_seed_tools(server: &Server, test_tools: bool) {
         },
     );
     if test_tools {
+        server.register_typed_tool(
+            tool_builder("whoami").with_description("Who is calling, as the proxy vouched for it"),
+            |NoArgs {}, ctx| async move {
+                Ok(CallToolResult::text(json!(ctx.identity()).to_string()))
+            },
+        );
         server.register_typed_tool(
             tool_builder("sleep")
                 .with_description("Sleep for a number of seconds, then answer (for fault tests)"),

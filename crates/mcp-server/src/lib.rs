@@ -127,6 +127,8 @@ pub mod typed;
 pub use config::ServerConfig;
 pub use context::RequestContext;
 pub use error::{Error, ToolError};
+/// Who is calling ([`RequestContext::identity`]), as the proxy's OAuth layer vouched for it.
+pub use mcp_protocol::wire::Identity;
 pub use outbound::Outbound;
 pub use registry::completion::CompletionResult;
 pub use registry::prompts::{prompt_builder, PromptBuilder, PromptResult};

@@ -225,7 +225,13 @@ impl State {
             ),
             ("mcp-protocol-version".to_owned(), STATELESS_ERA.to_owned()),
         ]);
-        self.queue_request(&p.registration, to_raw(&cancel), p.client_session, headers);
+        self.queue_request(
+            &p.registration,
+            to_raw(&cancel),
+            p.client_session,
+            headers,
+            None,
+        );
     }
 
     /// Whether `request_id` is pending on this registration.

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use mcp_protocol::jsonrpc::{ErrorCode, ErrorObject, Message, RequestId, Response as RpcResponse};
 use mcp_protocol::streamable::EventId;
 use mcp_protocol::wire::{
-    is_valid_pool_name, to_raw, PollItem, RegisterRequest, ReplyItem, RequestItem,
+    is_valid_pool_name, to_raw, Identity, PollItem, RegisterRequest, ReplyItem, RequestItem,
     ResponseEnvelope, ResponseStatusKind, SessionClosedItem, SessionIdKind,
 };
 use serde_json::value::RawValue;
@@ -125,6 +125,9 @@ pub struct Submission {
     pub headers: BTreeMap<String, String>,
     /// The request is marked for the stateless era (the era probe applies).
     pub stateless_era: bool,
+    /// Who is calling, when an OAuth access token said (modern registrations get it on the
+    /// request item; the token itself never leaves the proxy).
+    pub identity: Option<Arc<Identity>>,
 }
 
 /// What another instance needs to take a registration over: everything it was registered

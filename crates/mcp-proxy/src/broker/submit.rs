@@ -146,6 +146,7 @@ impl State {
             sub.message,
             sub.client_session.clone(),
             sub.headers,
+            sub.identity,
         );
         tracing::Span::current().record("request_id", request_id.as_str());
         let p = self.pending.get_mut(&request_id).expect("just queued");
@@ -164,6 +165,7 @@ impl State {
         message: Box<RawValue>,
         client_session: Option<String>,
         headers: BTreeMap<String, String>,
+        identity: Option<Arc<Identity>>,
     ) -> String {
         let request_id = new_request_id();
         let reg = self.registrations.get_mut(target).expect("a live target");
@@ -175,6 +177,7 @@ impl State {
                 .clone()
                 .filter(|_| reg.takes_client_sessions()),
             headers: (modern && !headers.is_empty()).then_some(headers),
+            identity: identity.filter(|_| modern).map(|i| Identity::clone(&i)),
         };
         reg.queue.push_back(QueueEntry {
             pending: Some(request_id.clone()),

@@ -27,6 +27,7 @@ fn request(pool: &str, id: i64) -> Submission {
         streamable: false,
         headers: BTreeMap::new(),
         stateless_era: false,
+        identity: None,
     }
 }
 

@@ -182,3 +182,81 @@ fn without_the_cluster_feature_a_redis_broker_is_refused_by_name() {
     assert!(err.contains("built without the `cluster` feature"), "{err}");
     assert!(!err.contains("secret"), "{err}");
 }
+
+#[test]
+fn oauth_flags() {
+    let cli = Cli::try_parse_from([
+        "mcp-proxy",
+        "--public-url",
+        "https://mcp.example.com",
+        "--oauth-issuer",
+        "https://id.example.com/realms/mcp",
+        "--oauth-scopes",
+        "mcp:tools",
+        "--oauth-scopes",
+        "files=files:read files/delete=files:admin",
+        "--oauth-audience",
+        "files=api://files",
+    ])
+    .unwrap();
+    let config = cli.try_config().unwrap();
+    let oauth = config.oauth.as_ref().unwrap().config();
+    assert_eq!(oauth.issuer, "https://id.example.com/realms/mcp");
+    assert_eq!(oauth.pool_scopes(""), ["mcp:tools"]);
+    assert_eq!(oauth.pool_scopes("files"), ["files:read"]);
+    assert_eq!(
+        oauth.tool_call_scopes("files", "delete").unwrap(),
+        ["files:read", "files:admin"]
+    );
+    assert_eq!(oauth.audiences("files"), ["api://files"]);
+    assert!(
+        crate::guard::Guard::new(&config, true).allows_host_for_tests("mcp.example.com"),
+        "the public URL's host joins the allowed hosts"
+    );
+    // An issuer needs the public URL; http only on loopback; introspection needs credentials.
+    assert!(Cli::try_parse_from(["mcp-proxy", "--oauth-issuer", "https://id.example"]).is_err());
+    let http = Cli::try_parse_from([
+        "mcp-proxy",
+        "--public-url",
+        "https://mcp.example.com",
+        "--oauth-issuer",
+        "http://id.example.com",
+    ])
+    .unwrap();
+    assert!(http.try_config().is_err());
+    assert!(Cli::try_parse_from([
+        "mcp-proxy",
+        "--public-url",
+        "https://mcp.example.com",
+        "--oauth-issuer",
+        "https://id.example.com",
+        "--oauth-introspection",
+        "issuer",
+    ])
+    .is_err());
+    let introspecting = Cli::try_parse_from([
+        "mcp-proxy",
+        "--public-url",
+        "https://mcp.example.com",
+        "--oauth-issuer",
+        "https://id.example.com",
+        "--oauth-introspection",
+        "issuer",
+        "--oauth-client-id",
+        "proxy",
+        "--oauth-client-secret",
+        "very-secret",
+    ])
+    .unwrap();
+    assert!(!format!("{introspecting:?}").contains("very-secret"));
+    let config = introspecting.try_config().unwrap();
+    let oauth = config.oauth.unwrap();
+    assert!(oauth
+        .config()
+        .introspection
+        .as_ref()
+        .unwrap()
+        .endpoint
+        .is_none());
+    assert!(!format!("{oauth:?}").contains("very-secret"));
+}

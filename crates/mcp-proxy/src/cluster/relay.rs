@@ -24,6 +24,7 @@ use tracing::{info, warn};
 
 use super::frame::FRAME_HEAD_MAX;
 use super::{Cluster, Target};
+use crate::auth::oauth::Verdict;
 use crate::auth::{Auth, TokenKind};
 use crate::broker::Broker;
 use crate::routes::{self, SessionQuery, Surface};
@@ -67,6 +68,8 @@ impl Route {
                 }
             }
             Surface::Operator | Surface::Health => Some(Route::View),
+            // Every instance answers the public metadata alike.
+            Surface::Discovery => None,
         }
     }
 
@@ -177,12 +180,20 @@ pub(super) struct Permit<'a> {
     auth: &'a Auth,
     kind: TokenKind,
     headers: &'a HeaderMap,
+    /// What the OAuth layer decided, when it checked an access token.
+    oauth: Option<&'a Verdict>,
 }
 
 impl Permit<'_> {
     /// Whether the token reaches `pool` (any request does while its kind of token is not
     /// enforced).
     pub(super) fn allows(&self, pool: &str) -> bool {
+        // An access token is checked for its pool's audience: accepted means this pool.
+        match self.oauth {
+            Some(Verdict::Accepted(_)) => return true,
+            Some(Verdict::Refused(_)) => return false,
+            None => {}
+        }
         match self.auth.check(self.kind, self.headers) {
             Ok(None) => true,
             Ok(Some(grant)) => grant.names.allows(pool),
@@ -245,6 +256,7 @@ impl Cluster {
             auth: &config.auth,
             kind: route.token_kind(),
             headers: &parts.headers,
+            oauth: parts.extensions.get::<Verdict>(),
         };
         let target = match &route {
             // A token bound to other pools claims nothing: served here, the route refuses it.
@@ -298,6 +310,7 @@ impl Cluster {
             auth: &broker.config().auth,
             kind: route.token_kind(),
             headers: req.headers(),
+            oauth: req.extensions().get::<Verdict>(),
         };
         match route {
             Route::Registration => {

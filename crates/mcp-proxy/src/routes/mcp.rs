@@ -37,6 +37,7 @@ use mcp_protocol::wire::is_valid_pool_name;
 use serde_json::Value;
 
 use super::message::{client_answer, forwarded_headers, read_message};
+use super::Caller;
 use crate::broker::{Attached, Broker, Requester, Submission, STATELESS_ERA};
 use crate::state::AppState;
 use crate::{Error, RpcError};
@@ -45,10 +46,11 @@ use crate::{Error, RpcError};
 pub(crate) async fn post_default(
     State(state): State<AppState>,
     who: Requester,
+    caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    post(state, String::new(), who, headers, body)
+    post(state, String::new(), who, caller, headers, body)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -58,13 +60,14 @@ pub(crate) async fn post_named(
     State(state): State<AppState>,
     Path(name): Path<String>,
     who: Requester,
+    caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if !is_valid_pool_name(&name) {
         return Error::InvalidPoolName.with_id(None).into_response();
     }
-    post(state, name, who, headers, body)
+    post(state, name, who, caller, headers, body)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -192,6 +195,7 @@ async fn post(
     state: AppState,
     pool: String,
     who: Requester,
+    caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, RpcError> {
@@ -201,6 +205,9 @@ async fn post(
         _ => None,
     };
     let fail = |e: Error| e.with_id(id.clone());
+    caller
+        .check_tool_call(&state, &pool, &message)
+        .map_err(fail)?;
     let era = match &message {
         Message::Request(r) => {
             let routing = RoutingHeaders {
@@ -239,7 +246,7 @@ async fn post(
             if session.is_none() && !stateless {
                 return Err(fail(Error::MissingClientSession));
             }
-            let sub = submission(pool, session, raw, false, &headers, stateless);
+            let sub = submission(pool, session, raw, false, &headers, stateless, &caller);
             broker.submit(sub).map_err(fail)?;
             return Ok(StatusCode::ACCEPTED.into_response());
         }
@@ -265,7 +272,15 @@ async fn post(
         }
         fail(e)
     };
-    let sub = submission(pool, session.clone(), raw, true, &headers, stateless);
+    let sub = submission(
+        pool,
+        session.clone(),
+        raw,
+        true,
+        &headers,
+        stateless,
+        &caller,
+    );
     let session_to_send = session.as_deref().filter(|_| minted);
     // A client that hangs up before its `initialize` is answered never learns the session:
     // it ends then, not after the idle time.
@@ -375,6 +390,7 @@ fn submission(
     expects_answer: bool,
     headers: &HeaderMap,
     stateless_era: bool,
+    caller: &Caller,
 ) -> Submission {
     Submission {
         pool,
@@ -384,6 +400,7 @@ fn submission(
         streamable: true,
         headers: forwarded_headers(headers),
         stateless_era,
+        identity: caller.identity(),
     }
 }
 

@@ -18,6 +18,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use super::Caller;
 use crate::broker::{id_text, Submission, STATELESS_ERA};
 use crate::state::AppState;
 use crate::{Error, RpcError};
@@ -30,32 +31,35 @@ pub(crate) const FORWARDED: [&str; 3] = ["mcp-method", "mcp-name", "mcp-protocol
 /// `POST /message`: the default pool.
 pub(crate) async fn default_pool(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    handle(state, String::new(), headers, body).await
+    handle(state, String::new(), caller, headers, body).await
 }
 
 /// `POST /servers/{name}/message`: the pool `name`.
 pub(crate) async fn named_pool(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if !is_valid_pool_name(&name) {
         return Error::InvalidPoolName.with_id(None).into_response();
     }
-    handle(state, name, headers, body).await
+    handle(state, name, caller, headers, body).await
 }
 
 async fn handle(
     state: AppState,
     pool: String,
+    caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match forward(state, pool, headers, body).await {
+    match forward(state, pool, caller, headers, body).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
@@ -64,10 +68,14 @@ async fn handle(
 async fn forward(
     state: AppState,
     pool: String,
+    caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, RpcError> {
     let (message, raw) = read_message(body, state.config().max_body_bytes)?;
+    caller
+        .check_tool_call(&state, &pool, &message)
+        .map_err(|e| e.with_id(message.id().cloned()))?;
     let (id, method) = match &message {
         Message::Request(r) => (Some(r.id.clone()), r.method.as_str()),
         Message::Notification(n) => (None, n.method.as_str()),
@@ -90,6 +98,7 @@ async fn forward(
         streamable: false,
         headers: forwarded,
         stateless_era,
+        identity: caller.identity(),
     };
     let waiter = state
         .broker

@@ -18,6 +18,7 @@ use axum::routing::{get, post, MethodRouter};
 use bytes::Bytes;
 use serde::Deserialize;
 
+use crate::auth::oauth::{metadata, Authenticated};
 use crate::auth::Grant;
 use crate::broker::Requester;
 use crate::peer::ClientAddr;
@@ -37,6 +38,8 @@ pub(crate) enum Surface {
     Operator,
     /// The health check: anyone, never limited.
     Health,
+    /// Public metadata (RFC 9728): anyone, CORS for any origin, the client budget.
+    Discovery,
 }
 
 /// One route: its path pattern (as axum matches it), who calls it, and its handlers.
@@ -110,6 +113,16 @@ pub(crate) const ROUTES: &[Route] = &[
         handlers: || get(metrics::metrics),
     },
     Route {
+        pattern: "/.well-known/oauth-protected-resource/mcp",
+        surface: Surface::Discovery,
+        handlers: || get(metadata::default_pool),
+    },
+    Route {
+        pattern: "/.well-known/oauth-protected-resource/servers/{name}/mcp",
+        surface: Surface::Discovery,
+        handlers: || get(metadata::named_pool),
+    },
+    Route {
         pattern: "/healthz",
         surface: Surface::Health,
         handlers: || get(health::healthz),
@@ -122,8 +135,8 @@ pub(crate) fn route_of(req: &Request) -> Option<&'static Route> {
     ROUTES.iter().find(|r| r.pattern == matched)
 }
 
-/// Who calls, for the quotas: the token the auth layer granted and the address the
-/// listener resolved.
+/// Who calls, for the quotas: the token the auth layer granted (or the subject an access
+/// token names) and the address the listener resolved.
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Requester {
     type Rejection = std::convert::Infallible;
 
@@ -132,9 +145,49 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Requester {
         _state: &S,
     ) -> Result<Self, Self::Rejection> {
         Ok(Requester {
-            token: parts.extensions.get::<Grant>().map(|g| g.id),
+            token: parts
+                .extensions
+                .get::<Grant>()
+                .map(|g| g.id)
+                .or_else(|| parts.extensions.get::<Authenticated>().map(|a| a.id)),
             address: parts.extensions.get::<ClientAddr>().map(|a| a.0),
         })
+    }
+}
+
+/// The client an access token named (OAuth on), for the handlers: its identity goes on the
+/// request items, its scopes meet the tools' (`None`: a static token, or auth off).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Caller(pub(crate) Option<Authenticated>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Caller(parts.extensions.get::<Authenticated>().cloned()))
+    }
+}
+
+impl Caller {
+    /// The scope check of a `tools/call` whose tool needs scopes of its own (OAuth on).
+    pub(crate) fn check_tool_call(
+        &self,
+        state: &AppState,
+        pool: &str,
+        message: &mcp_protocol::jsonrpc::Message,
+    ) -> Result<(), Error> {
+        match &state.config().oauth {
+            Some(oauth) => oauth.check_tool_call(self.0.as_ref(), pool, message),
+            None => Ok(()),
+        }
+    }
+
+    /// The identity request items carry.
+    pub(crate) fn identity(&self) -> Option<std::sync::Arc<mcp_protocol::wire::Identity>> {
+        self.0.as_ref().map(|a| a.identity.clone())
     }
 }
 

@@ -73,6 +73,7 @@ async fn get_servers_shows_pools_and_members_but_no_session_ids() {
         [
             "age_seconds",
             "client_sessions",
+            "delivery",
             "held_polls",
             "idle_seconds",
             "in_flight",
@@ -92,6 +93,7 @@ async fn get_servers_shows_pools_and_members_but_no_session_ids() {
     assert_eq!(m1["sticky"], true);
     assert_eq!((&m1["outstanding"], &m1["queued"]), (&json!(1), &json!(1)));
     assert_eq!(m1["in_flight"], 0);
+    assert_eq!(m1["delivery"], "poll");
     assert_eq!(m1["protocol_versions"], json!(["2025-11-25"]));
     assert!(m1["age_seconds"].as_f64().unwrap() >= 0.0);
     assert_eq!(

@@ -34,6 +34,7 @@ impl Inner {
             request_id,
             request,
             client_session,
+            identity,
             ..
         } = item;
         let response = match Message::parse(request.get().as_bytes()) {
@@ -48,7 +49,12 @@ impl Inner {
                 ));
                 let response = self
                     .service
-                    .handle(client_session.as_deref(), message, Outbound::channel(tx))
+                    .handle_as(
+                        client_session.as_deref(),
+                        message,
+                        Outbound::channel(tx),
+                        identity.map(Arc::new),
+                    )
                     .await;
                 let _ = done_tx.send(());
                 let _ = drain.await;

@@ -15,6 +15,7 @@ use mcp_protocol::mcp::resources::ResourceUriParams;
 use mcp_protocol::mcp::stateless::{RequestMeta, ResultType};
 use mcp_protocol::mcp::{empty_result, methods, JsonObject};
 use mcp_protocol::version::{self, SUPPORTED};
+use mcp_protocol::wire::Identity;
 use mcp_protocol::{ErrorCode, ErrorObject, Message, Notification, Request, Response};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -40,12 +41,25 @@ impl Server {
         message: Message,
         outbound: Outbound,
     ) -> Option<Response> {
+        self.handle_as(session, message, outbound, None).await
+    }
+
+    /// [`Server::handle`] for a caller the transport vouched for: `identity` reaches the
+    /// handlers as [`RequestContext::identity`] (the reverse client passes what the proxy's
+    /// OAuth layer put on the request item).
+    pub async fn handle_as(
+        &self,
+        session: Option<&str>,
+        message: Message,
+        outbound: Outbound,
+        identity: Option<Arc<Identity>>,
+    ) -> Option<Response> {
         match message {
             Message::Request(request) => {
                 let span =
                     tracing::debug_span!("mcp_request", method = %request.method, id = %request.id);
                 Some(
-                    self.handle_request(session, request, outbound)
+                    self.handle_request(session, request, outbound, identity)
                         .instrument(span)
                         .await,
                 )
@@ -68,9 +82,10 @@ impl Server {
         session_id: Option<&str>,
         request: Request,
         outbound: Outbound,
+        identity: Option<Arc<Identity>>,
     ) -> Response {
         let id = request.id.clone();
-        match self.serve(session_id, request, outbound).await {
+        match self.serve(session_id, request, outbound, identity).await {
             Ok(result) => Response::success(id, result),
             Err(error) => {
                 tracing::debug!(code = %error.code, "request failed: {}", error.message);
@@ -84,10 +99,13 @@ impl Server {
         session_id: Option<&str>,
         request: Request,
         outbound: Outbound,
+        identity: Option<Arc<Identity>>,
     ) -> Result<Value, ErrorObject> {
         if let Some(requested) = RequestMeta::protocol_version_of(request.params.as_ref()) {
             if version::is_stateless(requested) {
-                return self.serve_stateless(session_id, request, outbound).await;
+                return self
+                    .serve_stateless(session_id, request, outbound, identity)
+                    .await;
             }
         }
         match request.method.as_str() {
@@ -146,6 +164,7 @@ impl Server {
                     log_filter: LogFilter::Session(Arc::clone(&session)),
                     outbound,
                     pending: Arc::clone(&self.inner.pending),
+                    identity,
                 };
                 self.run(session_id, request, ctx, Era::Handshake).await
             }
@@ -158,6 +177,7 @@ impl Server {
         session_id: Option<&str>,
         request: Request,
         outbound: Outbound,
+        identity: Option<Arc<Identity>>,
     ) -> Result<Value, ErrorObject> {
         let requested = RequestMeta::protocol_version_of(request.params.as_ref())
             .unwrap_or_default()
@@ -188,6 +208,7 @@ impl Server {
             log_filter: LogFilter::PerRequest(meta.log_level),
             outbound,
             pending: Arc::clone(&self.inner.pending),
+            identity,
         };
         let cacheable = matches!(
             request.method.as_str(),

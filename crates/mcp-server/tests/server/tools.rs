@@ -180,3 +180,43 @@ async fn tools_can_be_replaced_and_removed() {
     let r = ask(&server, None, call_tool(2, "echo", json!({}))).await;
     assert_eq!(err_code(&r), -32602);
 }
+
+#[tokio::test]
+async fn a_tool_learns_who_calls_when_the_transport_says() {
+    use std::sync::Arc;
+
+    use mcp_protocol::mcp::tools::CallToolResult;
+    use mcp_server::{tool_builder, Identity, Outbound, Server};
+
+    let server = Server::new(ServerConfig::new("t", "1"));
+    server.register_tool(tool_builder("whoami"), |_args, ctx| async move {
+        let who = ctx
+            .identity()
+            .map(|i| format!("{:?} {:?} {}", i.subject, i.client_id, i.scopes.join(" ")))
+            .unwrap_or_else(|| "nobody".to_owned());
+        Ok(CallToolResult::text(who))
+    });
+    let text = |r: &mcp_protocol::Response| ok(r)["content"][0]["text"].clone();
+    let identity = Identity {
+        issuer: "https://id.example".into(),
+        subject: Some("alice".into()),
+        client_id: Some("claude".into()),
+        scopes: vec!["mcp:tools".into()],
+    };
+    for session in [None, Some("s")] {
+        if let Some(s) = session {
+            init(&server, s, json!({})).await;
+        }
+        let r = within(server.handle_as(
+            session,
+            call_tool(1, "whoami", json!({})),
+            Outbound::none(),
+            Some(Arc::new(identity.clone())),
+        ))
+        .await
+        .unwrap();
+        assert_eq!(text(&r), "Some(\"alice\") Some(\"claude\") mcp:tools");
+        let r = ask(&server, session, call_tool(2, "whoami", json!({}))).await;
+        assert_eq!(text(&r), "nobody");
+    }
+}
