@@ -27,6 +27,15 @@ impl Proxy {
     }
 
     pub(crate) async fn start_on(listener: TcpListener) -> Proxy {
+        Proxy::start_with(listener, true).await
+    }
+
+    /// A proxy that refuses the reverse channel (`--no-channels`).
+    pub(crate) async fn start_without_channels() -> Proxy {
+        Proxy::start_with(TcpListener::bind("127.0.0.1:0").await.unwrap(), false).await
+    }
+
+    async fn start_with(listener: TcpListener, channels: bool) -> Proxy {
         let addr = listener.local_addr().unwrap();
         let listener = listener.into_std().unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -37,6 +46,7 @@ impl Proxy {
         let shutdown = CancellationToken::new();
         let config = mcp_proxy::Config {
             liveness_grace: Duration::from_millis(500),
+            channels,
             shutdown_drain: Duration::from_secs(2),
             ..mcp_proxy::Config::default()
         };
@@ -85,6 +95,20 @@ impl Proxy {
             .await
             .unwrap();
         health["registrations"].as_u64().unwrap()
+    }
+
+    /// How the first member of the first pool takes its items (`GET /servers`).
+    pub(crate) async fn delivery(&self) -> String {
+        let servers: Value = reqwest::get(format!("{}/servers", self.url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        servers["pools"][0]["members"][0]["delivery"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     pub(crate) async fn wait_registrations(&self, n: u64) {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use mcp_client::{text_of, Client};
 use mcp_protocol::mcp::tools::CallToolResult;
-use mcp_reverse::{ReverseClient, ReverseHandle};
+use mcp_reverse::{ReverseClient, ReverseHandle, Transport};
 use mcp_server::{tool_builder, Server, ServerConfig, ToolError};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -134,7 +134,10 @@ async fn a_burst_through_one_poll_taking_batches_answers_every_call_right() {
     let proxy = Proxy::start().await;
     // One poll open and up to 16 items per answer: a burst queues behind the poll, and each
     // answer hands over whatever is queued by then.
-    let config = config(&proxy.url()).with_held_polls(1).with_poll_items(16);
+    let config = config(&proxy.url())
+        .with_transport(Transport::Poll)
+        .with_held_polls(1)
+        .with_poll_items(16);
     let reverse = ReverseClient::new(test_server(Arc::default()), config)
         .unwrap()
         .spawn();

@@ -1,6 +1,7 @@
 //! mcp-reverse's integration tests: the real proxy in-process on 127.0.0.1:0, real reverse
 //! clients, real MCP clients, real child processes.
 
+mod channel;
 mod command;
 mod common;
 mod embedded;
