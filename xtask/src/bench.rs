@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use crate::procs::{self, listening_url, Proc};
 pub(crate) use idle::idle_clients;
 use idle::idle_scale;
-use load::{measure_latency, measure_throughput, Caller, Kind, Path_};
+use load::{cpu_seconds, measure_latency, measure_throughput, Caller, Kind, Path_};
 use report::{compare, print_table, to_json, Row};
 
 /// How long a process gets to start.
@@ -138,33 +138,36 @@ fn bench(options: &Options) -> Result<(), String> {
     let mut proxy =
         Proc::spawn_raised("mcp-proxy", &procs::release_binary("mcp-proxy"), PROXY_ARGS)?;
     let proxy_url = proxy.wait_for_line(START, listening_url)?;
-    let _reverse = Proc::spawn(
-        "reverse_server_example",
-        &procs::release_binary("examples/reverse_server_example"),
-        &[&proxy_url],
-    )?;
-    procs::wait_registrations(&proxy_url, 1, START)?;
+    // One pool per delivery, each with its own reverse client, so each row's reverse CPU is
+    // its own: the WebSocket channel, and long polling (several items per poll answer).
+    let reverse = |transport: &str| {
+        Proc::spawn(
+            &format!("reverse_server_example ({transport})"),
+            &procs::release_binary("examples/reverse_server_example"),
+            &[&proxy_url, "--name", transport, "--transport", transport],
+        )
+    };
+    let (reverse_ws, reverse_poll) = (reverse("ws")?, reverse("poll")?);
+    procs::wait_registrations(&proxy_url, 2, START)?;
 
-    let mut paths = vec![
-        Path_ {
-            name: "direct /mcp".into(),
-            hops: 2,
-            kind: Kind::Mcp,
-            url: format!("{direct_url}/mcp"),
-        },
-        Path_ {
-            name: "proxy /message".into(),
-            hops: 4,
-            kind: Kind::Message,
-            url: format!("{proxy_url}/message"),
-        },
-        Path_ {
-            name: "proxy /mcp".into(),
-            hops: 4,
-            kind: Kind::Mcp,
-            url: format!("{proxy_url}/mcp"),
-        },
-    ];
+    let mut paths = vec![Path_ {
+        name: "direct /mcp".into(),
+        hops: 2,
+        kind: Kind::Mcp,
+        url: format!("{direct_url}/mcp"),
+        cpu_of: None,
+    }];
+    for (transport, pid) in [("ws", reverse_ws.pid()), ("poll", reverse_poll.pid())] {
+        for (route, kind) in [("message", Kind::Message), ("mcp", Kind::Mcp)] {
+            paths.push(Path_ {
+                name: format!("proxy /{route} ({transport})"),
+                hops: 4,
+                kind,
+                url: format!("{proxy_url}/servers/{transport}/{route}"),
+                cpu_of: Some((proxy.pid(), pid)),
+            });
+        }
+    }
     let _tunnels = paths::start_tunnels(&direct_url, &mut paths);
     let _cluster = match paths::start_cluster(&mut paths) {
         Ok(cluster) => Some(cluster),
@@ -203,10 +206,19 @@ fn bench(options: &Options) -> Result<(), String> {
                 .block_on(measure_latency(&caller, &text, calls_for(size)))
                 .map_err(|e| format!("{} {label}: {e}", path.name))?;
             let mut rps = Vec::new();
+            let mut cpu_us = None;
             for &c in CONCURRENCY {
-                let r = rt
+                let before = path.cpu_of.map(|(p, r)| (cpu_seconds(p), cpu_seconds(r)));
+                let (r, calls) = rt
                     .block_on(measure_throughput(caller.clone(), text.clone(), c, window))
                     .map_err(|e| format!("{} {label} x{c}: {e}", path.name))?;
+                // CPU per call at 16 callers: process CPU over the throughput window.
+                if let (16, Some((p, rv)), Some((Some(p0), Some(r0)))) = (c, path.cpu_of, before) {
+                    if let (Some(p1), Some(r1)) = (cpu_seconds(p), cpu_seconds(rv)) {
+                        let per_call = |a: f64, b: f64| (b - a) * 1e6 / calls.max(1) as f64;
+                        cpu_us = Some((per_call(p0, p1), per_call(r0, r1)));
+                    }
+                }
                 rps.push((c, r));
             }
             println!(
@@ -219,6 +231,7 @@ fn bench(options: &Options) -> Result<(), String> {
                 payload: label,
                 latency,
                 rps,
+                cpu_us,
             });
         }
     }

@@ -25,6 +25,18 @@ pub(super) struct Path_ {
     pub(super) hops: u32,
     pub(super) kind: Kind,
     pub(super) url: String,
+    /// The proxy's and the reverse client's process ids, for CPU per call (proxy paths only).
+    pub(super) cpu_of: Option<(u32, u32)>,
+}
+
+/// CPU seconds (user and system) a process has used so far, from `/proc/PID/stat`.
+pub(super) fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may hold spaces, are counted from its `)`.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // SC_CLK_TCK is 100 on every Linux this bench runs on (x86-64, aarch64).
+    Some(ticks / 100.0)
 }
 
 /// Calls the echo tool over one path.
@@ -168,7 +180,7 @@ pub(super) async fn measure_throughput(
     text: Arc<String>,
     concurrency: usize,
     window: Duration,
-) -> Result<f64, String> {
+) -> Result<(f64, u64), String> {
     let deadline = Instant::now() + window;
     let start = Instant::now();
     let workers: Vec<_> = (0..concurrency)
@@ -189,5 +201,5 @@ pub(super) async fn measure_throughput(
     for w in workers {
         total += w.await.map_err(|e| e.to_string())??;
     }
-    Ok(total as f64 / start.elapsed().as_secs_f64())
+    Ok((total as f64 / start.elapsed().as_secs_f64(), total))
 }

@@ -73,18 +73,21 @@ pub(super) fn start_cluster(paths: &mut Vec<Path_>) -> Result<(Vec<Proc>, TempDi
         hops: 4,
         kind: Kind::Message,
         url: format!("{home}/message"),
+        cpu_of: None,
     });
     paths.push(Path_ {
         name: "cluster /message, relayed".into(),
         hops: 8,
         kind: Kind::Message,
         url: format!("{other}/message"),
+        cpu_of: None,
     });
     paths.push(Path_ {
         name: "cluster /mcp, relayed".into(),
         hops: 8,
         kind: Kind::Mcp,
         url: format!("{other}/mcp"),
+        cpu_of: None,
     });
     // Dropped in order: the reverse server first (no storm of reconnects), Redis last.
     let mut procs = vec![reverse];
@@ -184,6 +187,7 @@ fn add_tunnel(
                 hops: 6,
                 kind: Kind::Mcp,
                 url,
+                cpu_of: None,
             });
         }
         Err(e) => println!("skipped {name}: {e}"),

@@ -14,6 +14,8 @@ pub(super) struct Row {
     pub(super) payload: &'static str,
     pub(super) latency: Latency,
     pub(super) rps: Vec<(usize, f64)>,
+    /// CPU microseconds per call at 16 callers: the proxy's and the reverse client's.
+    pub(super) cpu_us: Option<(f64, f64)>,
 }
 
 pub(super) fn print_table(rows: &[Row], idle: Option<&Idle>) {
@@ -21,10 +23,13 @@ pub(super) fn print_table(rows: &[Row], idle: Option<&Idle>) {
         rows.iter()
             .find(|r| r.path.starts_with("direct") && r.payload == payload)
     };
-    println!("\ntools/call echo, loopback, release builds; ratios are against direct (lower latency / higher throughput is better)\n");
+    println!("\ntools/call echo, loopback, release builds; ratios are against direct (lower latency / higher throughput is better);");
+    println!(
+        "cpu us p/r: CPU microseconds per call at 16 callers in the proxy / the reverse client\n"
+    );
     let w = rows.iter().map(|r| r.path.len()).max().unwrap_or(4).max(4);
     println!(
-        "{:<w$} {:>4} {:>7} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>8}",
+        "{:<w$} {:>4} {:>7} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>8} {:>13}",
         "path",
         "legs",
         "payload",
@@ -35,14 +40,15 @@ pub(super) fn print_table(rows: &[Row], idle: Option<&Idle>) {
         "rps@1",
         "rps@16",
         "rps@64",
-        "rps16 x"
+        "rps16 x",
+        "cpu us p/r"
     );
     for r in rows {
         let d = direct(r.payload);
         let lat_ratio = d.map_or(f64::NAN, |d| r.latency.p50 / d.latency.p50);
         let rps_ratio = d.map_or(f64::NAN, |d| r.rps[1].1 / d.rps[1].1);
         println!(
-            "{:<w$} {:>4} {:>7} {:>9.3} {:>9.3} {:>9.3} {:>8.2} {:>9.0} {:>9.0} {:>9.0} {:>8.2}",
+            "{:<w$} {:>4} {:>7} {:>9.3} {:>9.3} {:>9.3} {:>8.2} {:>9.0} {:>9.0} {:>9.0} {:>8.2} {:>13}",
             r.path,
             r.hops,
             r.payload,
@@ -53,7 +59,9 @@ pub(super) fn print_table(rows: &[Row], idle: Option<&Idle>) {
             r.rps[0].1,
             r.rps[1].1,
             r.rps[2].1,
-            rps_ratio
+            rps_ratio,
+            r.cpu_us
+                .map_or_else(String::new, |(p, rv)| format!("{p:.0}/{rv:.0}"))
         );
     }
     if let Some(i) = idle {
@@ -78,6 +86,7 @@ pub(super) fn to_json(rows: &[Row], idle: Option<&Idle>, options: &Options) -> V
             "path": r.path, "legs": r.hops, "payload": r.payload,
             "p50_ms": r.latency.p50, "p90_ms": r.latency.p90, "p99_ms": r.latency.p99,
             "rps": r.rps.iter().map(|(c, v)| (c.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "cpu_us_per_call_at_16": r.cpu_us.map(|(p, rv)| json!({"proxy": p, "reverse_client": rv})),
         })).collect::<Vec<_>>(),
         "idle": idle.map(|i| json!({
             "registrations": i.registrations,
