@@ -3,6 +3,8 @@
 //! nginx, as real processes on free loopback ports. Then one instance is SIGKILLed under load.
 //!
 //! What it asserts:
+//! - every reverse server reaches its registration's home with its WebSocket channel through
+//!   nginx (configured for upgrades), before the kill and again after it;
 //! - every answer is exactly the one asked for, whichever instance the call and the server's
 //!   polls went through, and both instances took client traffic;
 //! - a named pool and a Streamable HTTP session (its requests spread over both instances by
@@ -36,7 +38,7 @@ use serde_json::{json, Value};
 use crate::infra::{self, TempDir, Tools};
 use crate::procs::{self, listening_url, Proc};
 use kill::{after_kill, kill_under_load};
-use traffic::{http, named_pool, spread_calls, streamable_session, wait_members};
+use traffic::{http, named_pool, spread_calls, streamable_session, wait_channels, wait_members};
 
 /// How long a process gets to start and say so.
 const START: Duration = Duration::from_secs(30);
@@ -95,7 +97,7 @@ pub(crate) fn run() -> ExitCode {
         .expect("tokio runtime");
     let mut results = Vec::new();
     let Some(mut cluster) = procs::timed(
-        "start Redis, two proxies sharing it, nginx in front, three reverse servers through nginx",
+        "start Redis, two proxies sharing it, nginx in front, three reverse servers through nginx, each on its WebSocket channel",
         &mut results,
         || start(&tools, rt),
     ) else {
@@ -189,7 +191,9 @@ fn start(tools: &Tools, rt: tokio::runtime::Runtime) -> Result<Cluster, String> 
     };
     cluster.rt.block_on(async {
         wait_members(&cluster.url, None, DEFAULT_MEMBERS, START).await?;
-        wait_members(&cluster.url, Some(NAMED), 1, START).await
+        wait_members(&cluster.url, Some(NAMED), 1, START).await?;
+        wait_channels(&cluster.url, None, START).await?;
+        wait_channels(&cluster.url, Some(NAMED), START).await
     })?;
     println!(
         "     redis on {redis_port}, instances {} and {}, nginx {}",

@@ -43,6 +43,33 @@ pub(super) async fn wait_members(
     }
 }
 
+/// Waits until every member of `pool` takes its items over its WebSocket channel (which must
+/// reach the registration's home through nginx: an instance that is not the home answers 421
+/// and the reverse server long-polls until a retry lands there).
+pub(super) async fn wait_channels(
+    url: &str,
+    pool: Option<&str>,
+    deadline: Duration,
+) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        let got = procs::pool_members(url, pool).await;
+        let on_channels = |m: &Vec<serde_json::Value>| {
+            !m.is_empty() && m.iter().all(|m| m["delivery"] == "channel")
+        };
+        if got.as_ref().is_ok_and(on_channels) {
+            return Ok(());
+        }
+        if start.elapsed() > deadline {
+            return Err(format!(
+                "pool {} is not all on channels after {deadline:?}: {got:?}",
+                pool.unwrap_or("(default)")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The sum of an instance's metric lines that start with `prefix`, from its own `/metrics`.
 async fn metric(url: &str, prefix: &str) -> Result<f64, String> {
     let text = http()?
