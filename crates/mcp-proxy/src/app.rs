@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
-use tracing::{info, info_span, Level};
+use tracing::{debug_span, info, Level};
 
 use crate::auth;
 use crate::broker::Broker;
@@ -112,7 +112,9 @@ pub fn router(state: AppState) -> Router {
                     // `request_id` is the proxy's id of the forwarded request, recorded by
                     // the broker in the client's span, the poll's and the answer's: one call
                     // can be followed from client to server and back.
-                    info_span!(
+                    // At debug level: a span's fields are formatted when it opens, which at
+                    // the default level would cost every call for logs it rarely gets.
+                    debug_span!(
                         "http",
                         method = %req.method(),
                         path = %req.uri().path(),

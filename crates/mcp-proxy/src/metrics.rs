@@ -129,6 +129,10 @@ impl Metrics {
 
     fn byte_counters(&self, route: &str) -> (Arc<AtomicU64>, Arc<AtomicU64>) {
         let mut reg = self.lock();
+        // Looked up before inserting: a route's name is allocated once, not per request.
+        if let Some((i, o)) = reg.bytes.get(route) {
+            return (i.clone(), o.clone());
+        }
         let (i, o) = reg.bytes.entry(route.to_owned()).or_default();
         (i.clone(), o.clone())
     }

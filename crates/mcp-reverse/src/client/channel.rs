@@ -68,18 +68,26 @@ struct Ledger {
 }
 
 impl ChannelUp {
-    /// Sends an answer body over the channel of `registration`; `false` when it must go by
-    /// HTTP instead (another registration's, too large, or the channel is full or gone).
-    pub(super) fn send(&self, registration: &str, body: &str, is_final: bool) -> bool {
+    /// Sends an answer body over the channel of `registration`; gives it back when it must go
+    /// by HTTP instead (another registration's, too large, or the channel is full or gone).
+    pub(super) fn send(
+        &self,
+        registration: &str,
+        body: String,
+        is_final: bool,
+    ) -> Result<(), String> {
         if *self.registration != *registration
             || body.len() > *self.max_inline.lock().expect("max_inline lock")
         {
-            return false;
+            return Err(body);
         }
-        let text = Utf8Bytes::from(body.to_owned());
+        let text = Utf8Bytes::from(body);
         let mut ledger = self.ledger.lock().expect("ledger lock");
-        if self.tx.try_send(Message::Text(text.clone())).is_err() {
-            return false;
+        if let Err(refused) = self.tx.try_send(Message::Text(text.clone())) {
+            let Message::Text(text) = refused.into_inner() else {
+                unreachable!("a text frame was sent")
+            };
+            return Err(text.as_str().to_owned());
         }
         ledger.sent += 1;
         if is_final {
@@ -89,7 +97,7 @@ impl ChannelUp {
             let sent = ledger.sent;
             ledger.unacked.push_back((sent, text));
         }
-        true
+        Ok(())
     }
 
     fn acked(&self, answers: u64) {

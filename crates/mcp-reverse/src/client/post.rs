@@ -9,7 +9,6 @@ use mcp_protocol::wire::{self, RequestItem, ResponseEnvelope};
 use mcp_server::Outbound;
 use reqwest::header::CONTENT_TYPE;
 use reqwest::StatusCode;
-use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -166,17 +165,12 @@ impl Inner {
         request_id: &str,
         response: Option<Response>,
     ) {
-        let raw = |r: &Option<Response>| -> Box<RawValue> {
-            match r {
-                Some(r) => wire::to_raw(r),
-                None => RawValue::from_string("null".into()).expect("null is JSON"),
-            }
-        };
-        let mut envelope = ResponseEnvelope::final_response(request_id, raw(&response));
+        // Serialized once, straight into the body the channel or the POST carries.
+        let mut body = final_body(request_id, response.as_ref());
         let mut shrunk = false;
         let mut backoff = Backoff::new(Duration::from_secs(self.config.retry_delay_seconds));
         for _ in 0..FINAL_ATTEMPTS {
-            match self.post_response(registration, &envelope).await {
+            match self.send_answer(registration, body.clone(), true).await {
                 Ok(StatusCode::OK) => {
                     self.link_up();
                     return;
@@ -192,7 +186,7 @@ impl Inner {
                         id,
                         ErrorObject::internal_error("response too large for the proxy"),
                     );
-                    envelope = ResponseEnvelope::final_response(request_id, wire::to_raw(&error));
+                    body = final_body(request_id, Some(&error));
                     shrunk = true;
                     continue;
                 }
@@ -218,13 +212,25 @@ impl Inner {
         envelope: &ResponseEnvelope,
     ) -> Result<StatusCode, String> {
         let body = serde_json::to_string(envelope).expect("envelopes serialize");
+        let is_final = matches!(envelope, ResponseEnvelope::Final { .. });
+        self.send_answer(registration, body, is_final).await
+    }
+
+    /// Sends an answer's `body` over the channel if it takes it, else by `POST /response`.
+    async fn send_answer(
+        &self,
+        registration: &Registration,
+        body: String,
+        is_final: bool,
+    ) -> Result<StatusCode, String> {
         let channel = self.channel.lock().expect("channel lock").clone();
-        if let Some(channel) = channel {
-            let is_final = matches!(envelope, ResponseEnvelope::Final { .. });
-            if channel.send(&registration.id, &body, is_final) {
-                return Ok(StatusCode::OK);
-            }
-        }
+        let body = match channel {
+            Some(channel) => match channel.send(&registration.id, body, is_final) {
+                Ok(()) => return Ok(StatusCode::OK),
+                Err(body) => body,
+            },
+            None => body,
+        };
         self.post_http(registration, body).await
     }
 
@@ -287,4 +293,18 @@ impl Inner {
             Err(e) => debug!("deregistration failed: {}", http_cause(e)),
         }
     }
+}
+
+/// The body of a final answer (`null` after a notification), serialized in one pass.
+fn final_body(request_id: &str, response: Option<&Response>) -> String {
+    #[derive(serde::Serialize)]
+    struct Final<'a> {
+        request_id: &'a str,
+        response: Option<&'a Response>,
+    }
+    serde_json::to_string(&Final {
+        request_id,
+        response,
+    })
+    .expect("answers serialize")
 }
