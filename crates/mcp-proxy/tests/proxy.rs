@@ -7,6 +7,7 @@ mod proxy {
     pub(crate) mod modern;
     pub(crate) mod seed;
 
+    mod audit;
     mod auth;
     mod batch;
     mod browser;

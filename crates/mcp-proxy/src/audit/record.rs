@@ -200,6 +200,6 @@ mod tests {
             v.get("arguments").is_none(),
             "no payload keys unless opted in"
         );
-        assert_eq!(v.as_object().unwrap().len(), 19);
+        assert_eq!(v.as_object().unwrap().len(), 18);
     }
 }

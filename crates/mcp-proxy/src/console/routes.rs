@@ -55,11 +55,13 @@ pub(crate) async fn security_headers(req: Request, next: Next) -> Response {
     response
 }
 
-fn console(state: &AppState) -> Result<&Arc<Console>, Response> {
-    state
-        .console
-        .as_ref()
-        .ok_or_else(|| StatusCode::NOT_FOUND.into_response())
+/// The console; its routes exist only when it does, but an embedder's router may differ.
+fn console(state: &AppState) -> Option<&Arc<Console>> {
+    state.console.as_ref()
+}
+
+fn not_found() -> Response {
+    StatusCode::NOT_FOUND.into_response()
 }
 
 /// Whether the request may see the console: a live session's cookie, or a view another
@@ -93,9 +95,9 @@ fn login_form(status: StatusCode, message: &str) -> Response {
 /// `GET /console`: the page, or the login form's address.
 pub(crate) async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response {
     match console(&state) {
-        Ok(c) if c.sessions.check(&headers) => html(StatusCode::OK, INDEX.to_owned()),
-        Ok(_) => see_other("/console/login"),
-        Err(r) => r,
+        Some(c) if c.sessions.check(&headers) => html(StatusCode::OK, INDEX.to_owned()),
+        Some(_) => see_other("/console/login"),
+        None => not_found(),
     }
 }
 
@@ -130,9 +132,8 @@ pub(crate) async fn login(
     headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
-    let console = match console(&state) {
-        Ok(c) => c,
-        Err(r) => return r,
+    let Some(console) = console(&state) else {
+        return not_found();
     };
     if !same_origin(&headers) {
         return login_form(
@@ -180,9 +181,8 @@ pub(crate) async fn login(
 
 /// `POST /console/logout`: ends the session.
 pub(crate) async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let console = match console(&state) {
-        Ok(c) => c,
-        Err(r) => return r,
+    let Some(console) = console(&state) else {
+        return not_found();
     };
     if !same_origin(&headers) {
         return StatusCode::FORBIDDEN.into_response();
@@ -236,9 +236,8 @@ pub(crate) async fn state_json(
     headers: HeaderMap,
     query: Result<Query<Filter>, QueryRejection>,
 ) -> Response {
-    let console = match console(&state) {
-        Ok(c) => c.clone(),
-        Err(r) => return r,
+    let Some(console) = console(&state).cloned() else {
+        return not_found();
     };
     let relayed = relayed.is_some();
     if !admitted(&console, &headers, relayed) {
@@ -274,9 +273,8 @@ pub(crate) async fn events(
     headers: HeaderMap,
     query: Result<Query<Filter>, QueryRejection>,
 ) -> Response {
-    let console = match console(&state) {
-        Ok(c) => c.clone(),
-        Err(r) => return r,
+    let Some(console) = console(&state).cloned() else {
+        return not_found();
     };
     if !console.sessions.check(&headers) {
         return StatusCode::UNAUTHORIZED.into_response();
