@@ -13,6 +13,7 @@ mod proxy {
     mod browser;
     mod channel;
     mod connections;
+    mod console;
     mod fuzz;
     mod limits;
     mod mcp;

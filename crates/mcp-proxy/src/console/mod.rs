@@ -40,7 +40,7 @@ pub use stats::{Chart, Summary, BUCKET, MAX_SERIES, WINDOW_BUCKETS};
 pub use view::{DEFAULT_AUDIT_LINES, MAX_AUDIT_LINES};
 
 use crate::audit::{Observer, Recent};
-use crate::broker::{Broker, MemberInfo};
+use crate::broker::{Broker, MemberInfo, PoolInfo};
 use session::{LoginLimiter, Sessions};
 use stats::Stats;
 
@@ -102,14 +102,20 @@ impl Console {
         })
     }
 
-    /// Notes which members came and went since the last tick.
+    /// Notes which members came and went since the last look.
     pub fn tick(&self, broker: &Broker) {
+        self.observe_members(&broker.servers());
+    }
+
+    /// Notes which members of `pools` (the broker's view now) came and went since the last
+    /// look: a view looks too, so a member that lived less than a tick is still seen.
+    fn observe_members(&self, pools: &[PoolInfo]) {
         let now = Instant::now();
         let mut live = HashMap::new();
-        for pool in broker.servers() {
+        for pool in pools {
             let name = pool.name.clone().unwrap_or_default();
-            for m in pool.members {
-                live.insert((name.clone(), m.member), m);
+            for m in &pool.members {
+                live.insert((name.clone(), m.member), m.clone());
             }
         }
         let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());

@@ -173,8 +173,9 @@ impl Console {
                 .cloned()
                 .unwrap_or_default()
         };
-        let mut pools: Vec<PoolView> = broker
-            .servers()
+        let servers = broker.servers();
+        self.observe_members(&servers);
+        let mut pools: Vec<PoolView> = servers
             .into_iter()
             .map(|p| {
                 let name = p.name.clone().unwrap_or_default();
