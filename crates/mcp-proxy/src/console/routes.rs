@@ -39,7 +39,8 @@ const JS: &str = include_str!("assets/console.js");
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// Middleware of every console route: CSP, no framing, no sniffing, no referrer, no cache.
+/// Middleware of every console route: CSP, no framing, no sniffing, no referrer to other
+/// sites, no cache.
 pub(crate) async fn security_headers(req: Request, next: Next) -> Response {
     let mut response = next.run(req).await;
     let h = response.headers_mut();
@@ -47,7 +48,9 @@ pub(crate) async fn security_headers(req: Request, next: Next) -> Response {
         ("content-security-policy", CSP),
         ("x-frame-options", "DENY"),
         ("x-content-type-options", "nosniff"),
-        ("referrer-policy", "no-referrer"),
+        // Not `no-referrer`: with it, browsers send `Origin: null` on the login form's post,
+        // which the same-origin check must refuse. No URL here carries a secret anyway.
+        ("referrer-policy", "same-origin"),
         ("cache-control", "no-store"),
     ] {
         h.insert(name, HeaderValue::from_static(value));

@@ -188,12 +188,22 @@ impl Stats {
     }
 }
 
-/// The chart of `buckets` (any order) from index `first` to `last`.
+/// The chart of `buckets` (any order) from index `first` to `last`, [`WINDOW_BUCKETS`] points;
+/// its summary's rate is over the time covered (less than the window for a young proxy).
 fn chart(buckets: &[Bucket], first: u64, last: u64) -> Chart {
     let secs = BUCKET.as_secs_f64();
     let mut c = Chart::default();
     let mut whole = [0u32; BINS];
     let mut calls = 0u64;
+    // Always a full window of points: those before `first` (the proxy is younger than the
+    // window) are empty.
+    let empty_before = (WINDOW_BUCKETS as u64).saturating_sub(last - first + 1);
+    for _ in 0..empty_before {
+        c.calls_per_second.push(0.0);
+        c.p50_ms.push(None);
+        c.p99_ms.push(None);
+        c.errors.push(0);
+    }
     for index in first..=last {
         match buckets.iter().find(|b| b.index == index) {
             Some(b) => {
@@ -226,6 +236,21 @@ fn chart(buckets: &[Bucket], first: u64, last: u64) -> Chart {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_young_proxy_still_charts_a_whole_window() {
+        let b = Bucket {
+            index: 0,
+            calls: 10,
+            errors: 1,
+            bins: Box::new([0; BINS]),
+        };
+        let c = chart(&[b], 0, 0);
+        assert_eq!(c.calls_per_second.len(), WINDOW_BUCKETS);
+        assert_eq!(c.calls_per_second[WINDOW_BUCKETS - 1], 1.0);
+        assert_eq!(c.errors[WINDOW_BUCKETS - 1], 1);
+        assert_eq!(c.window.calls_per_second, 1.0);
+    }
 
     #[test]
     fn bins_bound_their_latencies() {

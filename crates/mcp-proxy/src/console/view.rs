@@ -217,6 +217,9 @@ impl Console {
             }
         }
         pools.sort_by(|a, b| a.name.cmp(&b.name));
+        for pool in &mut pools {
+            pool.members.sort_by_key(|m| m.member);
+        }
         let lines = self.recent.latest(filter.limit(), |r| filter.keeps(r));
         let lines: Vec<&Record> = lines.iter().map(|r| r.as_ref()).collect();
         json!({

@@ -31,14 +31,27 @@
     const max = Math.max(1e-9, ...series.flatMap((s) => s.values.filter((v) => v !== null)));
     for (const s of series) {
       const n = s.values.length;
+      const x = (i) => 2 + (i * (w - 4)) / Math.max(1, n - 1);
+      const y = (v) => h - 2 - (v / max) * (h - 4);
       const pts = s.values
-        .map((v, i) => (v === null ? null : `${(i * w) / Math.max(1, n - 1)},${h - 2 - (v / max) * (h - 4)}`))
+        .map((v, i) => (v === null ? null : `${x(i)},${y(v)}`))
         .filter((p) => p !== null)
         .join(" ");
       const line = document.createElementNS(SVG, "polyline");
       line.setAttribute("class", s.cls);
       line.setAttribute("points", pts);
       svg.appendChild(line);
+      // A point with no neighbour draws no line: a dot shows it.
+      s.values.forEach((v, i) => {
+        const alone = v !== null && (s.values[i - 1] ?? null) === null && (s.values[i + 1] ?? null) === null;
+        if (!alone) return;
+        const dot = document.createElementNS(SVG, "circle");
+        dot.setAttribute("class", s.cls);
+        dot.setAttribute("cx", x(i));
+        dot.setAttribute("cy", y(v));
+        dot.setAttribute("r", "1.8");
+        svg.appendChild(dot);
+      });
     }
     return svg;
   }
