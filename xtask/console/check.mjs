@@ -99,8 +99,8 @@ try {
     const alpha = pools.find((p) => p.querySelector("h3").textContent.includes("alpha"));
     return alpha && alpha.querySelectorAll("tbody .badge-up").length === 2;
   });
-  await waitFor(page, "their delivery reads long poll", () =>
-    [...document.querySelectorAll("section.pool tbody td")].some((td) => td.textContent === "long poll")
+  await waitFor(page, "their delivery is shown (channel or long poll)", () =>
+    [...document.querySelectorAll("section.pool tbody td")].some((td) => td.textContent === "channel" || td.textContent === "long poll")
   );
 
   // 4. Calls show up in the audit list.

@@ -7,12 +7,10 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::audit::{AuditConfig, AuditLog};
 use crate::auth::oauth::OAuth;
 use crate::auth::{Auth, TokenKind, TokenSet};
 use crate::config::ClusterConfig;
 use crate::config::{self, Config};
-use crate::console::ConsoleConfig;
 use crate::limits::Rate;
 use crate::peer::TrustedProxies;
 use crate::tls::TlsConfig;
@@ -239,50 +237,9 @@ pub struct Cli {
     #[arg(long, env = "MCP_PROXY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// Write the audit log: one JSON line per client request answered (refused ones
-    /// included), to this file (appended, created 0600, reopened on SIGHUP for logrotate) or
-    /// `-` for stdout. Fields: docs/operations.md. Default: no audit log.
-    #[arg(long, env = "MCP_PROXY_AUDIT_LOG", value_name = "PATH|-")]
-    pub audit_log: Option<PathBuf>,
-
-    /// Also record each request's `params` and each answer's body in the audit log, each cut
-    /// at --audit-payload-cap bytes. Off by default: tool arguments and results often hold
-    /// what a security record must not.
-    #[arg(long, env = "MCP_PROXY_AUDIT_PAYLOADS")]
-    pub audit_payloads: bool,
-
-    /// With --audit-payloads: the most bytes of arguments, and of a result, one line keeps.
-    #[arg(long, env = "MCP_PROXY_AUDIT_PAYLOAD_CAP", value_name = "BYTES", default_value_t = crate::audit::DEFAULT_PAYLOAD_CAP)]
-    pub audit_payload_cap: usize,
-
-    /// Serve the operator's console at /console: pools and members, client sessions, the
-    /// latest audit lines, updated live. Needs --console-password or --console-password-file.
-    #[arg(long, env = "MCP_PROXY_CONSOLE")]
-    pub console: bool,
-
-    /// The console's admin user name.
-    #[arg(
-        long,
-        env = "MCP_PROXY_CONSOLE_USER",
-        value_name = "NAME",
-        default_value = "admin"
-    )]
-    pub console_user: String,
-
-    /// The console's admin password (at least 12 characters). Prefer the environment or
-    /// --console-password-file: a flag shows in the process list.
-    #[arg(
-        long,
-        env = "MCP_PROXY_CONSOLE_PASSWORD",
-        hide_env_values = true,
-        value_name = "PASSWORD",
-        conflicts_with = "console_password_file"
-    )]
-    pub console_password: Option<Secret>,
-
-    /// A file whose first line is the console's admin password.
-    #[arg(long, env = "MCP_PROXY_CONSOLE_PASSWORD_FILE", value_name = "PATH")]
-    pub console_password_file: Option<PathBuf>,
+    /// The audit log's and the console's flags.
+    #[command(flatten)]
+    pub observe: ObserveArgs,
 
     /// Requests per second each caller may make on the client routes (/message, /mcp,
     /// /servers/...), sustained. A caller is its bearer token when that is a configured client
@@ -565,39 +522,8 @@ impl Cli {
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
             config.tls = Some(TlsConfig::from_pem_files(cert, key)?);
         }
-        if let Some(path) = &self.audit_log {
-            config.audit.log = Some(AuditLog::open(path).map_err(|e| Error::InvalidConfig {
-                flag: "--audit-log",
-                reason: format!("cannot open {}: {e}", path.display()),
-            })?);
-        }
-        if self.console {
-            config.console = Some(self.console_config()?);
-        }
+        self.observe.open(&mut config)?;
         Ok(config)
-    }
-
-    /// The console's admin credential, from the flag, the environment or the file.
-    fn console_config(&self) -> Result<ConsoleConfig, Error> {
-        let refuse = |reason: String| Error::InvalidConfig {
-            flag: "--console-password",
-            reason,
-        };
-        let password = match (&self.console_password, &self.console_password_file) {
-            (Some(p), _) => p.0.clone(),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|e| refuse(format!("cannot read {}: {e}", path.display())))?
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_owned(),
-            (None, None) => {
-                return Err(refuse(
-                    "--console needs --console-password or --console-password-file".into(),
-                ))
-            }
-        };
-        ConsoleConfig::new(&self.console_user, &password).map_err(refuse)
     }
 
     /// The proxy configuration these flags describe, without tokens or TLS (see
@@ -640,10 +566,7 @@ impl Cli {
             max_connections_per_address: self.max_connections_per_address,
             channels: !self.no_channels,
             trusted_proxies: self.trusted_proxies.clone(),
-            audit: AuditConfig {
-                log: None, // opened by `try_config`
-                payloads: self.audit_payloads.then_some(self.audit_payload_cap),
-            },
+            audit: self.observe.audit_config(),
             // A bad URL is refused by `try_config`; here it just means no cluster.
             cluster: self
                 .broker
@@ -660,6 +583,9 @@ impl Cli {
     }
 }
 
+mod console;
 mod oauth;
+
+pub use console::ObserveArgs;
 #[cfg(test)]
 mod tests;

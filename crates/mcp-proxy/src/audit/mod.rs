@@ -34,7 +34,7 @@ use futures::StreamExt;
 use mcp_protocol::jsonrpc::Message;
 use serde_json::Value;
 
-pub use record::{rfc3339, Capped, ClientIdentity, Delivery, Record};
+pub use record::{rfc3339, Capped, ClientIdentity, Delivery, OAuthIdentity, Record};
 pub use sink::{AuditLog, Recent, RECENT_RECORDS};
 
 use crate::auth::TokenId;
@@ -138,6 +138,8 @@ struct Note {
     payloads: Option<usize>,
     request_id: Option<String>,
     member: Option<u64>,
+    delivery: Option<Delivery>,
+    identity: Option<OAuthIdentity>,
     method: Option<String>,
     name: Option<String>,
     error_code: Option<i64>,
@@ -179,11 +181,28 @@ pub(crate) fn note_message(message: &Message) {
     });
 }
 
-/// Notes where the broker routed the request: its request id and the member's ordinal.
-pub(crate) fn note_routed(request_id: &str, member: u64) {
+/// Notes where the broker routed the request: its request id, the member's ordinal, and
+/// whether that member holds a channel (else it long-polls).
+pub(crate) fn note_routed(request_id: &str, member: u64, channel: bool) {
     with_note(|note| {
         note.request_id = Some(request_id.to_owned());
         note.member = Some(member);
+        note.delivery = Some(if channel {
+            Delivery::Channel
+        } else {
+            Delivery::Poll
+        });
+    });
+}
+
+/// Notes who an access token names (OAuth): its issuer, subject and client.
+pub(crate) fn note_identity(identity: &mcp_protocol::wire::Identity) {
+    with_note(|note| {
+        note.identity = Some(OAuthIdentity {
+            issuer: cut(&identity.issuer, NAME_CAP),
+            subject: identity.subject.as_deref().map(|s| cut(s, NAME_CAP)),
+            client_id: identity.client_id.as_deref().map(|s| cut(s, NAME_CAP)),
+        });
     });
 }
 
@@ -229,9 +248,12 @@ impl Pending {
             relayed: self.relayed,
             peer: self.peer,
             pool: self.pool,
-            delivery: note.member.map(|_| Delivery::Poll),
+            delivery: note.delivery,
             member: note.member,
-            client: ClientIdentity { token: self.token },
+            client: ClientIdentity {
+                token: self.token,
+                oauth: note.identity,
+            },
             route: self.route,
             http_method: self.http_method,
             method: note.method,
@@ -438,7 +460,7 @@ mod tests {
             )
             .unwrap();
             note_message(&msg);
-            note_routed("r-1", 4);
+            note_routed("r-1", 4, true);
             note_error_code(-32602);
         })
         .await;
@@ -446,6 +468,7 @@ mod tests {
         assert_eq!(n.method.as_deref(), Some("tools/call"));
         assert_eq!(n.name.as_deref(), Some("echo"));
         assert_eq!((n.request_id.as_deref(), n.member), (Some("r-1"), Some(4)));
+        assert_eq!(n.delivery, Some(Delivery::Channel));
         assert_eq!(n.error_code, Some(-32602));
         assert!(n.arguments.is_none(), "no payloads unless opted in");
     }

@@ -13,8 +13,7 @@ use serde::Serialize;
 pub enum Delivery {
     /// Long polling (`GET /poll`), the seed's way and the fallback.
     Poll,
-    /// A persistent channel (one WebSocket per reverse client, issue 22): reported once a
-    /// registration says it holds one.
+    /// The reverse client's persistent channel (`GET /channel`, one WebSocket).
     Channel,
 }
 
@@ -24,6 +23,20 @@ pub struct ClientIdentity {
     /// The first 8 hex digits of the SHA-256 of the bearer token presented (valid or not);
     /// `None` without one.
     pub token: Option<String>,
+    /// Who a valid OAuth access token names; absent for static tokens and refused ones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<OAuthIdentity>,
+}
+
+/// What a valid OAuth access token says about its holder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OAuthIdentity {
+    /// The authorization server that issued it (`iss`).
+    pub issuer: String,
+    /// The user, or the client of a client-credentials token (`sub`).
+    pub subject: Option<String>,
+    /// The OAuth client the user authorized (`client_id`, `azp` or `appid`).
+    pub client_id: Option<String>,
 }
 
 /// One client request the proxy answered (refused ones included).

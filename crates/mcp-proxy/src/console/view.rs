@@ -137,9 +137,11 @@ fn member_view(
     MemberView {
         member: m.member,
         status,
-        // The registrations' delivery kind arrives with the WebSocket channel (issue 22);
-        // until then every member long-polls.
-        delivery: Delivery::Poll,
+        delivery: if m.delivery == "channel" {
+            Delivery::Channel
+        } else {
+            Delivery::Poll
+        },
         kind: m.kind,
         protocol_versions: m.protocol_versions.clone(),
         connected_since: rfc3339(since),
