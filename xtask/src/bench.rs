@@ -8,7 +8,8 @@
 //! # Layout
 //! - this file: the options, the hand-over to a release build, and the run itself.
 //! - `load`: the load generator: one path's caller, latency and throughput measurements.
-//! - `paths`: the paths beyond the direct server and one proxy: the cluster and TCP tunnels.
+//! - `paths`: the paths beyond the direct server and one proxy: the audit log on, the
+//!   cluster and TCP tunnels.
 //! - `report`: the table, `target/bench/latest.json`, and `--compare`.
 //! - `idle`: the idle-scale run and its hidden client task `bench-idle-clients`.
 
@@ -168,6 +169,14 @@ fn bench(options: &Options) -> Result<(), String> {
             });
         }
     }
+    // Right after "proxy /message (ws)" and the others in the table: the same path with the audit log on.
+    let _audited = match paths::start_audited(&mut paths) {
+        Ok(audited) => Some(audited),
+        Err(e) => {
+            println!("skipped the audit row: {e}");
+            None
+        }
+    };
     let _tunnels = paths::start_tunnels(&direct_url, &mut paths);
     let _cluster = match paths::start_cluster(&mut paths) {
         Ok(cluster) => Some(cluster),

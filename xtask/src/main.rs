@@ -10,12 +10,15 @@
 //! - `interop`: the official Python and TypeScript SDK clients through the proxy.
 //! - `conformance`: the official MCP conformance suite against the proxy's `/mcp`.
 //! - `oauth`: the MCP authorization flow with a real identity provider and the SDK clients.
+//! - `console`: the operator's console in headless chromium, with axe-core, and its
+//!   screenshot.
 //!
 //! This file is the command line: one clap subcommand per task, each task's options in its
 //! own module.
 
 mod bench;
 mod conformance;
+mod console;
 mod e2e;
 mod hostile;
 mod infra;
@@ -89,6 +92,16 @@ enum Task {
     /// proxy, and the token for one pool refused on the other.
     #[command(verbatim_doc_comment)]
     Oauth,
+    /// The operator's console in headless chromium: what a person sees, axe-core, a screenshot
+    ///
+    /// Install Debian's chromium (xtask/console/install-deps.sh, as root) when missing and
+    /// puppeteer-core and axe-core (pinned, from npm) under target/console; start mcp-proxy
+    /// --console with three reverse servers; in the browser: log in, see the members, see
+    /// a call appear in the audit list, kill a member and see it marked down, walk the
+    /// page with the keyboard, run axe-core (no serious or critical violation), and save a
+    /// screenshot (docs/console.png unless --screenshot says otherwise). Needs node >= 18.
+    #[command(verbatim_doc_comment)]
+    Console(console::Options),
     /// Latency, throughput and idle cost of every path to the same tool
     ///
     /// Release builds on loopback: tools/call latency (p50/p90/p99) and throughput at
@@ -143,6 +156,7 @@ fn main() -> ExitCode {
         Task::Interop(options) => interop::run(&options),
         Task::Conformance(options) => conformance::run(&options),
         Task::Oauth => oauth::run(),
+        Task::Console(options) => console::run(&options),
         Task::Bench(options) => bench::run(&options),
         Task::BenchIdleClients { url, n } => bench::idle_clients(&url, n),
     }
@@ -171,6 +185,8 @@ mod tests {
             "conformance --scenario ping",
             "conformance --url http://127.0.0.1:9000/mcp",
             "conformance --suite active",
+            "console",
+            "console --screenshot /tmp/console.png",
             "bench",
             "bench --idle 0",
             "bench --quick --idle 100 --compare old.json --install-tunnels",

@@ -19,9 +19,11 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::{debug_span, info, Level};
 
+use crate::audit;
 use crate::auth;
 use crate::broker::Broker;
 use crate::config::ClusterConfig;
+use crate::console;
 use crate::guard::{self, Guard};
 use crate::limits::{self, RateLimiter};
 use crate::listener;
@@ -38,7 +40,11 @@ impl AppState {
     pub async fn connect(config: Config) -> Result<Self, Error> {
         let mut state = AppState::new(config);
         if let Some(cluster) = &state.config().cluster {
-            state.topology = Some(join(cluster, &state.broker).await?);
+            let topology = join(cluster, &state.broker).await?;
+            if let Some(audit) = &state.audit {
+                audit.set_instance(topology.instance_id());
+            }
+            state.topology = Some(topology);
         }
         Ok(state)
     }
@@ -78,7 +84,11 @@ pub fn router(state: AppState) -> Router {
         Surface::Operator,
         Surface::Health,
         Surface::Discovery,
+        Surface::Console,
     ] {
+        if surface == Surface::Console && state.console.is_none() {
+            continue;
+        }
         router = router.merge(surface_routes(surface, config));
     }
     let mut router = router.layer(DefaultBodyLimit::max(config.max_body_bytes));
@@ -99,6 +109,11 @@ pub fn router(state: AppState) -> Router {
             gate,
             auth::oauth::authenticate,
         ));
+    }
+    if let Some(audit) = state.audit.clone() {
+        // Outside the rate limit and the OAuth check: a 429 or a refused access token is
+        // recorded like any refusal.
+        router = router.layer(middleware::from_fn_with_state(audit, audit::layer));
     }
     router
         .layer(middleware::from_fn_with_state(
@@ -134,7 +149,8 @@ pub fn router(state: AppState) -> Router {
 /// - `/mcp`: the Host/Origin/Content-Type check, then the client token and, when origins
 ///   are configured, CORS (outermost, so preflights, which carry no token, are answered
 ///   before the checks);
-/// - operators: a client token for every pool (`*`); the health check: nothing.
+/// - operators: a client token for every pool (`*`); the health check: nothing;
+/// - the console: its own admin login (checked by its handlers), and security headers.
 fn surface_routes(surface: Surface, config: &Config) -> Router<AppState> {
     let mut routes = Router::new();
     // `--no-channels`: no route, so an upgrade gets the 404 of a proxy that predates it.
@@ -175,6 +191,7 @@ fn surface_routes(surface: Surface, config: &Config) -> Router<AppState> {
                     header::CONTENT_TYPE,
                 ])),
         ),
+        Surface::Console => routes.layer(middleware::from_fn(console::security_headers)),
     }
 }
 
@@ -261,6 +278,15 @@ pub async fn serve_with_state(
         .as_ref()
         .map(|oauth| oauth.spawn_warm_up(shutdown.child_token()));
     let sweeper = state.broker.spawn_sweeper(shutdown.child_token());
+    let reopener = state
+        .audit
+        .as_ref()
+        .and_then(|a| a.log())
+        .and_then(|log| log.spawn_reopener(shutdown.child_token()));
+    let ticker = state
+        .console
+        .as_ref()
+        .map(|c| c.spawn_ticker(state.broker.clone(), shutdown.child_token()));
     let broker = state.broker.clone();
     let topology = state.topology.clone();
     let router = router(state);
@@ -290,6 +316,9 @@ pub async fn serve_with_state(
     .await;
     failing.abort();
     sweeper.abort();
+    for task in [reopener, ticker].into_iter().flatten() {
+        task.abort();
+    }
     if let Some(membership) = membership {
         // It leaves the cluster on cancellation; wait so the instance is gone from Redis
         // before this returns.

@@ -237,6 +237,10 @@ pub struct Cli {
     #[arg(long, env = "MCP_PROXY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// The audit log's and the console's flags.
+    #[command(flatten)]
+    pub observe: ObserveArgs,
+
     /// Requests per second each caller may make on the client routes (/message, /mcp,
     /// /servers/...), sustained. A caller is its bearer token when that is a configured client
     /// token, else its IP address. Above it: 429 with Retry-After. A finite number >= 0;
@@ -518,6 +522,7 @@ impl Cli {
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
             config.tls = Some(TlsConfig::from_pem_files(cert, key)?);
         }
+        self.observe.open(&mut config)?;
         Ok(config)
     }
 
@@ -561,6 +566,7 @@ impl Cli {
             max_connections_per_address: self.max_connections_per_address,
             channels: !self.no_channels,
             trusted_proxies: self.trusted_proxies.clone(),
+            audit: self.observe.audit_config(),
             // A bad URL is refused by `try_config`; here it just means no cluster.
             cluster: self
                 .broker
@@ -577,6 +583,9 @@ impl Cli {
     }
 }
 
+mod console;
 mod oauth;
+
+pub use console::ObserveArgs;
 #[cfg(test)]
 mod tests;

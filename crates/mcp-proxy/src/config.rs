@@ -4,8 +4,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::audit::AuditConfig;
 use crate::auth::oauth::OAuth;
 use crate::auth::Auth;
+use crate::console::ConsoleConfig;
 use crate::peer::TrustedProxies;
 use crate::tls::TlsConfig;
 
@@ -153,6 +155,10 @@ pub struct Config {
     /// Join the instances sharing this Redis (`--broker redis://…`); `None` runs alone with
     /// the in-memory broker.
     pub cluster: Option<ClusterConfig>,
+    /// The audit log (`--audit-log`); the default writes none.
+    pub audit: AuditConfig,
+    /// The operator's console at `/console` (`--console`); `None` (the default) serves none.
+    pub console: Option<ConsoleConfig>,
 }
 
 impl Default for Config {
@@ -192,6 +198,8 @@ impl Default for Config {
             channels: true,
             trusted_proxies: TrustedProxies::none(),
             cluster: None,
+            audit: AuditConfig::default(),
+            console: None,
         }
     }
 }

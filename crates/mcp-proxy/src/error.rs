@@ -391,7 +391,10 @@ impl IntoResponse for RpcError {
             e => tracing::debug!(error = %e, "message refused"),
         }
         let mut response = match self.error.to_error_object() {
-            Some(obj) => (status, Json(RpcResponse::error(self.id, obj))).into_response(),
+            Some(obj) => {
+                crate::audit::note_error_code(obj.code.0.into());
+                (status, Json(RpcResponse::error(self.id, obj))).into_response()
+            }
             None => (status, Json(self.error.to_wire_error())).into_response(),
         };
         challenge(&self.error, &mut response);

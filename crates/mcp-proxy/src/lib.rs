@@ -35,6 +35,10 @@
 //! - [`listener`]: the accept loop: connection caps, header/body/idle deadlines, TLS
 //!   handshakes, the drain on shutdown.
 //! - [`peer`]: who a caller is by address, `X-Forwarded-For` from trusted proxies.
+//! - [`audit`]: one JSON line per client request answered (`--audit-log`), the layer that
+//!   writes it, and what handlers note for it.
+//! - [`console`]: the operator's web console at `/console` (`--console`): admin login,
+//!   live view of pools, members and the latest audit lines.
 //! - [`metrics`]: Prometheus text at `/metrics`, and the middleware that measures routes.
 //!
 //! # Example
@@ -56,12 +60,14 @@
 //! ```
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod broker;
 pub mod cli;
 #[cfg(feature = "cluster")]
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod error;
 mod guard;
 pub mod limits;

@@ -234,7 +234,13 @@ fn budget(route: Option<&Route>) -> Option<Budget> {
     match route.map(|r| r.surface) {
         Some(Surface::Health) => None,
         Some(Surface::Reverse) => Some(Budget::Server),
-        Some(Surface::Message | Surface::Streamable | Surface::Operator | Surface::Discovery)
+        Some(
+            Surface::Message
+            | Surface::Streamable
+            | Surface::Operator
+            | Surface::Discovery
+            | Surface::Console,
+        )
         | None => Some(Budget::Client),
     }
 }

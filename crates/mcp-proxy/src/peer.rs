@@ -82,9 +82,15 @@ impl TrustedProxies {
     /// The client behind `peer`: `peer` itself unless it is trusted, else the rightmost
     /// `X-Forwarded-For` entry that is not a trusted proxy (or the leftmost if all are).
     pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> ClientAddr {
+        ClientAddr(address_key(self.client_ip(peer, headers)))
+    }
+
+    /// The client's own address behind `peer`, as [`TrustedProxies::client`] finds it but
+    /// whole (an IPv6 address not cut to its /64): what the audit log records.
+    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let peer = canonical(peer);
         if !self.trusts(peer) {
-            return ClientAddr(address_key(peer));
+            return peer;
         }
         let mut client = peer;
         // Every header line in order, each a comma-separated list: the last hop is rightmost.
@@ -105,7 +111,7 @@ impl TrustedProxies {
                 break;
             }
         }
-        ClientAddr(address_key(client))
+        client
     }
 }
 
@@ -202,6 +208,7 @@ mod tests {
             t.client(ip("::ffff:10.1.2.3"), &h),
             ClientAddr(ip("2001:db8::"))
         );
+        assert_eq!(t.client_ip(ip("::ffff:10.1.2.3"), &h), ip("2001:db8::1"));
     }
 
     #[test]

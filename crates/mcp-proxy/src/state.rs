@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
+use crate::audit::Audit;
 use crate::broker::Broker;
+use crate::console::Console;
 use crate::metrics::Metrics;
 use crate::topology::Topology;
 use crate::Config;
@@ -17,16 +19,32 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Other instances serving the same pools; `None` runs alone.
     pub topology: Option<Arc<dyn Topology>>,
+    /// The audit of client requests; `None` when neither the audit log nor the console is
+    /// on (its layer is then not installed).
+    pub audit: Option<Audit>,
+    /// The operator's console; `None` unless enabled.
+    pub console: Option<Arc<Console>>,
 }
 
 impl AppState {
     /// A fresh state with an empty in-memory broker, alone (`config.cluster` is not joined:
     /// see `AppState::connect`).
     pub fn new(config: Config) -> Self {
+        let console = config
+            .console
+            .clone()
+            .map(|c| Arc::new(Console::new(c, config.tls.is_some())));
+        let audit = Audit::new(
+            &config.audit,
+            config.trusted_proxies.clone(),
+            console.as_ref().map(Console::observer),
+        );
         AppState {
             broker: Broker::new(config),
             metrics: Arc::new(Metrics::new()),
             topology: None,
+            audit,
+            console,
         }
     }
 

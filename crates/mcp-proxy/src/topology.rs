@@ -36,6 +36,19 @@ pub trait Topology: Send + Sync + fmt::Debug + 'static {
     /// Starts serving other instances' relayed requests through `router`; the task ends once
     /// `shutdown` is cancelled and this instance has left.
     fn start(&self, router: Router, shutdown: CancellationToken) -> tokio::task::JoinHandle<()>;
+
+    /// This instance's id in the cluster (audit lines and the console name it).
+    fn instance_id(&self) -> &str;
+
+    /// GETs `path_and_query` from every other live instance, through their routers as a
+    /// relayed request, with `headers`; the JSON answers that came back by `deadline`
+    /// (the console gathers every instance's view this way).
+    fn gather(
+        &self,
+        path_and_query: String,
+        headers: axum::http::HeaderMap,
+        deadline: Duration,
+    ) -> BoxFuture<'static, Vec<serde_json::Value>>;
 }
 
 /// Marks a request relayed here by another instance: it is served here, never relayed again,
@@ -48,3 +61,8 @@ pub struct Relayed;
 /// hashed and compared twice.
 #[derive(Clone, Copy, Debug)]
 pub struct TokenRefused(pub bool);
+
+/// Marks a response that another instance made (the request was relayed to its home, which
+/// recorded it in its audit log): the instance the caller reached does not record it again.
+#[derive(Clone, Copy, Debug)]
+pub struct AnsweredElsewhere;

@@ -7,11 +7,13 @@ mod proxy {
     pub(crate) mod modern;
     pub(crate) mod seed;
 
+    mod audit;
     mod auth;
     mod batch;
     mod browser;
     mod channel;
     mod connections;
+    mod console;
     mod fuzz;
     mod limits;
     mod mcp;

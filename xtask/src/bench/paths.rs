@@ -1,6 +1,7 @@
-//! The paths `cargo xtask bench` measures beyond the direct server and one proxy: two proxy
-//! instances sharing Redis (at home and relayed), and the generic TCP tunnels rathole and bore
-//! in front of the direct server when they are installed.
+//! The paths `cargo xtask bench` measures beyond the direct server and one proxy: a proxy
+//! writing the audit log, two proxy instances sharing Redis (at home and relayed), and the
+//! generic TCP tunnels rathole and bore in front of the direct server when they are
+//! installed.
 
 use std::path::Path;
 
@@ -38,6 +39,36 @@ pub(super) fn install_tunnels() {
             println!("  could not install {krate}; its row will be skipped");
         }
     }
+}
+
+/// A second proxy like the first but writing the audit log to a file (as an operator would,
+/// one line per call), with a reverse server of its own: its row against
+/// "proxy /message (ws)" (audit off) is what the audit costs. Dropping what it returns stops both and removes
+/// the file.
+pub(super) fn start_audited(paths: &mut Vec<Path_>) -> Result<(Vec<Proc>, TempDir), String> {
+    let dir = TempDir::new("bench-audit")?;
+    let log = format!("{}/audit.log", dir.path());
+    let mut proxy = Proc::spawn_raised(
+        "mcp-proxy (audit on)",
+        &procs::release_binary("mcp-proxy"),
+        &[PROXY_ARGS, &["--audit-log", &log]].concat(),
+    )?;
+    let url = proxy.wait_for_line(START, listening_url)?;
+    // As "proxy /message (ws)": a pool of one reverse client over the channel.
+    let reverse = Proc::spawn(
+        "reverse_server_example (audit on)",
+        &procs::release_binary("examples/reverse_server_example"),
+        &[&url, "--name", "ws", "--transport", "ws"],
+    )?;
+    procs::wait_registrations(&url, 1, START)?;
+    paths.push(Path_ {
+        name: "proxy /message (ws), audit on".into(),
+        hops: 4,
+        kind: Kind::Message,
+        url: format!("{url}/servers/ws/message"),
+        cpu_of: Some((proxy.pid(), reverse.pid())),
+    });
+    Ok((vec![reverse, proxy], dir))
 }
 
 /// Two proxy instances sharing a `redis-server` (`--broker`), the same reverse server

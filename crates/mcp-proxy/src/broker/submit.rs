@@ -141,6 +141,7 @@ impl State {
         if reg.outstanding >= config.max_pending_per_registration {
             return Err(Error::QueueFull);
         }
+        let (member, channel) = (reg.generation, reg.channel.is_some());
         let request_id = self.queue_request(
             &target,
             sub.message,
@@ -149,6 +150,7 @@ impl State {
             sub.identity,
         );
         tracing::Span::current().record("request_id", request_id.as_str());
+        crate::audit::note_routed(&request_id, member, channel);
         let p = self.pending.get_mut(&request_id).expect("just queued");
         p.waiter = waiter;
         p.client_id = client_id;

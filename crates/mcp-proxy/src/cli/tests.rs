@@ -260,3 +260,68 @@ fn oauth_flags() {
         .is_none());
     assert!(!format!("{oauth:?}").contains("very-secret"));
 }
+
+#[test]
+fn the_console_needs_a_password_that_never_shows() {
+    let cli = Cli::try_parse_from(["mcp-proxy", "--console"]).unwrap();
+    let e = cli.try_config().unwrap_err().to_string();
+    assert!(e.contains("--console-password"), "{e}");
+    let secret = "console-password-98765";
+    let cli =
+        Cli::try_parse_from(["mcp-proxy", "--console", "--console-password", "short"]).unwrap();
+    let e = cli.try_config().unwrap_err().to_string();
+    assert!(e.contains("12 characters") && !e.contains("short"), "{e}");
+    let cli =
+        Cli::try_parse_from(["mcp-proxy", "--console", "--console-password", secret]).unwrap();
+    assert!(
+        !format!("{cli:?}").contains(secret),
+        "Debug hides the password"
+    );
+    let config = cli.try_config().unwrap();
+    assert!(!format!("{config:?}").contains(secret));
+    assert!(config.console.is_some());
+
+    let dir = std::env::temp_dir().join(format!("mcp-proxy-cli-console-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("password");
+    std::fs::write(&file, format!("{secret}\n")).unwrap();
+    let cli = Cli::try_parse_from([
+        "mcp-proxy",
+        "--console",
+        "--console-password-file",
+        file.to_str().unwrap(),
+    ])
+    .unwrap();
+    assert!(cli.try_config().unwrap().console.is_some());
+    // Off by default, and no audit log either.
+    let config = Cli::try_parse_from(["mcp-proxy"])
+        .unwrap()
+        .try_config()
+        .unwrap();
+    assert!(config.console.is_none() && config.audit.log.is_none());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_audit_log_is_opened_at_start_and_payloads_are_opt_in() {
+    let dir = std::env::temp_dir().join(format!("mcp-proxy-cli-audit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("audit.log");
+    let cli = Cli::try_parse_from(["mcp-proxy", "--audit-log", path.to_str().unwrap()]).unwrap();
+    let config = cli.try_config().unwrap();
+    assert!(config.audit.log.is_some() && path.exists());
+    assert_eq!(config.audit.payloads, None);
+    let cli = Cli::try_parse_from([
+        "mcp-proxy",
+        "--audit-payloads",
+        "--audit-payload-cap",
+        "100",
+    ])
+    .unwrap();
+    assert_eq!(cli.config().audit.payloads, Some(100));
+    let missing = dir.join("no/such/dir/audit.log");
+    let cli = Cli::try_parse_from(["mcp-proxy", "--audit-log", missing.to_str().unwrap()]).unwrap();
+    let e = cli.try_config().unwrap_err().to_string();
+    assert!(e.starts_with("--audit-log"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

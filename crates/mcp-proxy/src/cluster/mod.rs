@@ -384,6 +384,20 @@ impl Topology for Cluster {
         Box::pin(async move { cluster.take_shared_token(&bucket, per_second, burst).await })
     }
 
+    fn instance_id(&self) -> &str {
+        &self.inner.id
+    }
+
+    fn gather(
+        &self,
+        path_and_query: String,
+        headers: axum::http::HeaderMap,
+        deadline: Duration,
+    ) -> BoxFuture<'static, Vec<serde_json::Value>> {
+        let cluster = self.clone();
+        Box::pin(async move { cluster.gather(&path_and_query, &headers, deadline).await })
+    }
+
     // Starts the subscriber, the heartbeat and the directory refresh; `router` serves the
     // requests other instances relay here. They stop when `shutdown` is cancelled, and this
     // instance then leaves the cluster at once (its pools are taken over without waiting

@@ -415,6 +415,9 @@ impl Cluster {
                 *response.status_mut() = status;
                 *response.headers_mut() = headers;
                 response
+                    .extensions_mut()
+                    .insert(crate::topology::AnsweredElsewhere);
+                response
             }
             Some(Event::Fail(Failure::TooLarge(why))) => {
                 waiting.finish();

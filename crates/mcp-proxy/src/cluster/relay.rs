@@ -70,6 +70,8 @@ impl Route {
             Surface::Operator | Surface::Health => Some(Route::View),
             // Every instance answers the public metadata alike.
             Surface::Discovery => None,
+            // The console gathers the other instances' views itself (its stream is long).
+            Surface::Console => None,
         }
     }
 

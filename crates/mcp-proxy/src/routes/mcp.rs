@@ -131,7 +131,9 @@ fn version(headers: &HeaderMap) -> Result<&str, Error> {
 /// A request refused before routing (400 with -32020, or -32022 naming the supported versions).
 fn refused(id: RequestId, refusal: &RequestRefusal) -> Response {
     tracing::debug!(%refusal, "2026-07-28 request refused");
-    let body = RpcResponse::error(Some(id), refusal.to_error_object());
+    let error = refusal.to_error_object();
+    crate::audit::note_error_code(error.code.0.into());
+    let body = RpcResponse::error(Some(id), error);
     (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
 }
 
@@ -145,6 +147,9 @@ fn stateless_method(headers: &HeaderMap) -> Option<Response> {
 /// The HTTP status of a final answer to a stateless-era request, by its error code: the
 /// spec's (404 for -32601, 400 for bad params), or the proxy's own (503, 504, 502).
 fn stateless_status(code: Option<i64>) -> StatusCode {
+    if let Some(code) = code {
+        crate::audit::note_error_code(code);
+    }
     let Some(code) = code.and_then(|c| i32::try_from(c).ok()).map(ErrorCode) else {
         return StatusCode::OK;
     };
@@ -200,6 +205,7 @@ async fn post(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, RpcError> {
     let (message, raw) = read_message(body, state.config().max_body_bytes)?;
+    crate::audit::note_message(&message);
     let id = match &message {
         Message::Request(r) => Some(r.id.clone()),
         _ => None,

@@ -73,6 +73,7 @@ async fn forward(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, RpcError> {
     let (message, raw) = read_message(body, state.config().max_body_bytes)?;
+    crate::audit::note_message(&message);
     caller
         .check_tool_call(&state, &pool, &message)
         .map_err(|e| e.with_id(message.id().cloned()))?;
@@ -211,6 +212,9 @@ pub(crate) fn client_answer(
             ));
         }
     };
+    if let Some(code) = view.error.as_ref().and_then(|e| e.code) {
+        crate::audit::note_error_code(code);
+    }
     let status = match view.error.as_ref().and_then(|e| e.code) {
         Some(code) if pinned && code == i64::from(ErrorCode::UNKNOWN_SESSION.0) => {
             StatusCode::NOT_FOUND

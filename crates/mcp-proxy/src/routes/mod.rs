@@ -12,7 +12,7 @@ pub(crate) mod response;
 pub(crate) mod servers;
 
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{MatchedPath, Query, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Query, Request};
 use axum::http::StatusCode;
 use axum::routing::{get, post, MethodRouter};
 use bytes::Bytes;
@@ -21,6 +21,7 @@ use serde::Deserialize;
 use crate::auth::oauth::{metadata, Authenticated};
 use crate::auth::Grant;
 use crate::broker::Requester;
+use crate::console;
 use crate::peer::ClientAddr;
 use crate::state::AppState;
 use crate::Error;
@@ -40,6 +41,8 @@ pub(crate) enum Surface {
     Health,
     /// Public metadata (RFC 9728): anyone, CORS for any origin, the client budget.
     Discovery,
+    /// The operator's console (`/console`, when enabled): its own admin login.
+    Console,
 }
 
 /// One route: its path pattern (as axum matches it), who calls it, and its handlers.
@@ -126,6 +129,40 @@ pub(crate) const ROUTES: &[Route] = &[
         pattern: "/healthz",
         surface: Surface::Health,
         handlers: || get(health::healthz),
+    },
+    Route {
+        pattern: "/console",
+        surface: Surface::Console,
+        handlers: || get(console::page),
+    },
+    Route {
+        pattern: "/console/login",
+        surface: Surface::Console,
+        handlers: || {
+            get(console::login_page)
+                .post(console::login)
+                .layer(DefaultBodyLimit::max(console::LOGIN_BODY_MAX))
+        },
+    },
+    Route {
+        pattern: "/console/logout",
+        surface: Surface::Console,
+        handlers: || post(console::logout),
+    },
+    Route {
+        pattern: "/console/assets/{file}",
+        surface: Surface::Console,
+        handlers: || get(console::assets),
+    },
+    Route {
+        pattern: "/console/api/state",
+        surface: Surface::Console,
+        handlers: || get(console::state_json),
+    },
+    Route {
+        pattern: "/console/events",
+        surface: Surface::Console,
+        handlers: || get(console::events),
     },
 ];
 

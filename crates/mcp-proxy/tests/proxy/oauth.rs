@@ -598,3 +598,46 @@ async fn an_audience_override_replaces_the_resource_url() {
     server.leave().await;
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn the_audit_log_names_who_an_access_token_holds() {
+    let key = SigningKey::es256("k1");
+    let issuer = Issuer::start(&[&key]).await;
+    let path = std::env::temp_dir().join(format!("mcp-proxy-audit-oauth-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let mut config = oauth_config(&issuer.url(), |_| {});
+    config.audit.log = Some(mcp_proxy::audit::AuditLog::file(&path).unwrap());
+    let proxy = Proxy::start(config).await;
+    let server = FakeServer::register(&proxy, Some("alpha"), &["2025-11-25"]).await;
+    let token = key.sign(&claims(&issuer.url()));
+    served(&proxy, &server, "/servers/alpha/message", &token).await;
+    let (status, _, _) = call(&proxy, "/servers/alpha/message", Some("not.a.jwt")).await;
+    assert_eq!(status, 401);
+    let lines: Vec<Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(
+        lines[0]["client"]["oauth"],
+        json!({"issuer": issuer.url(), "subject": "user-1", "client_id": "client-1"})
+    );
+    assert_eq!(lines[0]["client"]["token"].as_str().unwrap().len(), 8);
+    assert_eq!(
+        (lines[0]["status"].as_u64(), lines[0]["pool"].as_str()),
+        (Some(200), Some("alpha"))
+    );
+    assert!(
+        !std::fs::read_to_string(&path).unwrap().contains(&token),
+        "never the token"
+    );
+    assert_eq!(lines[1]["status"], 401);
+    assert!(
+        lines[1]["client"].get("oauth").is_none(),
+        "a refused token names no one"
+    );
+    server.leave().await;
+    proxy.stop().await;
+    let _ = std::fs::remove_file(&path);
+}

@@ -367,6 +367,9 @@ pub(crate) async fn authenticate(
     if client_route && req.method() != Method::OPTIONS {
         let pool = client_pool(req.uri().path()).to_owned();
         if let Some(verdict) = gate.verdict(req.headers(), req.uri().query(), &pool).await {
+            if let Verdict::Accepted(who) = &verdict {
+                crate::audit::note_identity(&who.identity);
+            }
             req.extensions_mut().insert(verdict);
         }
     }
