@@ -248,13 +248,16 @@ fn bench(options: &Options) -> Result<(), String> {
     let _ = direct.terminate(Duration::from_secs(10));
 
     let idle = if options.idle > 0 {
-        Some(idle_scale(options.idle)?)
+        vec![
+            idle_scale(options.idle, false)?,
+            idle_scale(options.idle, true)?,
+        ]
     } else {
-        None
+        Vec::new()
     };
 
-    print_table(&rows, idle.as_ref());
-    let report = to_json(&rows, idle.as_ref(), options);
+    print_table(&rows, &idle);
+    let report = to_json(&rows, &idle, options);
     let out_dir = procs::target_dir().join("bench");
     std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
     let out = out_dir.join("latest.json");

@@ -118,6 +118,9 @@ enum Task {
         url: String,
         /// How many registrations.
         n: usize,
+        /// Each holds its WebSocket channel instead of a long poll.
+        #[arg(long)]
+        ws: bool,
     },
 }
 
@@ -158,7 +161,7 @@ fn main() -> ExitCode {
         Task::Oauth => oauth::run(),
         Task::Console(options) => console::run(&options),
         Task::Bench(options) => bench::run(&options),
-        Task::BenchIdleClients { url, n } => bench::idle_clients(&url, n),
+        Task::BenchIdleClients { url, n, ws } => bench::idle_clients(&url, n, ws),
     }
 }
 

@@ -1,5 +1,6 @@
-//! The idle-scale run of `cargo xtask bench`: a fresh proxy, N registrations each holding one
-//! long poll (the hidden task `bench-idle-clients`), and what that costs it in memory and CPU.
+//! The idle-scale runs of `cargo xtask bench`: a fresh proxy, N registrations each holding one
+//! long poll or one WebSocket channel (the hidden task `bench-idle-clients`), and what that
+//! costs it in memory and CPU.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,6 +13,8 @@ use crate::procs::{self, listening_url, Proc};
 
 /// What an idle proxy costs per registration.
 pub(super) struct Idle {
+    /// `"poll"` or `"channel"`: what each registration holds.
+    pub(super) holding: &'static str,
     pub(super) registrations: usize,
     pub(super) rss_before: u64,
     pub(super) rss_after: u64,
@@ -49,8 +52,9 @@ fn cpu_seconds(pid: u32) -> Result<f64, String> {
     Ok(ticks / hz)
 }
 
-pub(super) fn idle_scale(n: usize) -> Result<Idle, String> {
-    println!("idle scale: {n} registrations, each holding one poll...");
+pub(super) fn idle_scale(n: usize, ws: bool) -> Result<Idle, String> {
+    let holding = if ws { "channel" } else { "poll" };
+    println!("idle scale: {n} registrations, each holding one {holding}...");
     let mut proxy = Proc::spawn_raised(
         "mcp-proxy (idle)",
         &procs::release_binary("mcp-proxy"),
@@ -79,13 +83,13 @@ pub(super) fn idle_scale(n: usize) -> Result<Idle, String> {
     let rss_before = rss(pid)?;
     let xtask = std::env::current_exe().map_err(|e| e.to_string())?;
     let n_text = n.to_string();
-    let mut clients = Proc::spawn_raised(
-        "idle clients",
-        &xtask,
-        &["bench-idle-clients", &url, &n_text],
-    )?;
+    let mut args = vec!["bench-idle-clients", &url, &n_text];
+    if ws {
+        args.push("--ws");
+    }
+    let mut clients = Proc::spawn_raised("idle clients", &xtask, &args)?;
     procs::wait_registrations(&url, n as u64, Duration::from_secs(300))?;
-    clients.wait_for_line(START, |l| l.contains("all polls held").then_some(()))?;
+    clients.wait_for_line(START, |l| l.contains("all held").then_some(()))?;
     let rss_after = rss(pid)?;
     let cpu0 = cpu_seconds(pid)?;
     let window = Duration::from_secs(10);
@@ -103,6 +107,7 @@ pub(super) fn idle_scale(n: usize) -> Result<Idle, String> {
     clients.kill();
     let _ = proxy.terminate(Duration::from_secs(10));
     Ok(Idle {
+        holding,
         registrations: n,
         rss_before,
         rss_after,
@@ -111,9 +116,9 @@ pub(super) fn idle_scale(n: usize) -> Result<Idle, String> {
     })
 }
 
-/// The hidden task `bench-idle-clients URL N`: N modern registrations, each holding one long
-/// poll, until killed.
-pub(crate) fn idle_clients(url: &str, n: usize) -> std::process::ExitCode {
+/// The hidden task `bench-idle-clients URL N [--ws]`: N modern registrations, each holding one
+/// long poll (or its channel, with credit for one item), until killed.
+pub(crate) fn idle_clients(url: &str, n: usize, ws: bool) -> std::process::ExitCode {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -145,6 +150,10 @@ pub(crate) fn idle_clients(url: &str, n: usize) -> std::process::ExitCode {
                     return;
                 };
                 let id = reg["session_id"].as_str().unwrap_or_default().to_owned();
+                if ws {
+                    hold_channel(&url, &id, permit, &held).await;
+                    return;
+                }
                 drop(permit);
                 held.fetch_add(1, Ordering::Relaxed);
                 loop {
@@ -162,8 +171,39 @@ pub(crate) fn idle_clients(url: &str, n: usize) -> std::process::ExitCode {
         while held.load(Ordering::Relaxed) < n as u64 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        println!("all polls held");
+        println!("all held");
         std::future::pending::<()>().await;
     });
     std::process::ExitCode::SUCCESS
+}
+
+/// Opens registration `id`'s channel, grants it one item, and reads it (answering the proxy's
+/// pings) until it closes.
+async fn hold_channel(
+    url: &str,
+    id: &str,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    held: &AtomicU64,
+) {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::ClientRequestBuilder;
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+    let Ok(uri) = format!("{}/channel", url.replacen("http", "ws", 1)).parse() else {
+        return;
+    };
+    let request = ClientRequestBuilder::new(uri).with_header("mcp-reverse-session-id", id);
+    // Small buffers: this process holds thousands of them.
+    let config = WebSocketConfig::default().read_buffer_size(4096);
+    let Ok((mut socket, _)) =
+        tokio_tungstenite::connect_async_with_config(request, Some(config), true).await
+    else {
+        return;
+    };
+    let credit = r#"{"kind":"credit","items":1}"#;
+    if socket.send(credit.into()).await.is_err() {
+        return;
+    }
+    drop(permit);
+    held.fetch_add(1, Ordering::Relaxed);
+    while let Some(Ok(_)) = socket.next().await {}
 }

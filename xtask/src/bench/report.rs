@@ -18,7 +18,7 @@ pub(super) struct Row {
     pub(super) cpu_us: Option<(f64, f64)>,
 }
 
-pub(super) fn print_table(rows: &[Row], idle: Option<&Idle>) {
+pub(super) fn print_table(rows: &[Row], idle: &[Idle]) {
     let direct = |payload: &str| {
         rows.iter()
             .find(|r| r.path.starts_with("direct") && r.payload == payload)
@@ -64,11 +64,12 @@ pub(super) fn print_table(rows: &[Row], idle: Option<&Idle>) {
                 .map_or_else(String::new, |(p, rv)| format!("{p:.0}/{rv:.0}"))
         );
     }
-    if let Some(i) = idle {
+    for i in idle {
         println!(
-            "\nidle scale: {} registrations each holding a poll: {:.1} KiB resident per registration \
+            "\nidle scale: {} registrations each holding a {}: {:.1} KiB resident per registration \
              ({:.1} MiB -> {:.1} MiB), {:.4} CPU-seconds per second while idle (open-file hard limit {})",
             i.registrations,
+            i.holding,
             (i.rss_after.saturating_sub(i.rss_before)) as f64 / i.registrations as f64 / 1024.0,
             i.rss_before as f64 / 1048576.0,
             i.rss_after as f64 / 1048576.0,
@@ -78,7 +79,7 @@ pub(super) fn print_table(rows: &[Row], idle: Option<&Idle>) {
     }
 }
 
-pub(super) fn to_json(rows: &[Row], idle: Option<&Idle>, options: &Options) -> Value {
+pub(super) fn to_json(rows: &[Row], idle: &[Idle], options: &Options) -> Value {
     json!({
         "quick": options.quick,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -88,14 +89,15 @@ pub(super) fn to_json(rows: &[Row], idle: Option<&Idle>, options: &Options) -> V
             "rps": r.rps.iter().map(|(c, v)| (c.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
             "cpu_us_per_call_at_16": r.cpu_us.map(|(p, rv)| json!({"proxy": p, "reverse_client": rv})),
         })).collect::<Vec<_>>(),
-        "idle": idle.map(|i| json!({
+        "idle": idle.iter().map(|i| json!({
+            "holding": i.holding,
             "registrations": i.registrations,
             "rss_before_bytes": i.rss_before,
             "rss_after_bytes": i.rss_after,
             "rss_per_registration_bytes": i.rss_after.saturating_sub(i.rss_before) as f64 / i.registrations as f64,
             "cpu_seconds_per_second": i.cpu_per_sec,
             "open_file_hard_limit": i.fd_limit,
-        })),
+        })).collect::<Vec<_>>(),
     })
 }
 

@@ -36,6 +36,9 @@ use crate::Error;
 /// room, so a slow reader leaves its work in the broker.
 pub(crate) const CHANNEL_QUEUE: usize = 256;
 
+/// Bytes read from a channel's socket at a time (and held while it idles).
+const CHANNEL_READ_BUFFER: usize = 8 * 1024;
+
 /// How often the proxy pings a channel.
 pub(crate) const PING_EVERY: Duration = Duration::from_secs(20);
 
@@ -102,6 +105,9 @@ pub(crate) async fn channel(
     Ok(upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
+        // tungstenite zero-fills its whole read buffer on the first read (128 KiB by default):
+        // resident memory for every idle channel. Larger frames grow it as they come.
+        .read_buffer_size(CHANNEL_READ_BUFFER)
         .on_upgrade(move |socket| channel.serve(socket)))
 }
 
