@@ -183,6 +183,17 @@ impl Metrics {
             "Polls held open by reverse clients.",
         );
         let _ = writeln!(out, "mcp_proxy_polls_held {polls}");
+        let channels = pools
+            .iter()
+            .flat_map(|p| &p.members)
+            .filter(|m| m.delivery == "channel")
+            .count();
+        gauge_head(
+            &mut out,
+            "mcp_proxy_channels_open",
+            "Reverse channels (WebSockets) open; each also counts as a poll held.",
+        );
+        let _ = writeln!(out, "mcp_proxy_channels_open {channels}");
         gauge_head(
             &mut out,
             "mcp_proxy_client_sessions",

@@ -94,6 +94,26 @@ async fn send(ws: &mut Ws, frame: Value) {
         .unwrap();
 }
 
+/// The `mcp_proxy_channels_open` gauge.
+async fn channels_open(http: &reqwest::Client, proxy: &Proxy) -> String {
+    let text = http
+        .get(proxy.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("mcp_proxy_channels_open "));
+    line.expect("the gauge is shown")
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
 /// Items queued for the proxy's one registration.
 fn queued(proxy: &Proxy) -> usize {
     proxy.state.broker.servers()[0].members[0].queued
@@ -250,8 +270,10 @@ async fn a_newer_channel_replaces_the_older_and_leaving_closes_it() {
     let mut old = open(&proxy, &session).await;
     let mut new = open(&proxy, &session).await;
     assert_eq!(close_code(&mut old).await, 4000);
+    assert_eq!(channels_open(&http, &proxy).await, "1");
     leave(&http, &proxy, &session).await;
     assert_eq!(close_code(&mut new).await, 4004);
+    assert_eq!(channels_open(&http, &proxy).await, "0");
 }
 
 #[tokio::test]
