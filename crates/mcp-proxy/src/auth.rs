@@ -304,7 +304,11 @@ pub(crate) async fn require_client(
     }
     match auth.check(TokenKind::Client, req.headers()) {
         Ok(None) => next.run(req).await,
-        Ok(Some(grant)) if grant.names.allows(client_pool(req.uri().path())) => next.run(req).await,
+        Ok(Some(grant)) if grant.names.allows(client_pool(req.uri().path())) => {
+            // The handler binds the client sessions it opens to this token.
+            req.extensions_mut().insert(grant);
+            next.run(req).await
+        }
         Ok(Some(grant)) => {
             info!(token = %grant.id.fingerprint(), "refused: client token not bound to this server name");
             Error::Unauthorized.into_response()

@@ -17,11 +17,12 @@ mod proxy {
     mod fuzz;
     mod limits;
     mod mcp;
-    mod oauth;
+    pub(crate) mod oauth;
     mod pools;
     mod quotas;
     mod routing;
     mod seed_compat;
+    mod session_owner;
     mod stateless;
     mod talkback;
     mod tls;

@@ -28,14 +28,20 @@ pub(crate) struct Proxy {
 
 impl Proxy {
     pub(crate) async fn start() -> Proxy {
+        Proxy::start_with(|_, _| {}).await
+    }
+
+    /// [`Proxy::start`] with the test's settings, told the proxy's own URL.
+    pub(crate) async fn start_with(edit: impl FnOnce(&mut mcp_proxy::Config, &str)) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let config = mcp_proxy::Config {
+        let mut config = mcp_proxy::Config {
             liveness_grace: Duration::from_millis(500),
             shutdown_drain: Duration::from_secs(2),
             ..mcp_proxy::Config::default()
         };
+        edit(&mut config, &url);
         let task = tokio::spawn(mcp_proxy::serve(listener, config, shutdown.clone()));
         Proxy {
             url,

@@ -9,12 +9,16 @@
 //!   stream, `resources/subscribe` and `unsubscribe`.
 //! - `legacy`: a seed-style registration never receives the new item kinds.
 //! - `workspace`: wire shapes no single crate can check.
+//! - `oauth`: a tool learns who calls (an access token's subject) through the whole tunnel.
 //! - `cluster`: several proxy instances sharing a real Redis.
+//! - `issuer`: the test identity provider (metadata and JWKS on 127.0.0.1:0, signed tokens).
 
 mod cancel;
 mod cluster;
 mod common;
+mod issuer;
 mod legacy;
+mod oauth;
 mod session;
 mod talkback;
 mod workspace;

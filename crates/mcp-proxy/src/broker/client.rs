@@ -67,9 +67,28 @@ impl Broker {
         let mut session =
             ClientSession::new(member.clone(), pool.to_owned(), generation, Instant::now());
         session.holder = holder;
+        session.owner = who.token;
         st.insert_session(id.clone(), session);
         debug!(client_session = %Short(&id), session = %Short(&member), "client session opened");
         Ok(id)
+    }
+
+    /// Refuses `caller` on a client session another caller opened, as if the session did not
+    /// exist (404 -32001: its existence is not revealed). A session opened without
+    /// credentials, or unknown here, passes: the route's own lookup answers for it.
+    pub fn check_session_owner(
+        &self,
+        client_session: &str,
+        caller: Option<TokenId>,
+    ) -> Result<(), Error> {
+        let st = self.lock();
+        match st.sessions.get(client_session).and_then(|s| s.owner) {
+            Some(owner) if Some(owner) != caller => {
+                info!(client_session = %Short(client_session), "refused: a client session used by a caller other than the one that opened it");
+                Err(Error::UnknownClientSession)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Whether the client session exists in `pool` and its registration lives (touching it).

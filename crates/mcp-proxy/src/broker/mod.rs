@@ -130,6 +130,19 @@ pub struct Submission {
     pub identity: Option<Arc<Identity>>,
 }
 
+/// What another instance needs to take a client session over.
+#[derive(Clone, Debug)]
+pub struct SessionRecord {
+    /// The client session's id.
+    pub client_session: String,
+    /// Its pool (`""`: the default pool).
+    pub pool: String,
+    /// The registration it is pinned to.
+    pub registration: String,
+    /// Who opened it (the only caller that may use it), if anyone did with credentials.
+    pub owner: Option<TokenId>,
+}
+
 /// What another instance needs to take a registration over: everything it was registered
 /// with.
 #[derive(Clone, Debug)]

@@ -187,6 +187,10 @@ pub(crate) struct ClientSession {
     pub(crate) last_seen: Instant,
     /// The caller its session quota is counted on.
     pub(crate) holder: Option<super::quota::Holder>,
+    /// Who opened it (a static client token, or an access token's issuer and subject): the
+    /// only caller that may use it. `None` when it was opened without credentials (client
+    /// auth off): anyone who passes the route's check may.
+    pub(crate) owner: Option<crate::auth::TokenId>,
 }
 
 impl ClientSession {
@@ -208,6 +212,7 @@ impl ClientSession {
             counter: 0,
             last_seen: now,
             holder: None,
+            owner: None,
         }
     }
 

@@ -26,9 +26,15 @@ impl Broker {
     }
 
     /// Takes over a client session another instance held (it was lost), pinned to
-    /// `registration` in `pool` as before; its streams start empty (nothing to resume).
-    /// `false` when the session is known here or the registration is not.
-    pub fn adopt_session(&self, client_session: &str, pool: &str, registration: &str) -> bool {
+    /// `registration` in `pool` as before, bound to the same `owner`; its streams start empty
+    /// (nothing to resume). `false` when the session is known here or the registration is not.
+    pub fn adopt_session(
+        &self,
+        client_session: &str,
+        pool: &str,
+        registration: &str,
+        owner: Option<TokenId>,
+    ) -> bool {
         let mut st = self.lock();
         if st.shutting_down || st.sessions.contains_key(client_session) {
             return false;
@@ -41,15 +47,15 @@ impl Broker {
         else {
             return false;
         };
-        st.insert_session(
-            client_session.to_owned(),
-            ClientSession::new(
-                registration.to_owned(),
-                pool.to_owned(),
-                generation,
-                Instant::now(),
-            ),
+        let mut session = ClientSession::new(
+            registration.to_owned(),
+            pool.to_owned(),
+            generation,
+            Instant::now(),
         );
+        session.owner = owner;
+        session.holder = owner.map(Holder::Token);
+        st.insert_session(client_session.to_owned(), session);
         info!(client_session = %Short(client_session), "took over a client session of a lost instance");
         true
     }
@@ -62,13 +68,31 @@ impl Broker {
             .map(|s| s.registration.clone())
     }
 
-    /// Every client session here as (id, pool, registration), for the cluster's directory.
-    pub fn session_records(&self) -> Vec<(String, String, String)> {
+    /// Every client session here, for the cluster's directory.
+    pub fn session_records(&self) -> Vec<SessionRecord> {
         self.lock()
             .sessions
             .iter()
-            .map(|(id, s)| (id.clone(), s.pool.clone(), s.registration.clone()))
+            .map(|(id, s)| SessionRecord {
+                client_session: id.clone(),
+                pool: s.pool.clone(),
+                registration: s.registration.clone(),
+                owner: s.owner,
+            })
             .collect()
+    }
+
+    /// Client session `client_session` as the cluster's directory records it.
+    pub fn session_record(&self, client_session: &str) -> Option<SessionRecord> {
+        self.lock()
+            .sessions
+            .get(client_session)
+            .map(|s| SessionRecord {
+                client_session: client_session.to_owned(),
+                pool: s.pool.clone(),
+                registration: s.registration.clone(),
+                owner: s.owner,
+            })
     }
 
     /// Fails a request that was handed to a poll whose answer may never have reached its

@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 use super::relay::Permit;
 use super::{lock, redis_error, Cluster, Target};
 use crate::auth::TokenId;
-use crate::broker::{Broker, RegistrationRecord, Short};
+use crate::broker::{Broker, RegistrationRecord, SessionRecord, Short};
 use crate::Error;
 
 /// Registration directory entries outlive a silent home by this much; the home refreshes
@@ -305,18 +305,13 @@ impl Cluster {
         }
     }
 
-    /// Records client session `client_session` (just opened here, pinned to `registration`),
-    /// so the pool's next home can take it over if this instance is lost.
-    pub(crate) async fn record_session(
-        &self,
-        client_session: &str,
-        pool: &str,
-        registration: &str,
-    ) {
+    /// Records client session `record` (just opened here), so the pool's next home can take
+    /// it over, with its owner, if this instance is lost.
+    pub(crate) async fn record_session(&self, record: &SessionRecord) {
         let mut pipe = redis::pipe();
-        self.session_entry(&mut pipe, client_session, pool, registration);
+        self.session_entry(&mut pipe, record);
         match self.write_entries(pipe).await {
-            Ok(_) => self.note_recorded(format!("sess:{client_session}")),
+            Ok(_) => self.note_recorded(format!("sess:{}", record.client_session)),
             Err(e) => {
                 warn!(error = %e, "could not record a client session in the cluster directory")
             }
@@ -324,17 +319,20 @@ impl Cluster {
     }
 
     /// The command that writes a client session's directory entry (see `ENTRY_SCRIPT`).
-    fn session_entry(
-        &self,
-        pipe: &mut redis::Pipeline,
-        client_session: &str,
-        pool: &str,
-        registration: &str,
-    ) {
+    fn session_entry(&self, pipe: &mut redis::Pipeline, record: &SessionRecord) {
+        let owner = record
+            .owner
+            .as_ref()
+            .map(TokenId::digest_hex)
+            .unwrap_or_default();
         self.entry(
             pipe,
-            &format!("sess:{client_session}"),
-            &[("pool", pool), ("registration", registration)],
+            &format!("sess:{}", record.client_session),
+            &[
+                ("pool", record.pool.as_str()),
+                ("registration", record.registration.as_str()),
+                ("owner", &owner),
+            ],
         );
     }
 
@@ -395,9 +393,14 @@ impl Cluster {
             return;
         }
         self.adopt_orphan(broker, registration, permit).await;
-        if broker.adopt_session(client_session, pool, registration) {
-            self.record_session(client_session, pool, registration)
-                .await;
+        // Bound to whoever opened it, as before: the route then refuses anyone else.
+        let owner = record
+            .get("owner")
+            .and_then(|hex| TokenId::from_digest_hex(hex));
+        if broker.adopt_session(client_session, pool, registration, owner) {
+            if let Some(record) = broker.session_record(client_session) {
+                self.record_session(&record).await;
+            }
         }
     }
 
@@ -450,12 +453,12 @@ impl Cluster {
         let sessions = broker.session_records();
         for chunk in sessions.chunks(500) {
             let mut pipe = redis::pipe();
-            for (id, pool, registration) in chunk {
-                self.session_entry(&mut pipe, id, pool, registration);
+            for record in chunk {
+                self.session_entry(&mut pipe, record);
             }
-            for ((id, _, _), written) in chunk.iter().zip(self.write_entries(pipe).await?) {
+            for (record, written) in chunk.iter().zip(self.write_entries(pipe).await?) {
                 if written == 0 {
-                    broker.forget_session(id);
+                    broker.forget_session(&record.client_session);
                 }
             }
         }
@@ -464,7 +467,11 @@ impl Cluster {
         let current: HashSet<String> = registrations
             .iter()
             .map(|r| format!("reg:{}", r.session_id))
-            .chain(sessions.iter().map(|(id, _, _)| format!("sess:{id}")))
+            .chain(
+                sessions
+                    .iter()
+                    .map(|r| format!("sess:{}", r.client_session)),
+            )
             .collect();
         let ended: Vec<String> = {
             let mut recorded = lock(&self.inner.recorded);

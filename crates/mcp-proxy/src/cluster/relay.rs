@@ -337,14 +337,14 @@ impl Cluster {
                 }
                 response
             }
-            Route::Client(pool) => {
+            Route::Client(_) => {
                 let opened = response
                     .headers()
                     .get(SESSION_ID_HEADER)
                     .and_then(|v| v.to_str().ok());
                 if let Some(opened) = opened.filter(|o| client_session.as_deref() != Some(*o)) {
-                    if let Some(registration) = broker.session_registration(opened) {
-                        self.record_session(opened, pool, &registration).await;
+                    if let Some(record) = broker.session_record(opened) {
+                        self.record_session(&record).await;
                     }
                 }
                 if let (true, Some(cs), true) = (

@@ -13,7 +13,9 @@
 //! - `GET`: the session's server-to-client stream, or a stream resumed with `Last-Event-ID`.
 //! - `DELETE`: ends the session.
 //!
-//! Host and Origin are checked (403) by the layer `app` puts around these routes.
+//! Host and Origin are checked (403) by the layer `app` puts around these routes. A session
+//! opened with credentials (a static client token, an access token's subject) is bound to
+//! them: anyone else naming it gets the 404 of an unknown session.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -73,8 +75,12 @@ pub(crate) async fn post_named(
 }
 
 /// `GET /mcp`.
-pub(crate) async fn get_default(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    get(state, "", headers).unwrap_or_else(IntoResponse::into_response)
+pub(crate) async fn get_default(
+    State(state): State<AppState>,
+    who: Requester,
+    headers: HeaderMap,
+) -> Response {
+    get(state, "", who, headers).unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `GET /servers/{name}/mcp`. The session names its server, but must belong to `name`: the
@@ -82,29 +88,35 @@ pub(crate) async fn get_default(State(state): State<AppState>, headers: HeaderMa
 pub(crate) async fn get_named(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    who: Requester,
     headers: HeaderMap,
 ) -> Response {
     if !is_valid_pool_name(&name) {
         return Error::InvalidPoolName.with_id(None).into_response();
     }
-    get(state, &name, headers).unwrap_or_else(IntoResponse::into_response)
+    get(state, &name, who, headers).unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `DELETE /mcp`.
-pub(crate) async fn delete_default(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    delete(state, "", headers).unwrap_or_else(IntoResponse::into_response)
+pub(crate) async fn delete_default(
+    State(state): State<AppState>,
+    who: Requester,
+    headers: HeaderMap,
+) -> Response {
+    delete(state, "", who, headers).unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `DELETE /servers/{name}/mcp` (the session must belong to `name`, as for GET).
 pub(crate) async fn delete_named(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    who: Requester,
     headers: HeaderMap,
 ) -> Response {
     if !is_valid_pool_name(&name) {
         return Error::InvalidPoolName.with_id(None).into_response();
     }
-    delete(state, &name, headers).unwrap_or_else(IntoResponse::into_response)
+    delete(state, &name, who, headers).unwrap_or_else(IntoResponse::into_response)
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -239,6 +251,9 @@ async fn post(
         session_header(&headers).map_err(fail)?
     };
     let broker = &state.broker;
+    if let Some(s) = &session {
+        broker.check_session_owner(s, who.token).map_err(fail)?;
+    }
 
     let request = match message {
         Message::Response(r) => {
@@ -410,7 +425,12 @@ fn submission(
     }
 }
 
-fn get(state: AppState, pool: &str, headers: HeaderMap) -> Result<Response, RpcError> {
+fn get(
+    state: AppState,
+    pool: &str,
+    who: Requester,
+    headers: HeaderMap,
+) -> Result<Response, RpcError> {
     if let Some(refused) = stateless_method(&headers) {
         return Ok(refused);
     }
@@ -422,6 +442,10 @@ fn get(state: AppState, pool: &str, headers: HeaderMap) -> Result<Response, RpcE
     let session = session_header(&headers)
         .map_err(fail)?
         .ok_or_else(|| fail(Error::MissingClientSession))?;
+    state
+        .broker
+        .check_session_owner(&session, who.token)
+        .map_err(fail)?;
     let attached = state
         .broker
         .open_stream(pool, &session, header(&headers, LAST_EVENT_ID_HEADER))
@@ -435,7 +459,12 @@ fn get(state: AppState, pool: &str, headers: HeaderMap) -> Result<Response, RpcE
     ))
 }
 
-fn delete(state: AppState, pool: &str, headers: HeaderMap) -> Result<Response, RpcError> {
+fn delete(
+    state: AppState,
+    pool: &str,
+    who: Requester,
+    headers: HeaderMap,
+) -> Result<Response, RpcError> {
     if let Some(refused) = stateless_method(&headers) {
         return Ok(refused);
     }
@@ -443,6 +472,10 @@ fn delete(state: AppState, pool: &str, headers: HeaderMap) -> Result<Response, R
     let session = session_header(&headers)
         .map_err(fail)?
         .ok_or_else(|| fail(Error::MissingClientSession))?;
+    state
+        .broker
+        .check_session_owner(&session, who.token)
+        .map_err(fail)?;
     state.broker.end_session(pool, &session).map_err(fail)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

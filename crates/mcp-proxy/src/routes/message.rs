@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::Caller;
-use crate::broker::{id_text, Submission, STATELESS_ERA};
+use crate::broker::{id_text, Requester, Submission, STATELESS_ERA};
 use crate::state::AppState;
 use crate::{Error, RpcError};
 
@@ -31,17 +31,19 @@ pub(crate) const FORWARDED: [&str; 3] = ["mcp-method", "mcp-name", "mcp-protocol
 /// `POST /message`: the default pool.
 pub(crate) async fn default_pool(
     State(state): State<AppState>,
+    who: Requester,
     caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    handle(state, String::new(), caller, headers, body).await
+    handle(state, String::new(), (who, caller), headers, body).await
 }
 
 /// `POST /servers/{name}/message`: the pool `name`.
 pub(crate) async fn named_pool(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    who: Requester,
     caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -49,13 +51,13 @@ pub(crate) async fn named_pool(
     if !is_valid_pool_name(&name) {
         return Error::InvalidPoolName.with_id(None).into_response();
     }
-    handle(state, name, caller, headers, body).await
+    handle(state, name, (who, caller), headers, body).await
 }
 
 async fn handle(
     state: AppState,
     pool: String,
-    caller: Caller,
+    caller: (Requester, Caller),
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -68,7 +70,7 @@ async fn handle(
 async fn forward(
     state: AppState,
     pool: String,
-    caller: Caller,
+    (who, caller): (Requester, Caller),
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, RpcError> {
@@ -85,6 +87,12 @@ async fn forward(
 
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let client_session = header(SESSION_HEADER).map(str::to_owned);
+    if let Some(cs) = &client_session {
+        state
+            .broker
+            .check_session_owner(cs, who.token)
+            .map_err(|e| e.with_id(id.clone()))?;
+    }
     let forwarded = forwarded_headers(&headers);
     let stateless_era =
         method == "server/discover" || header("mcp-protocol-version") == Some(STATELESS_ERA);

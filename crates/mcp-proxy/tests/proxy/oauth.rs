@@ -22,10 +22,10 @@ use tokio_util::sync::CancellationToken;
 use super::common::{client, echo, test_config, Proxy};
 use super::fake::FakeServer;
 
-const STATIC_CLIENT: &str = "static-client-token-0123456789";
+pub(crate) const STATIC_CLIENT: &str = "static-client-token-0123456789";
 
 /// A signing key and its JWK.
-struct SigningKey {
+pub(crate) struct SigningKey {
     kid: String,
     alg: Algorithm,
     encoding: EncodingKey,
@@ -33,7 +33,7 @@ struct SigningKey {
 }
 
 impl SigningKey {
-    fn es256(kid: &str) -> Self {
+    pub(crate) fn es256(kid: &str) -> Self {
         let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let raw = pair.public_key_raw(); // 0x04 || x || y
         SigningKey {
@@ -56,7 +56,7 @@ impl SigningKey {
         }
     }
 
-    fn sign(&self, claims: &Value) -> String {
+    pub(crate) fn sign(&self, claims: &Value) -> String {
         let mut header = Header::new(self.alg);
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, claims, &self.encoding).unwrap()
@@ -65,7 +65,7 @@ impl SigningKey {
 
 /// The test's authorization server: discovery, JWKS (the test changes its keys), and an
 /// introspection endpoint knowing one opaque token.
-struct Issuer {
+pub(crate) struct Issuer {
     addr: SocketAddr,
     keys: Arc<Mutex<Vec<Value>>>,
     jwks_fetches: Arc<AtomicUsize>,
@@ -73,7 +73,7 @@ struct Issuer {
 }
 
 impl Issuer {
-    async fn start(keys: &[&SigningKey]) -> Issuer {
+    pub(crate) async fn start(keys: &[&SigningKey]) -> Issuer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         Issuer::start_on(listener, keys).await
     }
@@ -145,7 +145,7 @@ impl Issuer {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 }
@@ -156,7 +156,7 @@ impl Drop for Issuer {
     }
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -165,9 +165,9 @@ fn now() -> u64 {
 
 /// The public URL the tests configure (the proxy's own address is not known before it starts,
 /// and nothing fetches this URL: it only names the resources).
-const PUBLIC: &str = "http://127.0.0.1:1";
+pub(crate) const PUBLIC: &str = "http://127.0.0.1:1";
 
-fn oauth_config(issuer: &str, edit: impl FnOnce(&mut OAuthConfig)) -> Config {
+pub(crate) fn oauth_config(issuer: &str, edit: impl FnOnce(&mut OAuthConfig)) -> Config {
     let mut oauth = OAuthConfig::new(PUBLIC, issuer).unwrap();
     oauth.add_scopes("mcp:tools").unwrap();
     edit(&mut oauth);
@@ -183,7 +183,7 @@ fn oauth_config(issuer: &str, edit: impl FnOnce(&mut OAuthConfig)) -> Config {
 }
 
 /// Claims of a good token for pool `alpha`.
-fn claims(issuer: &str) -> Value {
+pub(crate) fn claims(issuer: &str) -> Value {
     json!({"iss": issuer, "sub": "user-1", "client_id": "client-1", "scope": "mcp:tools other",
         "aud": format!("{PUBLIC}/servers/alpha/mcp"), "exp": now() + 300, "iat": now()})
 }
