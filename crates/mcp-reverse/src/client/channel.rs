@@ -256,6 +256,9 @@ impl Inner {
     }
 
     /// Keeps the configured number of polls open until `stop`, `lost`, or `period` is over.
+    /// At the end of `period` the polls in flight are not dropped: a poll dropped just as the
+    /// proxy hands it an item would lose the item (a relayed one in a cluster all the more),
+    /// so each finishes on its own, beside the channel that opens next, and none follows.
     async fn poll_while(
         self: &Arc<Self>,
         registration: &Registration,
@@ -266,16 +269,19 @@ impl Inner {
         period: Option<Duration>,
     ) {
         let until = stop.child_token();
-        let mut polls = tokio::task::JoinSet::new();
-        for _ in 0..self.config.held_polls.max(1) {
-            polls.spawn(self.clone().poll_loop(
-                registration.clone(),
-                until.clone(),
-                lost.clone(),
-                handlers.clone(),
-                hard_stop.clone(),
-            ));
-        }
+        let wind_down = CancellationToken::new();
+        let polls: Vec<_> = (0..self.config.held_polls.max(1))
+            .map(|_| {
+                tokio::spawn(self.clone().poll_loop(
+                    registration.clone(),
+                    until.clone(),
+                    wind_down.clone(),
+                    lost.clone(),
+                    handlers.clone(),
+                    hard_stop.clone(),
+                ))
+            })
+            .collect();
         let over = async {
             match period {
                 Some(period) => tokio::time::sleep(period).await,
@@ -285,11 +291,18 @@ impl Inner {
         tokio::select! {
             _ = until.cancelled() => {}
             _ = lost.cancelled() => {}
-            _ = over => {}
+            _ = over => {
+                // Detached: each ends after its poll in flight (or at `stop`).
+                wind_down.cancel();
+                return;
+            }
         }
-        // Dropping a held poll is safe: the proxy puts its item back.
+        // Stopping or lost: the polls in flight are dropped (the proxy puts back an item not
+        // yet handed over; a lost registration has nothing left to hand over).
         until.cancel();
-        while polls.join_next().await.is_some() {}
+        for poll in polls {
+            let _ = poll.await;
+        }
     }
 
     /// Opens the channel of `registration`.

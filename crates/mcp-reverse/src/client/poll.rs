@@ -22,11 +22,13 @@ use crate::redact::http_cause;
 const POLL_SLACK: Duration = Duration::from_secs(15);
 
 impl Inner {
-    /// Keeps one poll open until `stop`; hands every item to a handler task.
+    /// Keeps one poll open until `stop` (which drops the poll in flight) or `wind_down`
+    /// (which lets it finish and opens no other); hands every item to a handler task.
     pub(super) async fn poll_loop(
         self: Arc<Self>,
         registration: Registration,
         stop: CancellationToken,
+        wind_down: CancellationToken,
         lost: CancellationToken,
         handlers: TaskTracker,
         hard_stop: CancellationToken,
@@ -34,6 +36,9 @@ impl Inner {
         let mut backoff = Backoff::new(Duration::from_secs(self.config.retry_delay_seconds));
         let hold = self.config.poll_timeout_seconds;
         loop {
+            if wind_down.is_cancelled() {
+                return;
+            }
             let request = self
                 .http
                 .get(self.poll_url.clone())
