@@ -186,6 +186,7 @@ impl Cli {
         let settings = AuthServerConfig {
             credentials,
             access_lifetime: args.oauth_access_lifetime.max(Duration::from_secs(1)),
+            code_lifetime: server::DEFAULT_CODE_LIFETIME,
             refresh_lifetime: args.oauth_refresh_lifetime.max(Duration::from_secs(60)),
             client_lifetime: args.oauth_client_lifetime.max(Duration::from_secs(60)),
             max_clients: args.oauth_max_clients,

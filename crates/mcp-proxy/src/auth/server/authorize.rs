@@ -23,9 +23,7 @@ use url::Url;
 use super::clients::Client;
 use super::pages::{self, Asking, CSRF_COOKIE, LOGIN_COOKIE};
 use super::store::{Kind, Put};
-use super::{
-    digest_key, random_token, AuthServer, CODE_LIFETIME, CONSENT_LIFETIME, LOGIN_LIFETIME,
-};
+use super::{digest_key, random_token, AuthServer, CONSENT_LIFETIME, LOGIN_LIFETIME};
 use crate::peer::ClientAddr;
 use crate::state::AppState;
 
@@ -287,7 +285,7 @@ impl AuthServer {
                 Kind::Code,
                 &digest_key(&code),
                 value,
-                CODE_LIFETIME,
+                self.settings.code_lifetime,
                 Put::Always,
             )
             .await

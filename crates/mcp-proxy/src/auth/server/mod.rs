@@ -61,8 +61,8 @@ pub const DEFAULT_REFRESH_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
 pub const DEFAULT_CLIENT_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
 /// Default cap on dynamically registered clients kept at once.
 pub const DEFAULT_MAX_CLIENTS: usize = 1_000;
-/// Lifetime of an authorization code.
-pub const CODE_LIFETIME: Duration = Duration::from_secs(60);
+/// Default lifetime of an authorization code.
+pub const DEFAULT_CODE_LIFETIME: Duration = Duration::from_secs(60);
 /// Lifetime of a browser's login.
 pub const LOGIN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// Lifetime of a user's consent to a client for a pool.
@@ -75,6 +75,8 @@ pub struct AuthServerConfig {
     pub credentials: Credentials,
     /// How long an access token lives.
     pub access_lifetime: Duration,
+    /// How long an authorization code may wait for its exchange.
+    pub code_lifetime: Duration,
     /// How long a refresh token lives (from its issue).
     pub refresh_lifetime: Duration,
     /// How long a dynamically registered client is kept after its last token.
@@ -94,6 +96,7 @@ impl AuthServerConfig {
         AuthServerConfig {
             credentials,
             access_lifetime: DEFAULT_ACCESS_LIFETIME,
+            code_lifetime: DEFAULT_CODE_LIFETIME,
             refresh_lifetime: DEFAULT_REFRESH_LIFETIME,
             client_lifetime: DEFAULT_CLIENT_LIFETIME,
             max_clients: DEFAULT_MAX_CLIENTS,

@@ -25,7 +25,7 @@ use tracing::{info, warn};
 use super::authorize::CodeGrant;
 use super::clients::{state_error, Client};
 use super::store::{unix_now, Kind, Put};
-use super::{digest_key, oauth_error, random_token, AuthServer, CODE_LIFETIME};
+use super::{digest_key, oauth_error, random_token, AuthServer};
 use crate::state::AppState;
 use crate::Error;
 
@@ -153,7 +153,7 @@ impl AuthServer {
                 Kind::UsedCode,
                 &key,
                 family.clone(),
-                CODE_LIFETIME * 10,
+                self.settings.code_lifetime * 10,
                 Put::Always,
             )
             .await?;
