@@ -85,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         Surface::Health,
         Surface::Discovery,
         Surface::Console,
+        Surface::Login,
     ] {
         if surface == Surface::Console && state.console.is_none() {
             continue;
@@ -181,16 +182,21 @@ fn surface_routes(surface: Surface, config: &Config) -> Router<AppState> {
             routes.route_layer(middleware::from_fn_with_state(auth, auth::require_operator))
         }
         Surface::Health => routes,
-        // Public metadata any web page may read (RFC 9728 clients run in browsers too).
-        Surface::Discovery => routes.layer(
-            CorsLayer::new()
-                .allow_origin(AllowOrigin::any())
-                .allow_methods([Method::GET])
-                .allow_headers(AllowHeaders::list([
-                    header::AUTHORIZATION,
-                    header::CONTENT_TYPE,
-                ])),
-        ),
+        // The login and consent pages: same-site forms only (CSRF tokens), no CORS.
+        Surface::Login => routes.layer(DefaultBodyLimit::max(auth::server::MAX_API_BODY)),
+        // Public metadata any web page may read (RFC 9728 clients run in browsers too), and
+        // the authorization server's API, which they call: small bodies only.
+        Surface::Discovery => routes
+            .layer(DefaultBodyLimit::max(auth::server::MAX_API_BODY))
+            .layer(
+                CorsLayer::new()
+                    .allow_origin(AllowOrigin::any())
+                    .allow_methods([Method::GET, Method::POST])
+                    .allow_headers(AllowHeaders::list([
+                        header::AUTHORIZATION,
+                        header::CONTENT_TYPE,
+                    ])),
+            ),
         Surface::Console => routes.layer(middleware::from_fn(console::security_headers)),
     }
 }

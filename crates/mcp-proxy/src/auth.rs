@@ -12,6 +12,7 @@
 //! force and logs why. Tokens are never logged: a 4-byte fingerprint of their digest is.
 
 pub mod oauth;
+pub mod server;
 mod tokens;
 
 use std::path::{Path, PathBuf};

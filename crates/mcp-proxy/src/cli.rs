@@ -2,12 +2,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::auth::oauth::OAuth;
 use crate::auth::{Auth, TokenKind, TokenSet};
 use crate::config::ClusterConfig;
 use crate::config::{self, Config};
@@ -153,7 +151,8 @@ pub struct Cli {
 
     /// Turn on OAuth 2.1 for the client routes: the identity provider whose access tokens
     /// open them (its issuer identifier, exactly as in its tokens' `iss`; e.g.
-    /// `https://keycloak.example.com/realms/mcp`). Its metadata is found by RFC 8414 /
+    /// `https://keycloak.example.com/realms/mcp`), or `builtin`: the proxy is its own
+    /// authorization server (login and consent pages, see --oauth-passphrase). Its metadata is found by RFC 8414 /
     /// OpenID Connect discovery and its JWKS fetched lazily, so the proxy starts while it is
     /// down. Tokens must name the pool's resource URL in `aud` (see --oauth-audience). Static
     /// client tokens keep working beside it. https, or http on loopback only. See
@@ -161,7 +160,7 @@ pub struct Cli {
     #[arg(
         long,
         env = "MCP_PROXY_OAUTH_ISSUER",
-        value_name = "URL",
+        value_name = "URL|builtin",
         requires = "public_url"
     )]
     pub oauth_issuer: Option<String>,
@@ -214,6 +213,10 @@ pub struct Cli {
         value_name = "SECRET"
     )]
     pub oauth_client_secret: Option<Secret>,
+
+    /// The built-in authorization server's flags (`--oauth-issuer builtin`).
+    #[command(flatten)]
+    pub builtin_args: BuiltinArgs,
 
     /// Serve HTTPS: the certificate chain, PEM (leaf first). Needs --tls-key.
     #[arg(
@@ -518,7 +521,7 @@ impl Cli {
             })?;
         let mut config = self.config();
         config.auth = Auth::new(fixed, self.token_file.clone())?;
-        config.oauth = self.oauth_config()?.map(|c| Arc::new(OAuth::new(c)));
+        self.apply_oauth(&mut config)?;
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
             config.tls = Some(TlsConfig::from_pem_files(cert, key)?);
         }
@@ -587,5 +590,6 @@ mod console;
 mod oauth;
 
 pub use console::ObserveArgs;
+pub use oauth::{BuiltinArgs, BUILTIN};
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::audit::AuditConfig;
 use crate::auth::oauth::OAuth;
+use crate::auth::server::AuthServer;
 use crate::auth::Auth;
 use crate::console::ConsoleConfig;
 use crate::peer::TrustedProxies;
@@ -110,6 +111,9 @@ pub struct Config {
     /// The OAuth 2.1 resource server (`--oauth-issuer`): access tokens from an identity
     /// provider open the client routes, beside the static client tokens. `None`: off.
     pub oauth: Option<Arc<OAuth>>,
+    /// The built-in authorization server (`--oauth-issuer builtin`), whose tokens `oauth`
+    /// checks. `None`: off.
+    pub auth_server: Option<Arc<AuthServer>>,
     /// Serve HTTPS with this certificate; `None` serves plain HTTP.
     pub tls: Option<TlsConfig>,
     /// Request rate per caller on client routes (429 with Retry-After above it).
@@ -177,6 +181,7 @@ impl Default for Config {
             session_idle: DEFAULT_SESSION_IDLE,
             auth: Auth::off(),
             oauth: None,
+            auth_server: None,
             tls: None,
             client_rate: DEFAULT_CLIENT_RATE,
             server_rate: DEFAULT_SERVER_RATE,

@@ -150,6 +150,10 @@ pub enum Error {
     /// for the log only.
     #[error("cluster store unavailable: {0}")]
     ClusterUnavailable(String),
+    /// The built-in authorization server's state (its file, or Redis) cannot be read or
+    /// written (503); the detail is for the log only.
+    #[error("authorization server state unavailable: {0}")]
+    AuthState(String),
     /// A setting cannot be used (a flag's value the parser could not check).
     #[error("{flag}: {reason}")]
     InvalidConfig {
@@ -177,7 +181,8 @@ impl Error {
             | Error::QueueFull
             | Error::TooManySessions
             | Error::RegistrationsFull
-            | Error::ClusterUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | Error::ClusterUnavailable(_)
+            | Error::AuthState(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::RateLimited(_) | Error::ClientRateLimited => StatusCode::TOO_MANY_REQUESTS,
             Error::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             Error::ServerGone | Error::InvalidServerResponse(_) | Error::InstanceLost => {
@@ -307,7 +312,7 @@ impl Error {
                 ErrorCode::SERVER_ERROR,
                 "too many client sessions: retry later",
             ),
-            Error::RegistrationsFull => return None,
+            Error::RegistrationsFull | Error::AuthState(_) => return None,
             Error::UnknownSession
             | Error::RateLimited(_)
             | Error::UnknownRequest

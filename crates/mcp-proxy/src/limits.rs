@@ -239,7 +239,8 @@ fn budget(route: Option<&Route>) -> Option<Budget> {
             | Surface::Streamable
             | Surface::Operator
             | Surface::Discovery
-            | Surface::Console,
+            | Surface::Console
+            | Surface::Login,
         )
         | None => Some(Budget::Client),
     }

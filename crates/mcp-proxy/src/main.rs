@@ -11,6 +11,20 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.builtin_args.oauth_hash_password {
+        // A users-file line's hash of the password on stdin (never echoed, never logged).
+        let mut password = String::new();
+        if std::io::stdin().read_line(&mut password).is_err() || password.trim().is_empty() {
+            eprintln!("mcp-proxy: --oauth-hash-password reads the password on stdin");
+            return ExitCode::from(2);
+        }
+        let password = password.trim_end_matches(['\n', '\r']);
+        println!(
+            "{}",
+            mcp_proxy::auth::server::login::hash_password(password)
+        );
+        return ExitCode::SUCCESS;
+    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -63,6 +77,9 @@ async fn main() -> ExitCode {
     } else {
         "http"
     };
+    if let Some(server) = &state.config().auth_server {
+        tracing::info!(issuer = %server.issuer(), state = %server.describe_store(), "built-in authorization server on");
+    }
     println!("mcp-proxy listening on {scheme}://{bound}");
     let _ = std::io::stdout().flush();
     tracing::info!(%bound, "listening");

@@ -9,6 +9,9 @@ mod proxy {
 
     mod audit;
     mod auth;
+    mod authflow;
+    mod authserver;
+    mod authserver_guards;
     mod batch;
     mod browser;
     mod channel;
@@ -25,7 +28,7 @@ mod proxy {
     mod session_owner;
     mod stateless;
     mod talkback;
-    mod tls;
+    pub(crate) mod tls;
     mod trouble;
     mod wire;
 }

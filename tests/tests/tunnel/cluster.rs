@@ -4,6 +4,7 @@
 //! limits are shared.
 
 mod auth;
+mod authserver;
 mod oauth;
 mod redis;
 mod relay_limits;

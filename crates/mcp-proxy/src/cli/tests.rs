@@ -325,3 +325,60 @@ fn the_audit_log_is_opened_at_start_and_payloads_are_opt_in() {
     assert!(e.starts_with("--audit-log"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn builtin_authorization_server_flags() {
+    let dir = std::env::temp_dir().join(format!("mcp-proxy-cli-as-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("oauth.json");
+    let state_arg = state.to_str().unwrap();
+    let base = [
+        "mcp-proxy",
+        "--public-url",
+        "https://mcp.example.com",
+        "--oauth-issuer",
+        "builtin",
+        "--oauth-state",
+        state_arg,
+    ];
+    let with = |extra: &[&str]| {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        Cli::try_parse_from(args).unwrap().try_config()
+    };
+    let config = with(&["--oauth-passphrase", "a long enough passphrase"]).unwrap();
+    let oauth = config.oauth.as_ref().unwrap().config();
+    assert_eq!(
+        oauth.issuer, "https://mcp.example.com",
+        "its issuer is the public URL"
+    );
+    let server = config.auth_server.as_ref().unwrap();
+    assert_eq!(server.issuer(), "https://mcp.example.com");
+    assert!(server.describe_store().contains("oauth.json"));
+    // Exactly one way to sign in; no audience overrides; a short passphrase is refused.
+    for bad in [
+        &[][..],
+        &["--oauth-passphrase", "short"][..],
+        &[
+            "--oauth-passphrase",
+            "a long enough passphrase",
+            "--oauth-users-file",
+            "/nonexistent",
+        ][..],
+        &[
+            "--oauth-passphrase",
+            "a long enough passphrase",
+            "--oauth-audience",
+            "api://x",
+        ][..],
+    ] {
+        let err = with(bad).unwrap_err().to_string();
+        assert!(
+            !err.contains("a long enough passphrase"),
+            "never echoes it: {err}"
+        );
+    }
+    // A state file that is not one is refused at start.
+    std::fs::write(&state, "garbage").unwrap();
+    assert!(with(&["--oauth-passphrase", "a long enough passphrase"]).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

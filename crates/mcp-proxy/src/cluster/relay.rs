@@ -68,8 +68,9 @@ impl Route {
                 }
             }
             Surface::Operator | Surface::Health => Some(Route::View),
-            // Every instance answers the public metadata alike.
-            Surface::Discovery => None,
+            // Every instance answers the public metadata alike, and the authorization
+            // server's routes (its state is in Redis).
+            Surface::Discovery | Surface::Login => None,
             // The console gathers the other instances' views itself (its stream is long).
             Surface::Console => None,
         }

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::auth::oauth::{metadata, Authenticated};
+use crate::auth::server;
 use crate::auth::Grant;
 use crate::broker::Requester;
 use crate::console;
@@ -39,10 +40,14 @@ pub(crate) enum Surface {
     Operator,
     /// The health check: anyone, never limited.
     Health,
-    /// Public metadata (RFC 9728): anyone, CORS for any origin, the client budget.
+    /// Public metadata (RFC 9728, RFC 8414) and the built-in authorization server's API
+    /// (registration, token, revocation): anyone, CORS for any origin, the client budget.
     Discovery,
     /// The operator's console (`/console`, when enabled): its own admin login.
     Console,
+    /// The built-in authorization server's pages (login, consent): anyone, no CORS, the
+    /// client budget.
+    Login,
 }
 
 /// One route: its path pattern (as axum matches it), who calls it, and its handlers.
@@ -124,6 +129,41 @@ pub(crate) const ROUTES: &[Route] = &[
         pattern: "/.well-known/oauth-protected-resource/servers/{name}/mcp",
         surface: Surface::Discovery,
         handlers: || get(metadata::named_pool),
+    },
+    Route {
+        pattern: "/.well-known/oauth-authorization-server",
+        surface: Surface::Discovery,
+        handlers: || get(server::metadata::metadata),
+    },
+    Route {
+        pattern: "/oauth/jwks",
+        surface: Surface::Discovery,
+        handlers: || get(server::metadata::jwks),
+    },
+    Route {
+        pattern: "/oauth/register",
+        surface: Surface::Discovery,
+        handlers: || post(server::register),
+    },
+    Route {
+        pattern: "/oauth/token",
+        surface: Surface::Discovery,
+        handlers: || post(server::token),
+    },
+    Route {
+        pattern: "/oauth/revoke",
+        surface: Surface::Discovery,
+        handlers: || post(server::revoke),
+    },
+    Route {
+        pattern: "/oauth/authorize",
+        surface: Surface::Login,
+        handlers: || get(server::authorize_page).post(server::authorize_form),
+    },
+    Route {
+        pattern: "/oauth/style.css",
+        surface: Surface::Login,
+        handlers: || get(server::style),
     },
     Route {
         pattern: "/healthz",

@@ -62,7 +62,7 @@ impl Proxy {
         Self::on(listener, config)
     }
 
-    fn on(listener: TcpListener, config: Config) -> Proxy {
+    pub(crate) fn on(listener: TcpListener, config: Config) -> Proxy {
         let addr = listener.local_addr().unwrap();
         let state = AppState::new(config);
         let token = CancellationToken::new();

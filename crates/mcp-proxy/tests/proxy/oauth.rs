@@ -190,7 +190,11 @@ pub(crate) fn claims(issuer: &str) -> Value {
 
 /// POSTs to `path` with `token` (an echo call; `initialize` on `/mcp` paths, which need a
 /// session for anything else); the status, the challenge and the body.
-async fn call(proxy: &Proxy, path: &str, token: Option<&str>) -> (u16, Option<String>, Value) {
+pub(crate) async fn call(
+    proxy: &Proxy,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, Option<String>, Value) {
     let body = if path.ends_with("/mcp") {
         super::fake::initialize(1)
     } else {
@@ -214,7 +218,7 @@ async fn call(proxy: &Proxy, path: &str, token: Option<&str>) -> (u16, Option<St
 }
 
 /// Calls `path` with `token` while `server` answers; returns the item the server saw.
-async fn served(proxy: &Proxy, server: &FakeServer, path: &str, token: &str) -> Value {
+pub(crate) async fn served(proxy: &Proxy, server: &FakeServer, path: &str, token: &str) -> Value {
     let (answered, item) = tokio::join!(call(proxy, path, Some(token)), async {
         let deadline = tokio::time::Instant::now() + super::common::PATIENCE;
         loop {

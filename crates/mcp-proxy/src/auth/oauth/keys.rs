@@ -11,6 +11,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use reqwest::Url;
@@ -153,10 +154,27 @@ pub(crate) fn parse_jwks(body: &[u8]) -> Result<Vec<Key>, String> {
     Ok(keys)
 }
 
+/// An issuer in this very process (the built-in authorization server): its key set is read
+/// directly, not fetched over HTTP (the public URL may not be reachable from the proxy
+/// itself), and its tokens can be revoked before they expire.
+pub trait LocalIssuer: Send + Sync {
+    /// The key set, as its JWKS document.
+    fn jwks(&self) -> BoxFuture<'_, Result<Vec<u8>, String>>;
+    /// Whether a token with this `jti` of this refresh family (`fid`) is still good: neither
+    /// revoked itself nor of a revoked family.
+    fn still_valid<'a>(
+        &'a self,
+        jti: Option<&'a str>,
+        family: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<bool, String>>;
+}
+
 /// The issuer: its metadata and key set, fetched on demand and cached.
 pub(crate) struct Issuer {
     /// The configured issuer identifier.
     issuer: String,
+    /// Set when the issuer is this process's own authorization server.
+    pub(crate) local: Option<Arc<dyn LocalIssuer>>,
     /// The shortest time between two fetches.
     min_refresh: Duration,
     http: reqwest::Client,
@@ -183,6 +201,7 @@ impl Issuer {
             .expect("a client with rustls builds");
         Issuer {
             issuer,
+            local: None,
             min_refresh,
             http,
             keys: RwLock::new(Arc::new(Keys::default())),
@@ -243,6 +262,13 @@ impl Issuer {
     /// Fetches metadata (if not known yet) and the key set; on failure the old keys stay.
     async fn fetch(&self, state: &mut RefreshState) {
         state.last_attempt = Some(Instant::now());
+        if let Some(local) = &self.local {
+            match local.jwks().await.and_then(|body| parse_jwks(&body)) {
+                Ok(keys) => self.install(keys),
+                Err(e) => warn!(error = %e, "own signing keys unreadable; the keys in use stay"),
+            }
+            return;
+        }
         if state.metadata.is_none() {
             state.metadata = self.discover().await;
         }
@@ -252,13 +278,8 @@ impl Issuer {
         match get_document(&self.http, &metadata.jwks_uri).await {
             Ok(body) => match parse_jwks(&body) {
                 Ok(keys) => {
-                    let mut slot = self.keys.write().unwrap_or_else(|e| e.into_inner());
                     info!(keys = keys.len(), jwks_uri = %metadata.jwks_uri, "issuer's signing keys loaded");
-                    *slot = Arc::new(Keys {
-                        keys,
-                        fetched: Some(Instant::now()),
-                        generation: slot.generation + 1,
-                    });
+                    self.install(keys);
                 }
                 Err(e) => {
                     warn!(jwks_uri = %metadata.jwks_uri, error = %e, "issuer's key set unusable; the keys in use stay")
@@ -270,6 +291,16 @@ impl Issuer {
                 state.metadata = None;
             }
         }
+    }
+
+    /// Puts a freshly read key set in use.
+    fn install(&self, keys: Vec<Key>) {
+        let mut slot = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        *slot = Arc::new(Keys {
+            keys,
+            fetched: Some(Instant::now()),
+            generation: slot.generation + 1,
+        });
     }
 
     /// Finds the issuer's metadata: RFC 8414's well-known URL (path inserted), then OpenID

@@ -41,7 +41,7 @@ use tracing::info;
 
 pub use config::{Introspection, OAuthConfig, ALGORITHMS, DEFAULT_LEEWAY, METADATA_PREFIX};
 pub use introspection::CACHE_FOR as INTROSPECTION_CACHE_FOR;
-pub use keys::{MAX_AGE, MIN_REFRESH};
+pub use keys::{LocalIssuer, MAX_AGE, MIN_REFRESH};
 
 use super::{bearer, client_pool, Auth, TokenId, TokenKind};
 use crate::routes::{self, Surface};
@@ -133,6 +133,18 @@ impl OAuth {
         }
     }
 
+    /// A resource server for tokens of `local`, the authorization server in this process
+    /// (`config.issuer` is its issuer): keys read directly, revocations honoured at once.
+    pub fn with_local_issuer(config: OAuthConfig, local: Arc<dyn LocalIssuer>) -> Self {
+        let mut issuer = keys::Issuer::new(config.issuer.clone(), config.min_refresh);
+        issuer.local = Some(local);
+        OAuth {
+            issuer: Arc::new(issuer),
+            introspection: introspection::Cache::default(),
+            config,
+        }
+    }
+
     /// Its settings.
     pub fn config(&self) -> &OAuthConfig {
         &self.config
@@ -169,15 +181,30 @@ impl OAuth {
                     });
                 }
                 let leeway = self.config.leeway.as_secs();
-                validate::verify(
+                let claims = validate::verify(
                     token,
                     alg,
                     &candidates,
                     &self.config.issuer,
                     &audiences,
                     leeway,
-                )?
-                .identity(&self.config.issuer)
+                )?;
+                if let Some(local) = &self.issuer.local {
+                    match local
+                        .still_valid(claims.jti.as_deref(), claims.fid.as_deref())
+                        .await
+                    {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            return Err(Refusal::InvalidToken("the token has been revoked"))
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot check a token's revocation");
+                            return Err(Refusal::Unavailable);
+                        }
+                    }
+                }
+                claims.identity(&self.config.issuer)
             }
             None => match &self.config.introspection {
                 Some(settings) => {

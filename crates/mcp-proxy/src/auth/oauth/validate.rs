@@ -33,6 +33,12 @@ pub(crate) struct Claims {
     /// Entra ID and Okta: a space-separated string or an array.
     #[serde(default)]
     pub(crate) scp: Option<StringOrList>,
+    /// The token's own id (revocation of one access token, built-in issuer).
+    #[serde(default)]
+    pub(crate) jti: Option<String>,
+    /// The refresh family it was issued in (built-in issuer: revoked with it).
+    #[serde(default)]
+    pub(crate) fid: Option<String>,
 }
 
 /// A claim that is a space-separated string or an array of strings.
