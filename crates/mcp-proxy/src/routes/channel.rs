@@ -37,7 +37,7 @@ use crate::Error;
 pub(crate) const CHANNEL_QUEUE: usize = 256;
 
 /// Bytes read from a channel's socket at a time (and held while it idles).
-const CHANNEL_READ_BUFFER: usize = 8 * 1024;
+const CHANNEL_READ_BUFFER: usize = 4 * 1024;
 
 /// How often the proxy pings a channel.
 pub(crate) const PING_EVERY: Duration = Duration::from_secs(20);
