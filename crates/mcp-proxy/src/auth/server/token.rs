@@ -61,33 +61,54 @@ fn read_form(body: &Bytes) -> Option<HashMap<String, String>> {
     (body.len() <= MAX_FORM_BYTES).then(|| url::form_urlencoded::parse(body).into_owned().collect())
 }
 
+/// What `/oauth/token` and `/oauth/revoke` both start with: the running server, the form,
+/// and the client it authenticates; else the answer that refuses the request.
+async fn client_request<'a>(
+    state: &'a AppState,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<
+    (
+        &'a std::sync::Arc<AuthServer>,
+        HashMap<String, String>,
+        Client,
+    ),
+    Response,
+> {
+    let Some(server) = super::of(state) else {
+        return Err(super::not_running());
+    };
+    let Some(form) = read_form(body) else {
+        return Err(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the request is too large",
+        ));
+    };
+    let field = |k: &str| form.get(k).map(String::as_str);
+    match server
+        .authenticate_client(headers, field("client_id"), field("client_secret"))
+        .await
+    {
+        Ok(client) => Ok((server, form, client)),
+        Err(refusal) => {
+            info!("token or revocation request refused: client authentication failed");
+            Err(refusal.into_response())
+        }
+    }
+}
+
 /// `POST /oauth/token`.
 pub(crate) async fn token(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(server) = super::of(&state) else {
-        return super::not_running();
-    };
-    let Some(form) = read_form(&body) else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "the request is too large",
-        );
+    let (server, form, client) = match client_request(&state, &headers, &body).await {
+        Ok(parts) => parts,
+        Err(refused) => return refused,
     };
     let field = |k: &str| form.get(k).map(String::as_str);
-    let client = match server
-        .authenticate_client(&headers, field("client_id"), field("client_secret"))
-        .await
-    {
-        Ok(c) => c,
-        Err(refusal) => {
-            info!("token request refused: client authentication failed");
-            return refusal.into_response();
-        }
-    };
     let result = match field("grant_type") {
         Some("authorization_code") => server.exchange_code(&client, &form).await,
         Some("refresh_token") => server.refresh(&client, &form).await,
@@ -343,24 +364,11 @@ pub(crate) async fn revoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(server) = super::of(&state) else {
-        return super::not_running();
-    };
-    let Some(form) = read_form(&body) else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "the request is too large",
-        );
+    let (server, form, client) = match client_request(&state, &headers, &body).await {
+        Ok(parts) => parts,
+        Err(refused) => return refused,
     };
     let field = |k: &str| form.get(k).map(String::as_str);
-    let client = match server
-        .authenticate_client(&headers, field("client_id"), field("client_secret"))
-        .await
-    {
-        Ok(c) => c,
-        Err(refusal) => return refusal.into_response(),
-    };
     let Some(token) = field("token").filter(|t| !t.is_empty()) else {
         return oauth_error(
             StatusCode::BAD_REQUEST,
