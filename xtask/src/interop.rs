@@ -292,21 +292,10 @@ fn setup_typescript(dir: &Path) -> Result<Runner, String> {
         ));
     }
     let folder = dir.join("node");
-    std::fs::create_dir_all(&folder).map_err(|e| e.to_string())?;
-    let manifest = folder.join("package.json");
-    if !manifest.exists() {
-        // A manifest of its own keeps npm from walking up and installing into the workspace.
-        std::fs::write(
-            &manifest,
-            "{\"name\": \"mcp-interop\", \"private\": true, \"type\": \"module\"}\n",
-        )
-        .map_err(|e| e.to_string())?;
-    }
-    let sdk_manifest = folder.join("node_modules/@modelcontextprotocol/sdk/package.json");
-    let installed = std::fs::read_to_string(&sdk_manifest)
-        .ok()
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-        .and_then(|v| v["version"].as_str().map(str::to_owned));
+    crate::conformance::npm_project(&folder, "mcp-interop")?;
+    let installed = crate::conformance::installed_version(
+        &folder.join("node_modules/@modelcontextprotocol/sdk"),
+    );
     if installed.as_deref() != Some(TS_SDK) {
         procs::run_shown(
             Path::new("npm"),

