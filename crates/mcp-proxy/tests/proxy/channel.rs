@@ -316,3 +316,130 @@ async fn a_broken_channel_is_a_dropped_poll_and_its_requests_are_answered_by_pos
     })
     .await;
 }
+
+#[tokio::test]
+async fn with_server_auth_on_a_channel_needs_the_registrations_own_token() {
+    use mcp_proxy::auth::{Auth, TokenKind, TokenSet};
+    const OWNER: &str = "server-owner-0123456789";
+    const OTHER: &str = "server-other-0123456789";
+    let mut tokens = TokenSet::new();
+    for token in [OWNER, OTHER] {
+        tokens.add_spec(TokenKind::Server, token, "test").unwrap();
+    }
+    let config = mcp_proxy::Config {
+        auth: Auth::with_tokens(tokens),
+        ..test_config()
+    };
+    let proxy = Proxy::start(config).await;
+    let resp = client()
+        .post(proxy.url("/register"))
+        .bearer_auth(OWNER)
+        .json(&modern())
+        .send()
+        .await
+        .unwrap();
+    let session = resp.json::<Value>().await.unwrap()["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for token in [None, Some(OTHER), Some("not-a-token-at-all-000")] {
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = bearer
+            .iter()
+            .map(|b| ("Authorization", b.as_str()))
+            .collect();
+        let (status, body) = open_with(&proxy, Some(&session), &headers)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("unauthorized")),
+            "{token:?}"
+        );
+        // Nothing about the registration leaks in the refusal.
+        assert!(!body.to_string().contains(&session));
+    }
+    let owner = format!("Bearer {OWNER}");
+    let mut ws = open_with(&proxy, Some(&session), &[("Authorization", &owner)])
+        .await
+        .expect("the owner's token opens it");
+    assert_eq!(next_json(&mut ws).await["kind"], "hello");
+}
+
+#[tokio::test]
+async fn answers_nobody_waits_for_change_nothing_and_an_oversized_frame_ends_only_its_channel() {
+    let proxy = Proxy::start(test_config()).await;
+    let http = client();
+    let session = register(&http, &proxy, modern()).await;
+    let mut ws = open(&proxy, &session).await;
+    // An answer for an unknown request, then the same again: dropped, the channel open.
+    let stray = json!({"request_id": "r-00000000000000000000000000000000",
+        "response": {"jsonrpc": "2.0", "id": 1, "result": {}}});
+    send(&mut ws, stray.clone()).await;
+    send(&mut ws, stray).await;
+    send(&mut ws, json!({"kind": "credit", "items": 2})).await;
+    let call = tokio::spawn({
+        let (http, url) = (http.clone(), proxy.url("/message"));
+        async move { post(&http, &url, echo(json!(1), "first")).await }
+    });
+    let item = next_json(&mut ws).await;
+    send(&mut ws, answer(&item)).await;
+    // A repeat of an answer that landed is a duplicate: the caller got the first one.
+    send(&mut ws, answer(&item)).await;
+    let (status, v) = call.await.unwrap();
+    assert_eq!(
+        (status, v["result"]["content"][0]["text"].as_str()),
+        (200, Some("first"))
+    );
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"kind": "ack", "answers": 4})
+    );
+
+    // A frame over --max-body-bytes plus the envelope room ends this channel only.
+    let other = register(&http, &proxy, modern()).await;
+    let mut bystander = open(&proxy, &other).await;
+    let huge = "x".repeat(64 * 1024 + mcp_protocol::channel::FRAME_SLACK_BYTES + 1);
+    let _ = ws.send(Message::Text(huge.into())).await;
+    let ended = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the oversized frame's channel ended");
+    send(&mut bystander, json!({"kind": "credit", "items": 1})).await;
+    let call = tokio::spawn({
+        let (http, url) = (http.clone(), proxy.url("/message"));
+        async move { post(&http, &url, echo(json!(2), "bystander")).await }
+    });
+    let item = next_json(&mut bystander).await;
+    send(&mut bystander, answer(&item)).await;
+    assert_eq!(call.await.unwrap().0, 200);
+}
+
+#[tokio::test]
+async fn an_idle_channel_outlives_the_idle_and_header_timeouts() {
+    let config = mcp_proxy::Config {
+        header_timeout: std::time::Duration::from_millis(200),
+        idle_timeout: std::time::Duration::from_millis(200),
+        ..test_config()
+    };
+    let proxy = Proxy::start(config).await;
+    let http = client();
+    let session = register(&http, &proxy, modern()).await;
+    let mut ws = open(&proxy, &session).await;
+    // The time passing is what is tested: several idle timeouts without a frame.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    send(&mut ws, json!({"kind": "credit", "items": 1})).await;
+    let call = tokio::spawn({
+        let (http, url) = (http.clone(), proxy.url("/message"));
+        async move { post(&http, &url, echo(json!(3), "still open")).await }
+    });
+    let item = next_json(&mut ws).await;
+    send(&mut ws, answer(&item)).await;
+    assert_eq!(call.await.unwrap().0, 200);
+}
