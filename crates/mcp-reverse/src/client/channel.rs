@@ -3,6 +3,7 @@
 //! is served by it or by long polls ([`Transport`]), falling back and coming back.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,7 +57,7 @@ pub(super) struct ChannelUp {
     registration: Arc<str>,
     tx: mpsc::Sender<Message>,
     /// Answers above this go by `POST /response` (the proxy's frame limit, and ours).
-    max_inline: Mutex<usize>,
+    max_inline: AtomicUsize,
     ledger: Mutex<Ledger>,
 }
 
@@ -77,7 +78,7 @@ impl ChannelUp {
         is_final: bool,
     ) -> Result<(), String> {
         if *self.registration != *registration
-            || body.len() > *self.max_inline.lock().expect("max_inline lock")
+            || body.len() > self.max_inline.load(Ordering::Relaxed)
         {
             return Err(body);
         }
@@ -381,7 +382,7 @@ impl Inner {
         let up = Arc::new(ChannelUp {
             registration: registration.id.clone(),
             tx: tx.clone(),
-            max_inline: Mutex::new(wire::INLINE_ANSWER_MAX),
+            max_inline: AtomicUsize::new(wire::INLINE_ANSWER_MAX),
             ledger: Mutex::default(),
         });
         let _ = tx.try_send(credit(CREDIT));
@@ -413,8 +414,7 @@ impl Inner {
                             match serde_json::from_str::<Down>(&text) {
                                 Ok(Down::Hello { max_frame_bytes }) => {
                                     let max = usize::try_from(max_frame_bytes).unwrap_or(usize::MAX);
-                                    *up.max_inline.lock().expect("max_inline lock") =
-                                        max.min(wire::INLINE_ANSWER_MAX);
+                                    up.max_inline.store(max.min(wire::INLINE_ANSWER_MAX), Ordering::Relaxed);
                                 }
                                 Ok(Down::Ack { answers }) => up.acked(answers),
                                 Ok(Down::Error { message, .. }) => {
