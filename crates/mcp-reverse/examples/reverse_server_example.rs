@@ -14,6 +14,11 @@ mod common;
 use clap::Parser;
 use mcp_server::{demo, Server, ServerConfig};
 
+/// The allocator of every binary and example here (docs/performance.md: glibc malloc cost
+/// about a sixth of the CPU per call).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// An MCP server with the seed's three tools, served through a reverse proxy.
 #[derive(Parser, Debug)]
 struct Args {

@@ -15,6 +15,11 @@ use mcp_server::http::{self, HttpConfig};
 use mcp_server::{demo, Server, ServerConfig};
 use tokio_util::sync::CancellationToken;
 
+/// The allocator of every binary and example here (docs/performance.md: glibc malloc cost
+/// about a sixth of the CPU per call).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
