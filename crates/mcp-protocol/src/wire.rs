@@ -525,6 +525,38 @@ impl WireError {
     }
 }
 
+/// `POST /response` body carrying several bodies at once (a registration granted `poll_items`
+/// above 1): each entry is read on its own, so a malformed one fails alone.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AnswerBatch {
+    /// The bodies, each a [`ResponseEnvelope`] in JSON.
+    pub answers: Vec<Box<RawValue>>,
+}
+
+/// What became of one entry of an [`AnswerBatch`]: a status, or the wire error it would have
+/// got alone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AnswerOutcome {
+    /// Taken (`ok`, `duplicate` or `ignored`).
+    Status(ResponseStatus),
+    /// Refused, as a single post would have been.
+    Error(WireError),
+}
+
+impl From<WireError> for AnswerOutcome {
+    fn from(error: WireError) -> Self {
+        AnswerOutcome::Error(error)
+    }
+}
+
+/// The 200 body of an [`AnswerBatch`]: one outcome per entry, in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnswerOutcomes {
+    /// The outcomes.
+    pub results: Vec<AnswerOutcome>,
+}
+
 /// Builds a raw JSON value from any serializable message.
 pub fn to_raw<T: Serialize>(value: &T) -> Box<RawValue> {
     // Serializing our own message types to JSON cannot fail: they hold no maps with

@@ -330,7 +330,7 @@ impl Error {
     }
 
     /// The wire error body for reverse-client routes.
-    fn to_wire_error(&self) -> WireError {
+    pub(crate) fn to_wire_error(&self) -> WireError {
         let (code, message) = match self {
             Error::UnknownSession => (
                 WireErrorCode::UnknownSession,

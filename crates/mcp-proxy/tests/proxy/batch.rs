@@ -1,6 +1,6 @@
 //! Several items per poll answer (`poll_items`): granted at registration, a batch of what is
 //! queued when the poll is answered, bounded by count and by bytes, handed over as a whole;
-//! the seed's one-item shape for everyone who did not ask.
+//! the seed's one-item shape for everyone who did not ask; several answers in one post.
 
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
@@ -170,5 +170,119 @@ async fn the_grant_is_capped_and_the_seeds_shape_is_kept_for_everyone_who_did_no
     for call in calls {
         assert_eq!(call.await.unwrap().0, 200);
     }
+    proxy.stop().await;
+}
+
+/// The final answer body for a request item: the echo of its arguments' text.
+fn final_for(item: &Value) -> Value {
+    let request = &item["request"];
+    let response = json!({"jsonrpc": "2.0", "id": request["id"],
+        "result": {"content": [{"type": "text", "text": request["params"]["arguments"]["text"]}]}});
+    json!({"request_id": item["request_id"], "response": response})
+}
+
+#[tokio::test]
+async fn several_answers_in_one_post_are_each_taken_as_if_posted_alone() {
+    let proxy = Proxy::start(test_config()).await;
+    let http = client();
+    let registered = register_with(&http, &proxy, json!({"poll_items": 4})).await;
+    let session = registered["session_id"].as_str().unwrap().to_owned();
+    let calls = callers(&http, &proxy, 3, "posted").await;
+    let (_, batch) = poll(&http, &proxy, &session, 0).await;
+    let items = batch["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 3, "{batch}");
+
+    // Two answers, one unknown request and one malformed entry: each gets its own outcome.
+    let body = json!({"answers": [
+        final_for(&items[0]),
+        {"request_id": "r-00000000000000000000000000000000", "response": null},
+        {"neither": true},
+        final_for(&items[1]),
+    ]});
+    let (status, v) = respond(&http, &proxy, &session, body).await;
+    assert_eq!(status, 200, "{v}");
+    let results = v["results"].as_array().expect("results");
+    assert_eq!(results.len(), 4, "{v}");
+    assert_eq!(results[0], json!({"status": "ok"}));
+    assert_eq!(results[1]["error"], "unknown_request", "{v}");
+    assert_eq!(results[2]["error"], "invalid_body", "{v}");
+    assert_eq!(results[3], json!({"status": "ok"}));
+    // A repeat is a duplicate, and the last answer still goes alone, in the seed's shape.
+    let (_, v) = respond(
+        &http,
+        &proxy,
+        &session,
+        json!({"answers": [final_for(&items[0]), final_for(&items[2])]}),
+    )
+    .await;
+    assert_eq!(
+        v["results"],
+        json!([{"status": "duplicate"}, {"status": "ok"}])
+    );
+    for (i, call) in calls.into_iter().enumerate() {
+        let (status, v) = call.await.unwrap();
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["result"]["content"][0]["text"], format!("posted{i}"));
+    }
+
+    // More entries than granted, none, or not an array: the post is refused and nothing taken.
+    let calls = callers(&http, &proxy, 1, "refused").await;
+    let (_, batch) = poll(&http, &proxy, &session, 0).await;
+    let item = batch["items"][0].clone();
+    for bad in [
+        json!({"answers": vec![final_for(&item); 5]}),
+        json!({"answers": []}),
+        json!({"answers": final_for(&item)}),
+    ] {
+        let (status, v) = respond(&http, &proxy, &session, bad).await;
+        assert_eq!(
+            (status, v["error"].as_str()),
+            (400, Some("invalid_body")),
+            "{v}"
+        );
+    }
+    answer(&http, &proxy, &session, &item).await;
+    assert_eq!(calls.into_iter().next().unwrap().await.unwrap().0, 200);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn several_answers_need_a_registration_granted_several_items() {
+    let proxy = Proxy::start(test_config()).await;
+    let http = client();
+    let registered = register_with(&http, &proxy, json!({"held_polls": 1})).await;
+    let session = registered["session_id"].as_str().unwrap().to_owned();
+    let calls = callers(&http, &proxy, 1, "single").await;
+    let (_, item) = poll(&http, &proxy, &session, 0).await;
+    let (status, v) = respond(
+        &http,
+        &proxy,
+        &session,
+        json!({"answers": [final_for(&item)]}),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (400, Some("invalid_body")),
+        "{v}"
+    );
+    assert!(v["message"].as_str().unwrap().contains("poll_items"), "{v}");
+    // Nothing was taken: the answer alone still lands.
+    answer(&http, &proxy, &session, &item).await;
+    assert_eq!(calls.into_iter().next().unwrap().await.unwrap().0, 200);
+    // A registration that is gone: 404, as for one body.
+    leave(&http, &proxy, &session).await;
+    let (status, v) = respond(
+        &http,
+        &proxy,
+        &session,
+        json!({"answers": [final_for(&item)]}),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (404, Some("unknown_session")),
+        "{v}"
+    );
     proxy.stop().await;
 }
