@@ -3,6 +3,7 @@
 //! polls and what their items become are in `poll`, the posting in `post`.
 
 mod channel;
+mod gather;
 mod poll;
 mod post;
 
@@ -123,6 +124,8 @@ struct Registration {
     sessions: Arc<Mutex<HashSet<String>>>,
     /// The proxy granted several items per poll answer: every answer is a batch.
     batched: bool,
+    /// Final answers waiting to go several to a post (when `batched`).
+    answers: Arc<gather::Gather>,
 }
 
 impl Registration {
@@ -392,6 +395,9 @@ impl Inner {
                                 id: answer.session_id.into(),
                                 sessions: Arc::default(),
                                 batched: answer.poll_items.is_some_and(|n| n > 1),
+                                answers: Arc::new(gather::Gather::new(
+                                    answer.poll_items.unwrap_or(1) as usize,
+                                )),
                             };
                             info!(
                                 proxy = %self.config.proxy_url,

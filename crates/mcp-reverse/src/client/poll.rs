@@ -140,7 +140,7 @@ impl Inner {
     /// Answers a poll item this client cannot read with an error, when the item names its
     /// request, so its client learns at once instead of waiting for the proxy's timeout.
     async fn refuse_unreadable(
-        &self,
+        self: &Arc<Self>,
         registration: &Registration,
         body: &[u8],
         why: &serde_json::Error,

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::gather::{Outcome, MAX_GATHERED_ANSWER};
 use super::{Inner, Registration, CALL_TIMEOUT};
 use crate::backoff::Backoff;
 use crate::redact::http_cause;
@@ -160,7 +161,7 @@ impl Inner {
     /// Posts the final answer (`null` after a notification), retrying transient trouble: the
     /// proxy answers a repeat with "duplicate", so retrying never delivers twice.
     pub(super) async fn post_final(
-        &self,
+        self: &Arc<Self>,
         registration: &Registration,
         request_id: &str,
         response: Option<Response>,
@@ -170,7 +171,7 @@ impl Inner {
         let mut shrunk = false;
         let mut backoff = Backoff::new(Duration::from_secs(self.config.retry_delay_seconds));
         for _ in 0..FINAL_ATTEMPTS {
-            match self.send_answer(registration, body.clone(), true).await {
+            match self.send_final(registration, body.clone()).await {
                 Ok(StatusCode::OK) => {
                     self.link_up();
                     return;
@@ -216,30 +217,61 @@ impl Inner {
         self.send_answer(registration, body, is_final).await
     }
 
+    /// Sends a final answer's `body` over the channel if it takes it, else by `POST /response`,
+    /// gathered with others that wait when the registration may post several at once.
+    async fn send_final(self: &Arc<Self>, registration: &Registration, body: String) -> Outcome {
+        let body = match self.over_channel(registration, body, true) {
+            Ok(()) => return Ok(StatusCode::OK),
+            Err(body) => body,
+        };
+        if registration.answers.enabled() && body.len() <= MAX_GATHERED_ANSWER {
+            self.post_gathered(registration, body).await
+        } else {
+            self.post_http(registration, body).await
+        }
+    }
+
     /// Sends an answer's `body` over the channel if it takes it, else by `POST /response`.
     async fn send_answer(
         &self,
         registration: &Registration,
         body: String,
         is_final: bool,
-    ) -> Result<StatusCode, String> {
-        let channel = self.channel.lock().expect("channel lock").clone();
-        let body = match channel {
-            Some(channel) => match channel.send(&registration.id, body, is_final) {
-                Ok(()) => return Ok(StatusCode::OK),
-                Err(body) => body,
-            },
-            None => body,
-        };
-        self.post_http(registration, body).await
+    ) -> Outcome {
+        match self.over_channel(registration, body, is_final) {
+            Ok(()) => Ok(StatusCode::OK),
+            Err(body) => self.post_http(registration, body).await,
+        }
     }
 
-    /// `POST /response` with `body`.
-    async fn post_http(
+    /// Hands `body` to the open channel; gives it back when there is none or it refuses.
+    fn over_channel(
         &self,
         registration: &Registration,
         body: String,
-    ) -> Result<StatusCode, String> {
+        is_final: bool,
+    ) -> Result<(), String> {
+        let channel = self.channel.lock().expect("channel lock").clone();
+        match channel {
+            Some(channel) => channel.send(&registration.id, body, is_final),
+            None => Err(body),
+        }
+    }
+
+    /// `POST /response` with `body`.
+    pub(super) async fn post_http(&self, registration: &Registration, body: String) -> Outcome {
+        self.post_for_body(registration, body)
+            .await
+            .map(|(status, _)| status)
+    }
+
+    /// `POST /response` with `body`; the status and the reply's body (read whole, so the
+    /// connection can be reused).
+    pub(super) async fn post_for_body(
+        &self,
+        registration: &Registration,
+        body: String,
+    ) -> Result<(StatusCode, Vec<u8>), String> {
         let resp = self
             .http
             .post(self.response_url.clone())
@@ -251,9 +283,8 @@ impl Inner {
             .await
             .map_err(http_cause)?;
         let status = resp.status();
-        // Drain the body so the connection can be reused.
-        let _ = resp.bytes().await;
-        Ok(status)
+        let reply = resp.bytes().await.map_err(http_cause)?.to_vec();
+        Ok((status, reply))
     }
 
     /// Posts a final answer's `body` again by HTTP (after its channel broke), retrying

@@ -304,3 +304,87 @@ fn embedders_pull_no_axum_and_no_openssl() {
         );
     }
 }
+
+/// `POST /response` calls the proxy has answered 200 so far (its request metrics).
+async fn response_posts(proxy: &Proxy) -> u64 {
+    let metrics = reqwest::get(format!("{}/metrics", proxy.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix(
+                "mcp_proxy_request_duration_seconds_count{route=\"/response\",status=\"200\"} ",
+            )
+        })
+        .map(|n| n.parse::<u64>().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn answers_that_finish_together_go_several_to_a_post() {
+    let proxy = Proxy::start().await;
+    // A tool that holds every call until the test opens the gate, so all answers finish at
+    // once: the first few go alone, the rest wait for those posts and go together.
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let server = Server::new(ServerConfig::new("gathered", "1.0.0"));
+    let counter = started.clone();
+    server.register_tool(
+        tool_builder("held")
+            .with_string_param("text", "Text to echo", true)
+            .build(),
+        move |args, _ctx| {
+            let (mut gate, counter) = (gate.clone(), counter.clone());
+            async move {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = gate.wait_for(|open| *open).await;
+                Ok::<_, ToolError>(CallToolResult::text(
+                    args["text"].as_str().unwrap_or_default().to_owned(),
+                ))
+            }
+        },
+    );
+    let config = config(&proxy.url())
+        .with_transport(Transport::Poll)
+        .with_poll_items(16);
+    let reverse = ReverseClient::new(server, config).unwrap().spawn();
+    proxy.wait_registrations(1).await;
+    let before = response_posts(&proxy).await;
+    let client = Arc::new(Client::connect(&proxy.url()).unwrap());
+    const CALLS: usize = 48;
+    let calls: Vec<_> = (0..CALLS)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let text = format!("held {i}");
+                let result = client.call_tool("held", json!({"text": text})).await;
+                (text, result.map(|r| text_of(&r)))
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    while started.load(std::sync::atomic::Ordering::SeqCst) < CALLS {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the calls never all reached the tool"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    open.send(true).unwrap();
+    for call in calls {
+        let (text, answer) = call.await.unwrap();
+        assert_eq!(answer.unwrap(), text);
+    }
+    let posts = response_posts(&proxy).await - before;
+    // One post per answer without gathering; at most 4 go alone before the rest queue.
+    assert!(
+        posts < CALLS as u64 / 2,
+        "{posts} posts for {CALLS} answers: not gathered"
+    );
+    reverse.shutdown().await.unwrap();
+    proxy.stop().await;
+}
