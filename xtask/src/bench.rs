@@ -11,8 +11,10 @@
 //! - `paths`: the paths beyond the direct server and one proxy: the audit log on, the
 //!   cluster and TCP tunnels.
 //! - `report`: the table, `target/bench/latest.json`, and `--compare`.
+//! - `floor`: the floor rows, a bare relay on the same stack, and their hidden tasks.
 //! - `idle`: the idle-scale run and its hidden client task `bench-idle-clients`.
 
+mod floor;
 mod idle;
 mod load;
 mod paths;
@@ -22,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::procs::{self, listening_url, Proc};
+pub(crate) use floor::{relay as floor_relay, reverse as floor_reverse};
 pub(crate) use idle::idle_clients;
 use idle::idle_scale;
 use load::{cpu_seconds, measure_latency, measure_throughput, Caller, Kind, Path_};
@@ -174,6 +177,13 @@ fn bench(options: &Options) -> Result<(), String> {
         Ok(audited) => Some(audited),
         Err(e) => {
             println!("skipped the audit row: {e}");
+            None
+        }
+    };
+    let _floor = match floor::start_floor(&mut paths) {
+        Ok(floor) => Some(floor),
+        Err(e) => {
+            println!("skipped the floor rows: {e}");
             None
         }
     };

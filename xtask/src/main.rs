@@ -31,6 +31,10 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+/// The allocator, as the proxy's: the bench's floor rows run in this binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Project automation: end-to-end runs on loopback, interop, conformance, benchmarks
 #[derive(Parser)]
 #[command(
@@ -122,6 +126,15 @@ enum Task {
         #[arg(long)]
         ws: bool,
     },
+    /// Internal to `bench`: the floor's bare relay, until killed.
+    #[command(hide = true)]
+    BenchFloorRelay,
+    /// Internal to `bench`: the floor's reverse side, connected to the relay at `url`.
+    #[command(hide = true)]
+    BenchFloorReverse {
+        /// The relay's base URL.
+        url: String,
+    },
 }
 
 /// `cargo xtask e2e`'s options: which scenarios to run.
@@ -162,6 +175,8 @@ fn main() -> ExitCode {
         Task::Console(options) => console::run(&options),
         Task::Bench(options) => bench::run(&options),
         Task::BenchIdleClients { url, n, ws } => bench::idle_clients(&url, n, ws),
+        Task::BenchFloorRelay => bench::floor_relay(),
+        Task::BenchFloorReverse { url } => bench::floor_reverse(&url),
     }
 }
 
@@ -194,6 +209,8 @@ mod tests {
             "bench --idle 0",
             "bench --quick --idle 100 --compare old.json --install-tunnels",
             "bench-idle-clients http://127.0.0.1:1 10",
+            "bench-floor-relay",
+            "bench-floor-reverse http://127.0.0.1:1",
             "help",
         ] {
             let args = std::iter::once("xtask").chain(line.split(' '));
