@@ -9,7 +9,8 @@
 //! - `infra`: redis-server and nginx (found or installed) on free ports, for scale_out and bench.
 //! - `interop`: the official Python and TypeScript SDK clients through the proxy.
 //! - `conformance`: the official MCP conformance suite against the proxy's `/mcp`.
-//! - `oauth`: the MCP authorization flow with a real identity provider and the SDK clients.
+//! - `oauth`: the MCP authorization flow with the SDK clients, against a real identity
+//!   provider and against the proxy's built-in authorization server.
 //! - `console`: the operator's console in headless chromium, with axe-core, and its
 //!   screenshot.
 //!
@@ -85,15 +86,24 @@ enum Task {
     /// target/conformance/last-run.log.
     #[command(verbatim_doc_comment)]
     Conformance(conformance::Options),
-    /// The MCP authorization flow: oidc-provider, the proxy as resource server, the SDKs
+    /// The MCP authorization flow with the official SDKs: oidc-provider, then the built-in server
     ///
     /// Install Node.js 22, npm `oidc-provider` (a real, OpenID-certified authorization
     /// server) and the TypeScript SDK under target/oauth (cached), and the Python SDK as
-    /// interop does; start oidc-provider on loopback, mcp-proxy with --oauth-issuer in
-    /// front of two pools, and run each SDK's client: 401 and the resource metadata,
-    /// dynamic registration, authorization code + PKCE with the pool's resource
-    /// indicator (login and consent scripted), tools/call whoami and echo through the
-    /// proxy, and the token for one pool refused on the other.
+    /// interop does. Each SDK's client, unmodified, through mcp-proxy in front of two pools:
+    ///
+    /// 1. oidc-provider on loopback, mcp-proxy --oauth-issuer URL: 401 and the resource
+    ///    metadata, dynamic registration, authorization code + PKCE with the pool's
+    ///    resource indicator (login and consent scripted), tools/call whoami and echo, and
+    ///    the token for one pool refused on the other.
+    /// 2. mcp-proxy --oauth-issuer builtin: the same through the proxy's own login and
+    ///    consent pages (a scripted browser posting their forms, CSRF token included), a
+    ///    refresh, a client metadata document served over https with a test CA, a SIGKILL
+    ///    and restart on the same state file (token, refresh and client survive), and two
+    ///    instances sharing redis-server (sign-in on one, refresh on the other; redis-server
+    ///    installed as e2e --scale-out does when missing), and the authorization server
+    ///    scenarios of @modelcontextprotocol/conformance 0.2.0-alpha.12 (installed under
+    ///    target/oauth/as-conformance).
     #[command(verbatim_doc_comment)]
     Oauth,
     /// The operator's console in headless chromium: what a person sees, axe-core, a screenshot
@@ -203,6 +213,7 @@ mod tests {
             "conformance --scenario ping",
             "conformance --url http://127.0.0.1:9000/mcp",
             "conformance --suite active",
+            "oauth",
             "console",
             "console --screenshot /tmp/console.png",
             "bench",

@@ -82,6 +82,7 @@ async fn assert_401(http: &reqwest::Client, proxy: &Proxy, method: &str, path: &
         "Bearer realm=\"mcp-proxy\"",
         "{method} {path}"
     );
+    assert_eq!(resp.headers()["connection"], "close", "{method} {path}");
     let body: Value = resp.json().await.unwrap();
     if rpc {
         assert_eq!(body["jsonrpc"], "2.0", "{method} {path}: {body}");
@@ -164,6 +165,47 @@ async fn missing_or_wrong_token_is_401_on_every_route() {
             .unwrap();
         assert_eq!(resp.status(), status, "{token:?}");
     }
+    proxy.stop().await;
+}
+
+/// The refusal comes before the body is read; the connection then closes, and the 401 says
+/// so, so a client does not send its next request on it (the OAuth flow after a 401).
+#[tokio::test]
+async fn a_refused_token_closes_the_connection_and_says_so() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let proxy = Proxy::start(auth_config()).await;
+    let body = echo(json!(1), "x").to_string();
+    let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
+         accept: application/json, text/event-stream\r\ncontent-length: {}\r\n\r\n",
+        proxy.addr,
+        body.len()
+    );
+    // The head alone: the answer comes without the body.
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tcp.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before answering");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 401"), "{text}");
+    assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+    // The body sent late is not read: the connection ends.
+    let _ = tcp.write_all(body.as_bytes()).await;
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the connection stayed open");
     proxy.stop().await;
 }
 

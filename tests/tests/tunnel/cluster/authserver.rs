@@ -10,6 +10,7 @@ use base64::Engine;
 use mcp_client::{text_of, Client, ClientOptions};
 use mcp_proxy::auth::oauth::{OAuth, OAuthConfig};
 use mcp_proxy::auth::server::redis_store::RedisStore;
+use mcp_proxy::auth::server::revocation::CACHE_FOR;
 use mcp_proxy::auth::server::{AuthServer, AuthServerConfig, Credentials};
 use mcp_proxy::Config;
 use serde_json::{json, Value};
@@ -190,7 +191,49 @@ async fn each_step_of_a_sign_in_may_reach_another_instance() {
             assert_eq!(who.unwrap()["subject"], "owner");
         }
     }
+
+    // The family revoked at A: A refuses its access token at once; B, which found it valid a
+    // moment ago, within the revocation check's cache time.
+    let revoked = http()
+        .post(format!("{}/oauth/revoke", a.url))
+        .form(&[
+            ("client_id", client_id.as_str()),
+            ("token", renewed["refresh_token"].as_str().unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    let since = std::time::Instant::now();
+    let access = renewed["access_token"].as_str().unwrap();
+    assert_eq!(status_with(&a, access).await, 401);
+    while status_with(&b, access).await != 401 {
+        assert!(
+            since.elapsed() < CACHE_FOR + std::time::Duration::from_secs(2),
+            "B still accepts a token revoked {:?} ago",
+            since.elapsed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     reverse.shutdown().await.unwrap();
+}
+
+/// The status of an `initialize` on alpha through `node` with the access token `token`.
+async fn status_with(node: &Node, token: &str) -> u16 {
+    http()
+        .post(format!("{}/servers/alpha/mcp", node.url))
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "revocation", "version": "0"}}}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 fn ring_sha256(text: &str) -> Vec<u8> {

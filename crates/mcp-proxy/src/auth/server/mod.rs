@@ -19,6 +19,7 @@
 //! - `authorize`: the authorization endpoint: login and consent, codes.
 //! - `pages`: the HTML pages, their headers and cookies.
 //! - `token`: the token endpoint (code + PKCE, refresh rotation) and revocation.
+//! - `revocation`: the short cache of the resource server's revocation check.
 
 mod authorize;
 pub mod cimd;
@@ -29,6 +30,7 @@ pub(crate) mod metadata;
 mod pages;
 #[cfg(feature = "cluster")]
 pub mod redis_store;
+pub mod revocation;
 pub mod store;
 mod token;
 
@@ -115,6 +117,8 @@ pub struct AuthServer {
     keys: keys::Keys,
     limiter: login::LoginLimiter,
     cimd: cimd::Documents,
+    /// Tokens recently found not revoked (see `revocation`).
+    valid: revocation::ValidCache,
 }
 
 impl std::fmt::Debug for AuthServer {
@@ -139,6 +143,7 @@ impl AuthServer {
             keys: keys::Keys::new(store.clone(), settings.key_rotation),
             cimd: cimd::Documents::new(settings.cimd_test_ca.as_deref())?,
             limiter: login::LoginLimiter::default(),
+            valid: revocation::ValidCache::default(),
             settings,
             resources,
             store,
@@ -192,6 +197,11 @@ impl LocalIssuer for AuthServer {
         family: Option<&'a str>,
     ) -> BoxFuture<'a, Result<bool, String>> {
         Box::pin(async move {
+            if let Some(jti) = jti {
+                if self.valid.fresh(jti, family) {
+                    return Ok(true);
+                }
+            }
             let revoked = match jti {
                 Some(jti) => self.store.get(Kind::RevokedToken, jti).await,
                 None => Ok(None),
@@ -200,16 +210,30 @@ impl LocalIssuer for AuthServer {
             if revoked.is_some() {
                 return Ok(false);
             }
-            match family {
-                Some(f) => Ok(self
+            let valid = match family {
+                Some(f) => self
                     .store
                     .get(Kind::Family, f)
                     .await
                     .map_err(|e| e.to_string())?
-                    .is_some()),
-                None => Ok(true),
+                    .is_some(),
+                None => true,
+            };
+            if let (true, Some(jti)) = (valid, jti) {
+                self.valid.remember(jti, family);
             }
+            Ok(valid)
         })
+    }
+}
+
+impl AuthServer {
+    /// Revokes a refresh family (its refresh tokens and access tokens), honoured by this
+    /// instance at once.
+    async fn revoke_family(&self, family: &str) -> Result<(), Error> {
+        self.store.delete(Kind::Family, family).await?;
+        self.valid.clear();
+        Ok(())
     }
 }
 

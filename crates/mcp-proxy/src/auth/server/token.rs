@@ -138,7 +138,7 @@ impl AuthServer {
             // A code used twice: what its first use gave is revoked (RFC 6749 §4.1.2).
             if let Some(family) = self.store.get(Kind::UsedCode, &key).await? {
                 warn!("an authorization code was used twice; the tokens it gave are revoked");
-                self.store.delete(Kind::Family, &family).await?;
+                self.revoke_family(&family).await?;
             }
             return Ok(invalid_grant(
                 "the code is unknown, expired or already used",
@@ -216,7 +216,7 @@ impl AuthServer {
         // Atomic: of two uses of one token, one rotates it and the other is a reuse.
         if self.store.take(Kind::RefreshLive, &key).await?.is_none() {
             warn!(subject = %grant.subject, client = %client.display_name(), "a rotated refresh token was used again: its family is revoked");
-            self.store.delete(Kind::Family, &grant.family).await?;
+            self.revoke_family(&grant.family).await?;
             return Ok(invalid_grant(
                 "the refresh token was already used; sign in again",
             ));
@@ -305,7 +305,7 @@ impl AuthServer {
         if let Some(grant) = self.store.get(Kind::Refresh, &digest_key(token)).await? {
             if let Ok(grant) = serde_json::from_str::<RefreshGrant>(&grant) {
                 if grant.client_id == client.client_id {
-                    self.store.delete(Kind::Family, &grant.family).await?;
+                    self.revoke_family(&grant.family).await?;
                     info!(client = %client.display_name(), "refresh token revoked (with its family)");
                 }
             }
@@ -316,6 +316,7 @@ impl AuthServer {
             self.store
                 .put(Kind::RevokedToken, &jti, "1".into(), ttl, Put::Always)
                 .await?;
+            self.valid.clear();
             info!(client = %client.display_name(), "access token revoked");
         }
         Ok(())
