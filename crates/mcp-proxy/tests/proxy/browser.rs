@@ -64,6 +64,32 @@ async fn a_body_not_declared_json_gets_415_on_every_client_post_route() {
     }
 }
 
+/// Refused before its body is read, so the connection closes: the answer says so, and a
+/// client does not send its next request on it.
+#[tokio::test]
+async fn refusals_before_the_body_is_read_close_the_connection_and_say_so() {
+    let proxy = Proxy::start(test_config()).await;
+    let call = echo(serde_json::json!(1), "hi").to_string();
+    for (headers, want) in [
+        (
+            vec![
+                ("origin", "http://evil.example"),
+                ("content-type", "application/json"),
+            ],
+            403,
+        ),
+        (vec![("content-type", "text/plain")], 415),
+    ] {
+        let mut req = client().post(proxy.url("/message")).body(call.clone());
+        for (k, v) in &headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), want);
+        assert_eq!(resp.headers()["connection"], "close", "{want}");
+    }
+}
+
 #[tokio::test]
 async fn json_in_any_case_with_parameters_and_local_origins_get_through() {
     let proxy = Proxy::start(test_config()).await;
