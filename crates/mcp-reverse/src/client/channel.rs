@@ -10,17 +10,15 @@ use std::time::{Duration, Instant};
 use futures::{SinkExt, StreamExt};
 use mcp_protocol::channel::{self as wire, Down, Up};
 use reqwest::Url;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::client::ClientRequestBuilder;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use super::handshake::{self, Opening, Socket};
 use super::{Inner, Registration};
 use crate::backoff::Backoff;
 use crate::{Error, Transport};
@@ -49,8 +47,6 @@ const FALLBACK_PERIOD: Duration = Duration::from_secs(300);
 
 /// How long to long-poll after a cluster instance that is not the home refused the channel.
 const MISDIRECTED_RETRY: Duration = Duration::from_secs(1);
-
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// The channel's sending side while it is open: answers go up through it.
 pub(super) struct ChannelUp {
@@ -145,7 +141,7 @@ pub(super) fn channel_url(base: &Url) -> Result<Url, String> {
 }
 
 /// The TLS connector of `wss://`: the public roots plus `pem`'s certificates, ring crypto.
-pub(super) fn connector(pem: Option<&str>) -> Result<Connector, Error> {
+pub(super) fn connector(pem: Option<&str>) -> Result<Arc<rustls::ClientConfig>, Error> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
     let bad = |e: &dyn std::fmt::Display| Error::InvalidConfig(format!("CA certificate: {e}"));
@@ -162,7 +158,7 @@ pub(super) fn connector(pem: Option<&str>) -> Result<Connector, Error> {
         .map_err(|e| Error::InvalidConfig(format!("TLS: {e}")))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    Ok(Connector::Rustls(Arc::new(config)))
+    Ok(Arc::new(config))
 }
 
 impl Inner {
@@ -308,34 +304,25 @@ impl Inner {
 
     /// Opens the channel of `registration`.
     async fn open_channel(&self, registration: &Registration) -> Result<Socket, Refusal> {
-        let uri = self
-            .channel_url
-            .as_str()
-            .parse()
-            .map_err(|e| Refusal::Refused(format!("channel URL: {e}")))?;
-        let mut request =
-            ClientRequestBuilder::new(uri).with_header(wire::SESSION_HEADER, &*registration.id);
-        if let Some(token) = &self.config.auth_token {
-            request = request.with_header("authorization", format!("Bearer {token}"));
+        let authorization = self
+            .config
+            .auth_token
+            .as_ref()
+            .map(|t| format!("Bearer {t}"));
+        let mut headers = vec![(wire::SESSION_HEADER, &*registration.id)];
+        if let Some(authorization) = &authorization {
+            headers.push(("authorization", authorization));
         }
-        let connect = tokio_tungstenite::connect_async_tls_with_config(
-            request,
-            None,
-            true,
-            Some(self.ws_connector.clone()),
-        );
-        let answer = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+        let open = handshake::open(&self.channel_url, self.ws_tls.as_ref(), &headers);
+        let answer = match tokio::time::timeout(CONNECT_TIMEOUT, open).await {
             Err(_) => return Err(Refusal::Unreachable("opening timed out".into())),
             Ok(answer) => answer,
         };
         match answer {
-            Ok((socket, _)) => Ok(socket),
-            Err(tungstenite::Error::Http(response)) => {
-                let status = response.status().as_u16();
-                let code = response
-                    .body()
-                    .as_deref()
-                    .and_then(|b| serde_json::from_slice::<mcp_protocol::wire::WireError>(b).ok())
+            Ok(socket) => Ok(socket),
+            Err(Opening::Refused { status, body }) => {
+                let code = serde_json::from_slice::<mcp_protocol::wire::WireError>(&body)
+                    .ok()
                     .map(|e| e.error);
                 use mcp_protocol::wire::WireErrorCode as Code;
                 Err(match (status, code) {
@@ -348,7 +335,7 @@ impl Inner {
                     _ => Refusal::Refused(format!("channel answered HTTP {status}")),
                 })
             }
-            Err(e) => Err(Refusal::Unreachable(e.to_string())),
+            Err(Opening::Failed(e)) => Err(Refusal::Unreachable(e)),
         }
     }
 

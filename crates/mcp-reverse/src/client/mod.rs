@@ -4,6 +4,7 @@
 
 mod channel;
 mod gather;
+mod handshake;
 mod poll;
 mod post;
 
@@ -63,7 +64,7 @@ struct Inner {
     /// `ws://` or `wss://` address of the channel.
     channel_url: Url,
     /// How the channel connects (TLS roots for `wss://`).
-    ws_connector: tokio_tungstenite::Connector,
+    ws_tls: Option<Arc<rustls::ClientConfig>>,
     /// The open channel answers go up through, if any. A std mutex: no await under it.
     channel: Mutex<Option<Arc<channel::ChannelUp>>>,
     /// Cancelled to stop serving (graceful shutdown).
@@ -189,10 +190,10 @@ impl ReverseClient {
             .pool_max_idle_per_host(config.held_polls as usize * 2 + 8);
         let http = crate::config::trust_pem(http, config.ca_cert_pem.as_deref())?.build()?;
         let channel_url = channel::channel_url(&base).map_err(|e| invalid(&e))?;
-        let ws_connector = if channel_url.scheme() == "wss" {
-            channel::connector(config.ca_cert_pem.as_deref())?
+        let ws_tls = if channel_url.scheme() == "wss" {
+            Some(channel::connector(config.ca_cert_pem.as_deref())?)
         } else {
-            tokio_tungstenite::Connector::Plain
+            None
         };
         let service: Arc<dyn Service> = Arc::new(service);
         let (session_tx, session_rx) = mpsc::channel(SESSION_QUEUE);
@@ -213,7 +214,7 @@ impl ReverseClient {
                 poll_url,
                 response_url,
                 channel_url,
-                ws_connector,
+                ws_tls,
                 channel: Mutex::new(None),
                 shutdown: CancellationToken::new(),
                 link: Mutex::new(Link::Starting),

@@ -275,7 +275,7 @@ async fn refused_registration_is_an_error_not_a_retry_loop() {
 }
 
 #[test]
-fn embedders_pull_no_axum_and_no_openssl() {
+fn embedders_pull_no_axum_no_openssl_and_at_most_115_crates() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = std::process::Command::new(cargo)
         .args([
@@ -303,7 +303,20 @@ fn embedders_pull_no_axum_and_no_openssl() {
             "mcp-reverse depends on {banned}:\n{tree}"
         );
     }
+    // The budget of an embeddable crate (issue 22): at most 115 crates, itself included.
+    let crates: std::collections::BTreeSet<&str> = tree
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(
+        crates.len() <= MAX_CRATES,
+        "mcp-reverse pulls {} crates, over its budget of {MAX_CRATES}: {crates:?}",
+        crates.len()
+    );
 }
+
+/// The most crates an embedder of mcp-reverse may get (`cargo tree -e normal`, default features).
+const MAX_CRATES: usize = 115;
 
 /// `POST /response` calls the proxy has answered 200 so far (its request metrics).
 async fn response_posts(proxy: &Proxy) -> u64 {

@@ -7,7 +7,7 @@ use mcp_client::{text_of, Client, ClientOptions};
 use mcp_protocol::mcp::tools::CallToolResult;
 use mcp_proxy::auth::{Auth, TokenKind, TokenSet};
 use mcp_proxy::tls::TlsConfig;
-use mcp_reverse::{Error, ReverseClient};
+use mcp_reverse::{Error, ReverseClient, Transport};
 use mcp_server::{tool_builder, Server, ServerConfig};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -76,7 +76,9 @@ async fn a_full_call_over_https_with_tokens() {
         config(&base)
             .with_name("files")
             .with_token(SERVER_TOKEN)
-            .with_ca_cert_pem(cert.clone()),
+            .with_ca_cert_pem(cert.clone())
+            // The channel only, over wss:// with the same CA: no falling back to polls.
+            .with_transport(Transport::Ws),
     )
     .unwrap()
     .spawn();
