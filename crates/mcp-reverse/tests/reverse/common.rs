@@ -12,6 +12,10 @@ use tokio_util::sync::CancellationToken;
 /// Deadline for anything the tests wait on.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
 
+/// The proxy's liveness grace: a registration whose polls and channel all dropped is dead this
+/// long after, and its pending requests fail.
+pub(crate) const LIVENESS_GRACE: Duration = Duration::from_millis(500);
+
 /// A proxy running in this process, on a runtime of its own so that killing it cuts every
 /// connection at once, as a crash would.
 pub(crate) struct Proxy {
@@ -45,7 +49,7 @@ impl Proxy {
             .unwrap();
         let shutdown = CancellationToken::new();
         let config = mcp_proxy::Config {
-            liveness_grace: Duration::from_millis(500),
+            liveness_grace: LIVENESS_GRACE,
             channels,
             shutdown_drain: Duration::from_secs(2),
             ..mcp_proxy::Config::default()
@@ -99,16 +103,35 @@ impl Proxy {
 
     /// How the first member of the first pool takes its items (`GET /servers`).
     pub(crate) async fn delivery(&self) -> String {
+        self.member().await["delivery"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The first member of the first pool in `GET /servers` (`null` when there is none).
+    pub(crate) async fn member(&self) -> Value {
         let servers: Value = reqwest::get(format!("{}/servers", self.url()))
             .await
             .unwrap()
             .json()
             .await
             .unwrap();
-        servers["pools"][0]["members"][0]["delivery"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+        servers["pools"][0]["members"][0].clone()
+    }
+
+    /// The sum of the `/metrics` lines that start with `prefix` (0 when there is none).
+    pub(crate) async fn metric(&self, prefix: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     pub(crate) async fn wait_registrations(&self, n: u64) {

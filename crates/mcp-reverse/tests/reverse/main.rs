@@ -6,6 +6,7 @@ mod command;
 mod common;
 mod embedded;
 mod interop;
+mod killed;
 mod logs;
 mod stdio;
 mod tls;
