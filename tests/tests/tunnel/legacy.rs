@@ -1,13 +1,17 @@
 //! A seed-style (legacy) registration, faked over raw HTTP as the seed's C++ reverse client
 //! speaks, never receives the item kinds it cannot read (`reply`, `session_closed`), even when
-//! a Streamable HTTP client answers server requests and ends its session.
+//! a Streamable HTTP client answers server requests and ends its session; and it keeps long
+//! polling beside a reverse client on its channel in the same pool.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use mcp_client::text_of;
+use mcp_client::{text_of, Client};
+use mcp_reverse::{Configuration, ReverseClient};
+use mcp_server::{demo, Server, ServerConfig};
 use serde_json::{json, Value};
 
-use crate::common::{client, Proxy};
+use crate::common::{client, Proxy, DEADLINE};
 
 /// Registers like the seed and serves polls until aborted: answers `initialize`, echoes
 /// `tools/call`'s `text`, `{}` for other requests, `null` after notifications. Every item it
@@ -119,5 +123,132 @@ async fn a_legacy_registration_never_receives_replies_or_session_closed() {
         assert!(item.get("headers").is_none(), "{item}");
     }
     server.abort();
+    proxy.stop().await;
+}
+
+/// `GET /servers`: the default pool's members, oldest first.
+async fn members(proxy: &Proxy) -> Vec<Value> {
+    let servers: Value = reqwest::get(format!("{}/servers", proxy.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    servers["pools"][0]["members"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The `(kind, delivery)` of each member, oldest first.
+async fn deliveries(proxy: &Proxy) -> Vec<(String, String)> {
+    members(proxy)
+        .await
+        .iter()
+        .map(|m| {
+            let s = |k: &str| m[k].as_str().unwrap_or_default().to_owned();
+            (s("kind"), s("delivery"))
+        })
+        .collect()
+}
+
+/// Upgrades the proxy accepted on `/channel` (101), from its metrics.
+async fn channels_opened(proxy: &Proxy) -> String {
+    let text = reqwest::get(format!("{}/metrics", proxy.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = text.lines().find(|l| {
+        l.starts_with("mcp_proxy_request_duration_seconds_count{route=\"/channel\",status=\"101\"}")
+    });
+    line.and_then(|l| l.rsplit(' ').next())
+        .unwrap_or("0")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_seed_registration_long_polls_beside_a_channel_client_in_the_same_pool() {
+    let proxy = Proxy::start().await;
+    let (seed, items) = seed_server(&proxy).await;
+    let server = Server::new(ServerConfig::new("channel member", "1.0.0"));
+    demo::register_seed_tools(&server, false);
+    // The default transport (`auto`), in the default pool, as the seed's registration.
+    let mut config = Configuration::new(&proxy.url).with_held_polls(2);
+    config.retry_delay_seconds = 1;
+    config.shutdown_grace = Duration::from_secs(2);
+    let reverse = ReverseClient::new(server, config).unwrap().spawn();
+    proxy.wait_registrations(2).await;
+    let mixed = || {
+        vec![
+            ("legacy".to_owned(), "poll".to_owned()),
+            ("modern".to_owned(), "channel".to_owned()),
+        ]
+    };
+    let start = Instant::now();
+    while deliveries(&proxy).await != mixed() {
+        assert!(start.elapsed() < DEADLINE, "{:?}", deliveries(&proxy).await);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Two client sessions on /mcp: new sessions spread over the members, one each.
+    let mut sessions = Vec::new();
+    let mut names = Vec::new();
+    for _ in 0..2 {
+        let session = Client::connect(&proxy.mcp()).unwrap();
+        names.push(session.initialize().await.unwrap().server_info.name);
+        sessions.push(Arc::new(session));
+    }
+    names.sort();
+    assert_eq!(names, ["channel member", "seed"]);
+
+    // Both members serve at once, beside the seed client's sessionless shapes on /message.
+    let http = reqwest::Client::new();
+    let mut calls = Vec::new();
+    for i in 0..20 {
+        for (s, session) in sessions.iter().enumerate() {
+            let session = session.clone();
+            calls.push(tokio::spawn(async move {
+                let text = format!("session {s} call {i}");
+                let got = session.call_tool("echo", json!({"text": text})).await;
+                (text, text_of(&got.unwrap()))
+            }));
+        }
+        let (http, url) = (http.clone(), format!("{}/message", proxy.url));
+        calls.push(tokio::spawn(async move {
+            let text = format!("sessionless call {i}");
+            let body = json!({"jsonrpc": "2.0", "id": i, "method": "tools/call",
+                "params": {"name": "echo", "arguments": {"text": text}}});
+            let resp = http.post(url).json(&body).send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let answer: Value = resp.json().await.unwrap();
+            assert_eq!(answer["id"], i, "{answer}");
+            let got = answer["result"]["content"][0]["text"]
+                .as_str()
+                .unwrap_or_default();
+            (text, got.to_owned())
+        }));
+    }
+    for call in calls {
+        let (asked, got) = call.await.unwrap();
+        assert_eq!(got, asked);
+    }
+
+    // The seed's registration got its share by long polls, plain request items only, and every
+    // answer it posted was taken (its task asserts 200 and is still running); it never
+    // opened a channel (the proxy accepted exactly one, the reverse client's).
+    assert!(!seed.is_finished(), "the seed's poll loop failed");
+    let seen = items.lock().unwrap().clone();
+    assert!(seen.len() >= 21, "the seed served {} items", seen.len());
+    for item in &seen {
+        assert!(item["request"]["method"].is_string(), "{item}");
+        assert!(item.get("kind").is_none(), "{item}");
+        assert!(item.get("client_session").is_none(), "{item}");
+    }
+    assert_eq!(deliveries(&proxy).await, mixed());
+    assert_eq!(channels_opened(&proxy).await, "1");
+    reverse.shutdown().await.unwrap();
+    seed.abort();
     proxy.stop().await;
 }
