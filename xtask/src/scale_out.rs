@@ -13,19 +13,24 @@
 //!   or failed with an error within [`IN_FLIGHT_DEADLINE`] (never a hang, never a wrong
 //!   answer); within [`RECOVERY_DEADLINE`] every pool serves again through nginx (the reverse
 //!   servers register again by themselves), and from a pool's first success on, every call to
-//!   it succeeds.
+//!   it succeeds;
+//! - a channel left idle for over two minutes through nginx's default 60 s read timeout (the
+//!   `/channel` location does not raise it) is still the same channel, and answers a call. Its
+//!   wait runs beside the other scenarios: its own pool, homed on the instance that survives.
 //!
 //! redis-server and nginx come from Debian's packages (`xtask/scale-out/install-deps.sh`, run
 //! when either is missing); nginx's configuration is `xtask/scale-out/nginx.conf.template`.
 //! Finding, installing and starting them is [`crate::infra`]'s.
 //!
 //! # Layout
-//! - this file: the cluster (Redis, two proxies, nginx, three reverse servers), the run, the
+//! - this file: the cluster (Redis, two proxies, nginx, four reverse servers), the run, the
 //!   processes' logs on failure.
 //! - `traffic`: the scenarios before the kill, and the clients and checks all scenarios share.
 //! - `load`: the load workers the kill scenario keeps running, and how each call ended.
 //! - `kill`: one instance SIGKILLed under load, the verdict on every call, and after the kill.
+//! - `idle`: the idle channel through nginx.
 
+mod idle;
 mod kill;
 mod load;
 mod traffic;
@@ -67,14 +72,18 @@ struct Instance {
 /// do not log a storm of reconnects), then nginx, the proxies, Redis, and the directory.
 struct Cluster {
     reverse: Vec<Proc>,
+    /// The reverse server of [`idle::POOL`], which takes no traffic until its scenario.
+    idle_reverse: Proc,
+    /// When its channel was left idle; taken by its scenario.
+    idle_watch: Option<idle::Watch>,
     nginx: Proc,
     instances: Vec<Instance>,
     redis: Proc,
     /// nginx's address: every client and reverse server uses this one.
     url: String,
     rt: tokio::runtime::Runtime,
-    /// Redis's and nginx's files, removed last.
-    _dir: TempDir,
+    /// Redis's and nginx's files (`nginx.conf` among them), removed last.
+    dir: TempDir,
 }
 
 pub(crate) fn run() -> ExitCode {
@@ -97,7 +106,7 @@ pub(crate) fn run() -> ExitCode {
         .expect("tokio runtime");
     let mut results = Vec::new();
     let Some(mut cluster) = procs::timed(
-        "start Redis, two proxies sharing it, nginx in front, three reverse servers through nginx, each on its WebSocket channel",
+        "start Redis, two proxies sharing it, nginx in front, four reverse servers through nginx, each on its WebSocket channel",
         &mut results,
         || start(&tools, rt),
     ) else {
@@ -128,6 +137,11 @@ pub(crate) fn run() -> ExitCode {
         &mut results,
         || after_kill(&cluster),
     );
+    procs::timed(
+        "a channel idle for 130 s through nginx's default 60 s read timeout, then a call over the same channel",
+        &mut results,
+        || idle::idle_channel(&mut cluster),
+    );
     let ok = results.iter().all(|r| *r);
     if !ok {
         print_logs(&cluster);
@@ -147,8 +161,9 @@ fn start_proxy(name: &'static str, broker: &str) -> Result<Instance, String> {
     Ok(Instance { name, proc, url })
 }
 
-fn start_reverse(url: &str, name: Option<&str>) -> Result<Proc, String> {
+fn start_reverse(url: &str, name: Option<&str>, extra: &[&str]) -> Result<Proc, String> {
     let mut args = vec![url, "--test-tools"];
+    args.extend_from_slice(extra);
     if let Some(name) = name {
         args.extend(["--name", name]);
     }
@@ -170,31 +185,41 @@ fn start(tools: &Tools, rt: tokio::runtime::Runtime) -> Result<Cluster, String> 
     let upstreams: Vec<&str> = instances.iter().map(|i| i.url.as_str()).collect();
     let (nginx, url) = infra::start_nginx(tools, dir.path(), &upstreams)?;
     // The pools get different homes, so the kill below takes one pool's home (its pool must be
-    // taken over) while the other pool's traffic still passes through the killed instance.
+    // taken over) while the other pool's traffic still passes through the killed instance. The
+    // idle pool's home is the instance that survives: its channel must not see the kill.
     rt.block_on(async {
         claim_home(&instances[1].url, None).await?;
-        claim_home(&instances[0].url, Some(NAMED)).await
+        claim_home(&instances[0].url, Some(NAMED)).await?;
+        claim_home(&instances[0].url, Some(idle::POOL)).await
     })?;
     let mut reverse = Vec::new();
     for _ in 0..DEFAULT_MEMBERS {
-        reverse.push(start_reverse(&url, None)?);
+        reverse.push(start_reverse(&url, None, &[])?);
     }
-    reverse.push(start_reverse(&url, Some(NAMED))?);
-    let cluster = Cluster {
+    reverse.push(start_reverse(&url, Some(NAMED), &[])?);
+    // `ws`: after a 421 from the instance that is not the home it retries the channel without
+    // long-polling meanwhile, so no poll of before its channel delays the idle wait's start.
+    let idle_reverse = start_reverse(&url, Some(idle::POOL), &["--transport", "ws"])?;
+    let mut cluster = Cluster {
         reverse,
+        idle_reverse,
+        idle_watch: None,
         nginx,
         instances,
         redis,
         url,
         rt,
-        _dir: dir,
+        dir,
     };
     cluster.rt.block_on(async {
         wait_members(&cluster.url, None, DEFAULT_MEMBERS, START).await?;
         wait_members(&cluster.url, Some(NAMED), 1, START).await?;
+        wait_members(&cluster.url, Some(idle::POOL), 1, START).await?;
         wait_channels(&cluster.url, None, START).await?;
-        wait_channels(&cluster.url, Some(NAMED), START).await
+        wait_channels(&cluster.url, Some(NAMED), START).await?;
+        wait_channels(&cluster.url, Some(idle::POOL), START).await
     })?;
+    cluster.idle_watch = Some(idle::watch(&cluster.rt, &cluster.url, START));
     println!(
         "     redis on {redis_port}, instances {} and {}, nginx {}",
         cluster.instances[0].url, cluster.instances[1].url, cluster.url
@@ -241,6 +266,7 @@ fn print_logs(cluster: &Cluster) {
         .map(|i| (i.name, &i.proc))
         .chain([("nginx", &cluster.nginx), ("redis-server", &cluster.redis)])
         .chain(cluster.reverse.iter().map(|p| ("reverse server", p)))
+        .chain([("idle reverse server", &cluster.idle_reverse)])
         .collect();
     let logs = procs::target_dir().join("scale-out");
     let _ = std::fs::create_dir_all(&logs);
