@@ -286,3 +286,37 @@ async fn several_answers_need_a_registration_granted_several_items() {
     );
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn several_answers_over_the_body_limit_get_413_and_nothing_is_taken() {
+    let proxy = Proxy::start(test_config()).await;
+    let http = client();
+    let registered = register_with(&http, &proxy, json!({"poll_items": 4})).await;
+    let session = registered["session_id"].as_str().unwrap().to_owned();
+    // Two answers each within the limit, together over it.
+    let text = "x".repeat(proxy.state.config().max_body_bytes * 2 / 3);
+    let calls = callers(&http, &proxy, 2, &text).await;
+    // A poll answer stays within the limit too: one item each.
+    let mut items = Vec::new();
+    for _ in 0..2 {
+        let (_, batch) = poll(&http, &proxy, &session, 0).await;
+        items.extend(batch["items"].as_array().unwrap().iter().cloned());
+    }
+    assert_eq!(items.len(), 2);
+    let body = json!({"answers": [final_for(&items[0]), final_for(&items[1])]});
+    let (status, v) = respond(&http, &proxy, &session, body).await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (413, Some("payload_too_large"))
+    );
+    // Nothing was taken: each answer alone still lands, and its client gets it.
+    for item in &items {
+        answer(&http, &proxy, &session, item).await;
+    }
+    for (i, call) in calls.into_iter().enumerate() {
+        let (status, v) = call.await.unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(v["result"]["content"][0]["text"], format!("{text}{i}"));
+    }
+    proxy.stop().await;
+}

@@ -123,9 +123,8 @@ struct Registration {
     /// registration is lost they go with it, and the service closes them. A std mutex: no
     /// await under it. Bounded by the proxy's own limit on client sessions per registration.
     sessions: Arc<Mutex<HashSet<String>>>,
-    /// The proxy granted several items per poll answer: every answer is a batch.
-    batched: bool,
-    /// Final answers waiting to go several to a post (when `batched`).
+    /// Final answers waiting to go several to a post, for a registration granted several
+    /// items per poll (which also takes several answers per post).
     answers: Arc<gather::Gather>,
 }
 
@@ -133,6 +132,11 @@ impl Registration {
     /// A short prefix for logs: the id is the registration's only credential.
     fn short(&self) -> &str {
         crate::redact::short_id(&self.id)
+    }
+
+    /// The proxy granted several items per poll answer: every poll answer is a batch.
+    fn batched(&self) -> bool {
+        self.answers.enabled()
     }
 }
 
@@ -395,7 +399,6 @@ impl Inner {
                             let registration = Registration {
                                 id: answer.session_id.into(),
                                 sessions: Arc::default(),
-                                batched: answer.poll_items.is_some_and(|n| n > 1),
                                 answers: Arc::new(gather::Gather::new(
                                     answer.poll_items.unwrap_or(1) as usize,
                                 )),

@@ -73,7 +73,7 @@ impl Inner {
                     backoff.reset();
                     // The item is ours now (handed over): read it whatever `stop` says.
                     match resp.bytes().await {
-                        Ok(body) if registration.batched => {
+                        Ok(body) if registration.batched() => {
                             self.take_batch(&registration, &body, &handlers, &hard_stop)
                                 .await
                         }

@@ -31,15 +31,24 @@ impl Proxy {
     }
 
     pub(crate) async fn start_on(listener: TcpListener) -> Proxy {
-        Proxy::start_with(listener, true).await
+        Proxy::start_with(listener, proxy_config()).await
     }
 
     /// A proxy that refuses the reverse channel (`--no-channels`).
     pub(crate) async fn start_without_channels() -> Proxy {
-        Proxy::start_with(TcpListener::bind("127.0.0.1:0").await.unwrap(), false).await
+        Proxy::start_with_config(mcp_proxy::Config {
+            channels: false,
+            ..proxy_config()
+        })
+        .await
     }
 
-    async fn start_with(listener: TcpListener, channels: bool) -> Proxy {
+    /// A proxy with `config` (from [`proxy_config`]) on a free port.
+    pub(crate) async fn start_with_config(config: mcp_proxy::Config) -> Proxy {
+        Proxy::start_with(TcpListener::bind("127.0.0.1:0").await.unwrap(), config).await
+    }
+
+    async fn start_with(listener: TcpListener, config: mcp_proxy::Config) -> Proxy {
         let addr = listener.local_addr().unwrap();
         let listener = listener.into_std().unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -48,12 +57,6 @@ impl Proxy {
             .build()
             .unwrap();
         let shutdown = CancellationToken::new();
-        let config = mcp_proxy::Config {
-            liveness_grace: LIVENESS_GRACE,
-            channels,
-            shutdown_drain: Duration::from_secs(2),
-            ..mcp_proxy::Config::default()
-        };
         let token = shutdown.clone();
         let task = runtime.spawn(async move {
             let listener = TcpListener::from_std(listener)?;
@@ -168,6 +171,15 @@ pub(crate) async fn rebind(addr: SocketAddr) -> TcpListener {
             }
             Err(e) => panic!("cannot bind {addr} again: {e}"),
         }
+    }
+}
+
+/// The proxy's configuration the tests use: a short liveness grace and shutdown drain.
+pub(crate) fn proxy_config() -> mcp_proxy::Config {
+    mcp_proxy::Config {
+        liveness_grace: LIVENESS_GRACE,
+        shutdown_drain: Duration::from_secs(2),
+        ..mcp_proxy::Config::default()
     }
 }
 

@@ -12,7 +12,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-use crate::common::{config, rebind, Proxy, DEADLINE};
+use crate::common::{config, proxy_config, rebind, Proxy, DEADLINE};
 
 /// What the test tools report and wait on.
 #[derive(Default)]
@@ -337,11 +337,10 @@ async fn response_posts(proxy: &Proxy) -> u64 {
         .sum()
 }
 
-#[tokio::test]
-async fn answers_that_finish_together_go_several_to_a_post() {
-    let proxy = Proxy::start().await;
-    // A tool that holds every call until the test opens the gate, so all answers finish at
-    // once: the first few go alone, the rest wait for those posts and go together.
+/// Serves `calls` calls of a tool that holds each until all have arrived, so their answers
+/// finish at once, over long polls granted 16 items; checks every answer and returns how many
+/// `POST /response` the proxy took meanwhile.
+async fn answer_together(proxy: &Proxy, calls: usize, text_len: usize) -> u64 {
     let (open, gate) = tokio::sync::watch::channel(false);
     let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let server = Server::new(ServerConfig::new("gathered", "1.0.0"));
@@ -366,21 +365,20 @@ async fn answers_that_finish_together_go_several_to_a_post() {
         .with_poll_items(16);
     let reverse = ReverseClient::new(server, config).unwrap().spawn();
     proxy.wait_registrations(1).await;
-    let before = response_posts(&proxy).await;
+    let before = response_posts(proxy).await;
     let client = Arc::new(Client::connect(&proxy.url()).unwrap());
-    const CALLS: usize = 48;
-    let calls: Vec<_> = (0..CALLS)
+    let pending: Vec<_> = (0..calls)
         .map(|i| {
             let client = client.clone();
             tokio::spawn(async move {
-                let text = format!("held {i}");
+                let text = format!("{i} {}", "x".repeat(text_len));
                 let result = client.call_tool("held", json!({"text": text})).await;
                 (text, result.map(|r| text_of(&r)))
             })
         })
         .collect();
     let start = Instant::now();
-    while started.load(std::sync::atomic::Ordering::SeqCst) < CALLS {
+    while started.load(std::sync::atomic::Ordering::SeqCst) < calls {
         assert!(
             start.elapsed() < DEADLINE,
             "the calls never all reached the tool"
@@ -388,16 +386,37 @@ async fn answers_that_finish_together_go_several_to_a_post() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     open.send(true).unwrap();
-    for call in calls {
+    for call in pending {
         let (text, answer) = call.await.unwrap();
         assert_eq!(answer.unwrap(), text);
     }
-    let posts = response_posts(&proxy).await - before;
+    let posts = response_posts(proxy).await - before;
+    reverse.shutdown().await.unwrap();
+    posts
+}
+
+#[tokio::test]
+async fn answers_that_finish_together_go_several_to_a_post() {
+    let proxy = Proxy::start().await;
+    const CALLS: usize = 48;
+    let posts = answer_together(&proxy, CALLS, 8).await;
     // One post per answer without gathering; at most 4 go alone before the rest queue.
     assert!(
         posts < CALLS as u64 / 2,
         "{posts} posts for {CALLS} answers: not gathered"
     );
-    reverse.shutdown().await.unwrap();
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn gathered_answers_over_the_proxys_body_limit_go_one_by_one() {
+    // 3 KiB answers under an 8 KiB limit: a gathered post of several is refused with 413,
+    // and its answers must then go alone, not turn into "too large" errors.
+    let proxy = Proxy::start_with_config(mcp_proxy::Config {
+        max_body_bytes: 8 * 1024,
+        ..proxy_config()
+    })
+    .await;
+    answer_together(&proxy, 24, 3 * 1024).await;
     proxy.stop().await;
 }
