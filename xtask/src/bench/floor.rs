@@ -17,6 +17,7 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -71,6 +72,11 @@ pub(crate) fn relay() -> std::process::ExitCode {
             .with_state(Relay::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!("floor relay listening on http://{}", listener.local_addr()?);
+        // TCP_NODELAY on every accepted socket, as the proxy sets it: Nagle's algorithm with
+        // delayed ACKs would stall larger answers.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, app).await
     })
 }
@@ -79,7 +85,7 @@ pub(crate) fn relay() -> std::process::ExitCode {
 pub(crate) fn reverse(url: &str) -> std::process::ExitCode {
     let url = format!("{}/channel", url.replacen("http://", "ws://", 1));
     run(async move {
-        let (ws, _) = tokio_tungstenite::connect_async(url)
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
             .await
             .map_err(std::io::Error::other)?;
         println!("floor reverse connected");
@@ -134,9 +140,13 @@ async fn forward(State(relay): State<Relay>, body: Bytes) -> Response {
         Some(down) => down.send(Message::Text(frame.into())).await.is_ok(),
         None => false,
     };
-    match (sent, answer.await) {
-        (true, Ok(bytes)) => json_answer(bytes),
-        _ => axum::http::StatusCode::BAD_GATEWAY.into_response(),
+    if !sent {
+        relay.waiting.lock().expect("waiting lock").remove(&id);
+        return axum::http::StatusCode::BAD_GATEWAY.into_response();
+    }
+    match answer.await {
+        Ok(bytes) => json_answer(bytes),
+        Err(_) => axum::http::StatusCode::BAD_GATEWAY.into_response(),
     }
 }
 
