@@ -130,6 +130,18 @@ async fn a_client_signs_in_calls_its_pool_only_and_refreshes_with_rotation() {
         (status, body["error"].as_str()),
         (400, Some("invalid_scope"))
     );
+    // A refused request does not use the token up: it still refreshes.
+    let (status, body) = token(
+        &proxy,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", &client_id),
+            ("refresh_token", &second),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let third = body["refresh_token"].as_str().unwrap().to_owned();
 
     // The retired token used again: the whole family is revoked, its access tokens too.
     let (status, body) = token(
@@ -158,6 +170,20 @@ async fn a_client_signs_in_calls_its_pool_only_and_refreshes_with_rotation() {
         (status, body["error"].as_str()),
         (400, Some("invalid_grant")),
         "the family is gone"
+    );
+    let (status, body) = token(
+        &proxy,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", &client_id),
+            ("refresh_token", &third),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "the family is gone, its newest token too"
     );
     let (status, challenge, _) =
         call(&proxy, "/servers/alpha/message", Some(&renewed_access)).await;

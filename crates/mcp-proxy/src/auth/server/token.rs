@@ -213,14 +213,7 @@ impl AuthServer {
         if self.store.get(Kind::Family, &grant.family).await?.is_none() {
             return Ok(invalid_grant("the refresh token has been revoked"));
         }
-        // Atomic: of two uses of one token, one rotates it and the other is a reuse.
-        if self.store.take(Kind::RefreshLive, &key).await?.is_none() {
-            warn!(subject = %grant.subject, client = %client.display_name(), "a rotated refresh token was used again: its family is revoked");
-            self.revoke_family(&grant.family).await?;
-            return Ok(invalid_grant(
-                "the refresh token was already used; sign in again",
-            ));
-        }
+        // A request refused for what it asks leaves the token usable: checked before the take.
         if form.get("resource").is_some_and(|r| *r != grant.resource) {
             return Ok(oauth_error(
                 StatusCode::BAD_REQUEST,
@@ -238,6 +231,14 @@ impl AuthServer {
                 ));
             }
             grant.scopes.retain(|g| asked.contains(&g.as_str()));
+        }
+        // Atomic: of two uses of one token, one rotates it and the other is a reuse.
+        if self.store.take(Kind::RefreshLive, &key).await?.is_none() {
+            warn!(subject = %grant.subject, client = %client.display_name(), "a rotated refresh token was used again: its family is revoked");
+            self.revoke_family(&grant.family).await?;
+            return Ok(invalid_grant(
+                "the refresh token was already used; sign in again",
+            ));
         }
         self.issue(client, grant).await
     }
