@@ -408,25 +408,11 @@ impl IntoResponse for RpcError {
 }
 
 /// Headers the status implies: `Retry-After` on 429s and busy 503s ([`Error::retry_after`]);
-/// RFC 6750, a 401 names the scheme it wants; and a request refused before its body was read
-/// closes the connection.
+/// RFC 6750, a 401 names the scheme it wants; and a refused token ends the connection.
 fn challenge(error: &Error, response: &mut Response) {
-    // A token, a Host or Origin, a content type or a size is refused before the body is read
-    // whole, and hyper closes a connection whose request body was left unread (when the body
-    // had not arrived with the head). Saying so keeps clients from sending their next request
-    // (the OAuth flow that follows a 401) on a connection about to close: the official Python
-    // SDK failed with "Server disconnected without sending a response".
-    if matches!(
-        error,
-        Error::Unauthorized
-            | Error::ServerUnauthorized
-            | Error::OAuth(_)
-            | Error::Forbidden
-            | Error::OriginRefused
-            | Error::UnsupportedMediaType
-            | Error::MessageTooLarge { .. }
-            | Error::BodyTooLarge { .. }
-    ) {
+    // What comes after a token refusal (discovery, an OAuth flow) starts afresh; the listener
+    // closes every connection whose request was answered before its body was read anyway.
+    if matches!(error, Error::Unauthorized | Error::ServerUnauthorized) {
         response.headers_mut().insert(
             axum::http::header::CONNECTION,
             axum::http::HeaderValue::from_static("close"),

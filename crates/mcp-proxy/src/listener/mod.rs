@@ -36,7 +36,7 @@ use tracing::{debug, warn};
 use crate::config::Config;
 use crate::peer::{address_key, TrustedProxies};
 use crate::tls::{TlsConfig, HANDSHAKE_TIMEOUT};
-use watch::{Expiry, HeldBody, StallGuardedBody, Watch, WatchedIo};
+use watch::{Expiry, HeldBody, ReadToEnd, StallGuardedBody, Watch, WatchedIo};
 
 /// Largest header block an HTTP/2 caller may send (HTTP/1's is hyper's ~400 KiB buffer).
 pub const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
@@ -289,11 +289,22 @@ impl Connection {
                     let client = limits.trusted_proxies.client(peer.ip(), &parts.headers);
                     parts.extensions.insert(ConnectInfo(peer));
                     parts.extensions.insert(client);
-                    let body = Body::new(StallGuardedBody::new(body, limits.body_timeout));
-                    let response = router
-                        .oneshot(Request::from_parts(parts, body))
+                    let read = ReadToEnd::default();
+                    let body = StallGuardedBody::new(body, limits.body_timeout, read.clone());
+                    let mut response = router
+                        .oneshot(Request::from_parts(parts, Body::new(body)))
                         .await
                         .unwrap_or_else(|never: Infallible| match never {});
+                    if !read.done() {
+                        // Answered before its body was read (a refused token, Origin, type,
+                        // size or rate): hyper closes such a connection, so say so, or the
+                        // client sends its next request on it (the official Python SDK then
+                        // failed its OAuth flow with "Server disconnected").
+                        response.headers_mut().insert(
+                            axum::http::header::CONNECTION,
+                            axum::http::HeaderValue::from_static("close"),
+                        );
+                    }
                     Ok::<_, Infallible>(response.map(|b| Body::new(HeldBody::new(b, in_flight))))
                 }
             })

@@ -228,20 +228,35 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
 #[error("the request body stalled: no bytes for {0:?}")]
 pub(crate) struct BodyStalled(pub(crate) Duration);
 
-/// A request body that fails when no bytes arrive for `timeout` while it is being read.
+/// A request body that fails when no bytes arrive for `timeout` while it is being read, and
+/// tells its [`ReadToEnd`] once it has been read to its end.
 pub(crate) struct StallGuardedBody<B> {
     inner: B,
     timeout: Duration,
     timer: Option<Pin<Box<Sleep>>>,
+    read: ReadToEnd,
 }
 
-impl<B> StallGuardedBody<B> {
-    /// Wraps `inner`.
-    pub(crate) fn new(inner: B, timeout: Duration) -> Self {
+/// Whether a request's body was read to its end (a body-less request's at once).
+#[derive(Clone, Default)]
+pub(crate) struct ReadToEnd(Arc<AtomicBool>);
+
+impl ReadToEnd {
+    /// Whether the body was read to its end.
+    pub(crate) fn done(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl<B: HttpBody> StallGuardedBody<B> {
+    /// Wraps `inner`; `read` learns when it has been read to its end.
+    pub(crate) fn new(inner: B, timeout: Duration, read: ReadToEnd) -> Self {
+        read.0.store(inner.is_end_stream(), Ordering::Relaxed);
         StallGuardedBody {
             inner,
             timeout,
             timer: None,
+            read,
         }
     }
 }
@@ -262,6 +277,9 @@ where
             Poll::Ready(frame) => {
                 // Progress: the next wait starts its own timeout (reset lazily).
                 self.timer = None;
+                if frame.is_none() || self.inner.is_end_stream() {
+                    self.read.0.store(true, Ordering::Relaxed);
+                }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {

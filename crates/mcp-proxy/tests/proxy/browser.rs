@@ -88,6 +88,16 @@ async fn refusals_before_the_body_is_read_close_the_connection_and_say_so() {
         assert_eq!(resp.status().as_u16(), want);
         assert_eq!(resp.headers()["connection"], "close", "{want}");
     }
+    // A request read whole keeps its connection, whatever the answer (503: no server here).
+    let resp = client()
+        .post(proxy.url("/message"))
+        .header("content-type", "application/json")
+        .body(call)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    assert!(resp.headers().get("connection").is_none());
 }
 
 #[tokio::test]
