@@ -26,7 +26,7 @@ use std::time::{Instant, SystemTime};
 
 use axum::body::{Body, HttpBody};
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, Method};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
@@ -301,7 +301,7 @@ pub(crate) async fn layer(State(audit): State<Audit>, req: Request, next: Next) 
         }
         _ => req.extensions().get::<ClientAddr>().map(|a| a.0),
     };
-    let token = bearer(req.headers()).map(|t| TokenId::of(t).fingerprint());
+    let token = crate::auth::bearer(req.headers()).map(|t| TokenId::of(t).fingerprint());
     let pool = pool_of(req.uri().path());
     let http_method = req.method().as_str().to_owned();
     let bytes_in = Arc::new(AtomicU64::new(0));
@@ -371,28 +371,14 @@ fn counted_in(body: Body, counter: Arc<AtomicU64>) -> Body {
     }))
 }
 
-/// The token of an `Authorization: Bearer <token>` header.
-fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
-}
-
 /// The pool a client path addresses, decoded as the routes decode it (`""`: the default
 /// pool); a name no route would accept is kept, cut at [`NAME_CAP`].
 fn pool_of(path: &str) -> String {
-    let Some(name) = path
-        .strip_prefix("/servers/")
-        .and_then(|rest| rest.split_once('/'))
-        .map(|(name, _)| name)
-    else {
-        return String::new();
-    };
-    let decoded = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
-    cut(&decoded, NAME_CAP)
+    let name = crate::auth::client_pool(path);
+    cut(
+        &percent_encoding::percent_decode_str(name).decode_utf8_lossy(),
+        NAME_CAP,
+    )
 }
 
 /// The JSON-RPC error code an SSE event's data carries, if it is an error answer.
