@@ -21,6 +21,7 @@ use tracing::{info, warn};
 use super::session::{COOKIE, SESSION_LIFETIME};
 use super::view::{merge, Filter};
 use super::{Console, MAX_STREAMS, UPDATE_INTERVAL};
+use crate::guard::Guard;
 use crate::peer::ClientAddr;
 use crate::state::AppState;
 use crate::topology::Relayed;
@@ -117,12 +118,16 @@ pub(crate) struct LoginForm {
 }
 
 /// Whether a POST comes from the console's own page: no `Origin` (not a browser), or one
-/// naming the `Host` it was sent to.
-fn same_origin(headers: &HeaderMap) -> bool {
+/// naming the `Host` it was sent to; and that `Host` one `/mcp` would take, so a page on a
+/// DNS-rebinding name (`127.evil.example`) gets 403 as it would there.
+fn same_origin(state: &AppState, headers: &HeaderMap) -> bool {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if !Guard::new(state.config(), true).allows(host, None) {
+        return false;
+    }
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     let origin_host = origin.split_once("://").map(|(_, rest)| rest);
     host.is_some() && origin_host == host
 }
@@ -138,7 +143,7 @@ pub(crate) async fn login(
     let Some(console) = console(&state) else {
         return not_found();
     };
-    if !same_origin(&headers) {
+    if !same_origin(&state, &headers) {
         return login_form(
             StatusCode::FORBIDDEN,
             "This form must be sent from the console's own page.",
@@ -187,7 +192,7 @@ pub(crate) async fn logout(State(state): State<AppState>, headers: HeaderMap) ->
     let Some(console) = console(&state) else {
         return not_found();
     };
-    if !same_origin(&headers) {
+    if !same_origin(&state, &headers) {
         return StatusCode::FORBIDDEN.into_response();
     }
     console.sessions.close(&headers);

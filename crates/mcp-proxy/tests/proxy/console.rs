@@ -106,6 +106,17 @@ async fn login_gives_a_cookie_session_and_logout_ends_it() {
         .await
         .unwrap();
     assert_eq!(foreign.status(), 403, "a cross-site login post is refused");
+    // A page on a DNS-rebinding name reaches the same address with its own Host and Origin.
+    let rebinding = format!("127.evil.example:{}", proxy.addr.port());
+    let rebound = http()
+        .post(proxy.url("/console/login"))
+        .header("host", &rebinding)
+        .header("origin", format!("http://{rebinding}"))
+        .form(&[("user", "admin"), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status(), 403, "a rebinding name is refused");
 
     let cookie = login(&proxy).await;
     let resp = http()
