@@ -43,7 +43,7 @@ use serde_json::{json, Value};
 use crate::infra::{self, TempDir, Tools};
 use crate::procs::{self, listening_url, Proc};
 use kill::{after_kill, kill_under_load};
-use traffic::{http, named_pool, spread_calls, streamable_session, wait_channels, wait_members};
+use traffic::{http, named_pool, spread_calls, streamable_session, wait_members};
 
 /// How long a process gets to start and say so.
 const START: Duration = Duration::from_secs(30);
@@ -214,10 +214,7 @@ fn start(tools: &Tools, rt: tokio::runtime::Runtime) -> Result<Cluster, String> 
     cluster.rt.block_on(async {
         wait_members(&cluster.url, None, DEFAULT_MEMBERS, START).await?;
         wait_members(&cluster.url, Some(NAMED), 1, START).await?;
-        wait_members(&cluster.url, Some(idle::POOL), 1, START).await?;
-        wait_channels(&cluster.url, None, START).await?;
-        wait_channels(&cluster.url, Some(NAMED), START).await?;
-        wait_channels(&cluster.url, Some(idle::POOL), START).await
+        wait_members(&cluster.url, Some(idle::POOL), 1, START).await
     })?;
     cluster.idle_watch = Some(idle::watch(&cluster.rt, &cluster.url, START));
     println!(

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::load::cpu_seconds;
 use super::START;
 use crate::procs::{self, listening_url, Proc};
 
@@ -32,24 +33,6 @@ fn rss(pid: u32) -> Result<u64, String> {
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .map(|kb| kb * 1024)
         .ok_or_else(|| "no VmRSS".into())
-}
-
-/// User plus system CPU time of a process, in seconds.
-fn cpu_seconds(pid: u32) -> Result<f64, String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
-    let after = stat.rsplit_once(')').ok_or("bad stat")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // Fields 14 and 15 of stat (1-based), counted after the command name.
-    let ticks: f64 = fields[11].parse::<f64>().map_err(|e| e.to_string())?
-        + fields[12].parse::<f64>().map_err(|e| e.to_string())?;
-    let hz = std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .unwrap_or(100.0);
-    Ok(ticks / hz)
 }
 
 pub(super) fn idle_scale(n: usize, ws: bool) -> Result<Idle, String> {
@@ -91,11 +74,12 @@ pub(super) fn idle_scale(n: usize, ws: bool) -> Result<Idle, String> {
     procs::wait_registrations(&url, n as u64, Duration::from_secs(300))?;
     clients.wait_for_line(START, |l| l.contains("all held").then_some(()))?;
     let rss_after = rss(pid)?;
-    let cpu0 = cpu_seconds(pid)?;
+    let cpu0 = cpu_seconds(pid).ok_or("no CPU time in /proc")?;
     let window = Duration::from_secs(10);
     let t0 = Instant::now();
     std::thread::sleep(window); // the measurement window itself, not a synchronisation
-    let cpu_per_sec = (cpu_seconds(pid)? - cpu0) / t0.elapsed().as_secs_f64();
+    let cpu_per_sec =
+        (cpu_seconds(pid).ok_or("no CPU time in /proc")? - cpu0) / t0.elapsed().as_secs_f64();
     let fd_limit = std::process::Command::new("sh")
         .args(["-c", "ulimit -Hn"])
         .output()

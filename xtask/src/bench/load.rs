@@ -35,8 +35,21 @@ pub(super) fn cpu_seconds(pid: u32) -> Option<f64> {
     // Fields after the command name, which may hold spaces, are counted from its `)`.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    // SC_CLK_TCK is 100 on every Linux this bench runs on (x86-64, aarch64).
-    Some(ticks / 100.0)
+    Some(ticks / clock_ticks())
+}
+
+/// Clock ticks per second of `/proc` times (`getconf CLK_TCK`; 100 if it cannot tell).
+fn clock_ticks() -> f64 {
+    static HZ: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *HZ.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 /// Calls the echo tool over one path.

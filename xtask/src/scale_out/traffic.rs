@@ -20,7 +20,10 @@ pub(super) fn http() -> Result<reqwest::Client, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Waits until the pool counts `n` members in `GET /servers` through `url`.
+/// Waits until the pool counts `n` members in `GET /servers` through `url`, each taking its
+/// items over its WebSocket channel (which must reach the registration's home through nginx:
+/// an instance that is not the home answers 421 and the reverse server long-polls until a
+/// retry lands there).
 pub(super) async fn wait_members(
     url: &str,
     pool: Option<&str>,
@@ -30,39 +33,15 @@ pub(super) async fn wait_members(
     let start = Instant::now();
     loop {
         let got = procs::pool_members(url, pool).await;
-        if got.as_ref().is_ok_and(|m| m.len() == n) {
-            return Ok(());
-        }
-        if start.elapsed() > deadline {
-            return Err(format!(
-                "pool {} has not {n} members after {deadline:?}: {got:?}",
-                pool.unwrap_or("(default)")
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Waits until every member of `pool` takes its items over its WebSocket channel (which must
-/// reach the registration's home through nginx: an instance that is not the home answers 421
-/// and the reverse server long-polls until a retry lands there).
-pub(super) async fn wait_channels(
-    url: &str,
-    pool: Option<&str>,
-    deadline: Duration,
-) -> Result<(), String> {
-    let start = Instant::now();
-    loop {
-        let got = procs::pool_members(url, pool).await;
-        let on_channels = |m: &Vec<serde_json::Value>| {
-            !m.is_empty() && m.iter().all(|m| m["delivery"] == "channel")
+        let ready = |m: &Vec<serde_json::Value>| {
+            m.len() == n && m.iter().all(|m| m["delivery"] == "channel")
         };
-        if got.as_ref().is_ok_and(on_channels) {
+        if got.as_ref().is_ok_and(ready) {
             return Ok(());
         }
         if start.elapsed() > deadline {
             return Err(format!(
-                "pool {} is not all on channels after {deadline:?}: {got:?}",
+                "pool {} has not {n} members on channels after {deadline:?}: {got:?}",
                 pool.unwrap_or("(default)")
             ));
         }
