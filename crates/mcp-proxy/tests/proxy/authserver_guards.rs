@@ -232,6 +232,15 @@ async fn redirects_must_be_the_clients_and_errors_before_that_are_pages() {
             .unwrap();
         assert_eq!(resp.status(), 400, "{uris}");
     }
+    // A web page's simple request (`text/plain`, no preflight) registers nothing.
+    let resp = authflow::http()
+        .post(proxy.url("/oauth/register"))
+        .header("content-type", "text/plain")
+        .body(json!({"redirect_uris": [REDIRECT]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 415);
     proxy.stop().await;
 }
 

@@ -127,10 +127,25 @@ struct Registration {
 }
 
 /// `POST /oauth/register`.
-pub(crate) async fn register(State(state): State<AppState>, body: Bytes) -> Response {
+pub(crate) async fn register(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
     let Some(server) = super::of(&state) else {
         return super::not_running();
     };
+    // JSON only: a web page cannot send it without a CORS preflight (`text/plain` it can).
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    if !crate::guard::is_json_content_type(content_type) {
+        return oauth_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_client_metadata",
+            "client metadata is sent as application/json",
+        );
+    }
     let bad = |code: &str, why: &str| oauth_error(StatusCode::BAD_REQUEST, code, why);
     if body.len() > MAX_REGISTRATION_BYTES {
         return bad("invalid_client_metadata", "the registration is too large");
