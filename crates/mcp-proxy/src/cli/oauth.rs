@@ -119,6 +119,11 @@ impl Cli {
             issuer.as_str()
         };
         let mut config = OAuthConfig::new(public_url, issuer)?;
+        if self.builtin() {
+            // As written in `iss` and the metadata: the public URL as normalised (no trailing
+            // slash), so its endpoints and RFC 8414's well-known path line up.
+            config.issuer = config.public_url.clone();
+        }
         for spec in self.oauth_scopes.iter().filter(|s| !s.trim().is_empty()) {
             config.add_scopes(spec)?;
         }

@@ -353,6 +353,27 @@ fn builtin_authorization_server_flags() {
     );
     let server = config.auth_server.as_ref().unwrap();
     assert_eq!(server.issuer(), "https://mcp.example.com");
+    // A public URL written with a trailing slash names the same issuer.
+    let slashed: Vec<&str> = base
+        .iter()
+        .map(|a| {
+            if *a == "https://mcp.example.com" {
+                "https://mcp.example.com/"
+            } else {
+                a
+            }
+        })
+        .chain(["--oauth-passphrase", "a long enough passphrase"])
+        .collect();
+    let config = Cli::try_parse_from(slashed).unwrap().try_config().unwrap();
+    assert_eq!(
+        config.oauth.as_ref().unwrap().config().issuer,
+        "https://mcp.example.com"
+    );
+    assert_eq!(
+        config.auth_server.as_ref().unwrap().issuer(),
+        "https://mcp.example.com"
+    );
     assert!(server.describe_store().contains("oauth.json"));
     // Exactly one way to sign in; no audience overrides; a short passphrase is refused.
     for bad in [
