@@ -404,11 +404,20 @@ pub(crate) async fn post(
                     .insert(header::RETRY_AFTER, HeaderValue::from(wait));
                 return r;
             }
-            let Some(subject) = server
-                .settings
-                .credentials
-                .check(field("username"), field("password"))
-            else {
+            // A users file's password hash is PBKDF2 (a fraction of a second of CPU): off the
+            // runtime's workers, which carry everyone's calls.
+            let (checker, user, password) = (
+                server.clone(),
+                field("username").to_owned(),
+                field("password").to_owned(),
+            );
+            let checked_in = tokio::task::spawn_blocking(move || {
+                checker.settings.credentials.check(&user, &password)
+            })
+            .await
+            .ok()
+            .flatten();
+            let Some(subject) = checked_in else {
                 info!("login failed");
                 let with_user = server.settings.credentials.has_users();
                 return pages::login(
