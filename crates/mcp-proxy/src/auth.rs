@@ -257,6 +257,18 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// The value of cookie `name` in the request.
+pub(crate) fn read_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v)
+}
+
 /// The pool a client route addresses: `name` of `/servers/{name}/...`, else the default
 /// pool (`""`). A name with escapes is returned raw and so matches no token's names.
 pub(crate) fn client_pool(path: &str) -> &str {

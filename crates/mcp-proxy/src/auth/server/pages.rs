@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 /// The cookie holding a browser's CSRF token (double submit: forms carry it too).
@@ -212,21 +212,12 @@ pub(crate) fn cookie(
     HeaderValue::from_str(&text).expect("cookie values are base64url")
 }
 
-/// The value of cookie `name` in the request.
-pub(crate) fn read_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v)
-}
+pub(crate) use crate::auth::read_cookie;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderMap;
 
     #[test]
     fn pages_escape_and_carry_their_headers() {
