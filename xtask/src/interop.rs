@@ -175,23 +175,7 @@ fn start_stack() -> Result<(Proc, Proc, String), String> {
 fn run_client(name: &str, program: &Path, leading: &[String], url: &str) -> Result<(), String> {
     let mut args: Vec<&str> = leading.iter().map(String::as_str).collect();
     args.push(url);
-    let mut client = Proc::spawn(name, program, &args)?;
-    let status = client.wait_exit(CLIENT_DEADLINE);
-    let output = client.output();
-    for line in &output {
-        println!("    {line}");
-    }
-    let status = status?;
-    let passed = output.iter().filter(|l| l.starts_with("PASS ")).count();
-    if !status.success() {
-        return Err(format!("the client exited with {status}"));
-    }
-    if passed < CHECKS {
-        return Err(format!(
-            "the client printed {passed} PASS lines, expected {CHECKS}"
-        ));
-    }
-    Ok(())
+    procs::run_checks(name, program, &args, CLIENT_DEADLINE, CHECKS).map(drop)
 }
 
 /// The checks of the SDK scripts, with `mcp_client` in process.

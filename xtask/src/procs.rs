@@ -274,6 +274,35 @@ pub(crate) fn listening_url(line: &str) -> Option<String> {
     Some(rest[..end].trim_end_matches('/').to_owned())
 }
 
+/// Runs a check script (`program args`) until it exits, at most `deadline`, and prints its
+/// output; it passes when it exits 0 having printed at least `min_pass` lines starting with
+/// `PASS ` (so a script that stops early cannot pass). Returns the output.
+pub(crate) fn run_checks(
+    name: &str,
+    program: &Path,
+    args: &[&str],
+    deadline: Duration,
+    min_pass: usize,
+) -> Result<Vec<String>, String> {
+    let mut script = Proc::spawn(name, program, args)?;
+    let status = script.wait_exit(deadline);
+    let output = script.output();
+    for line in &output {
+        println!("    {line}");
+    }
+    let status = status?;
+    if !status.success() {
+        return Err(format!("{name} exited with {status}"));
+    }
+    let passed = output.iter().filter(|l| l.starts_with("PASS ")).count();
+    if passed < min_pass {
+        return Err(format!(
+            "{name} printed {passed} PASS lines, expected {min_pass}"
+        ));
+    }
+    Ok(output)
+}
+
 /// Runs one scenario or step, prints `PASS`/`FAIL` with its duration, and records the outcome.
 pub(crate) fn timed<T>(
     name: &str,

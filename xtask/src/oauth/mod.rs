@@ -211,23 +211,7 @@ fn run_client(
     let script = script.to_str().ok_or("non-UTF-8 path")?;
     let mut argv = vec![script];
     argv.extend_from_slice(args);
-    let mut client = Proc::spawn(name, program, &argv)?;
-    let status = client.wait_exit(CLIENT_DEADLINE);
-    let output = client.output();
-    for line in &output {
-        println!("    {line}");
-    }
-    let status = status?;
-    let passed = output.iter().filter(|l| l.starts_with("PASS ")).count();
-    if !status.success() {
-        return Err(format!("the client exited with {status}"));
-    }
-    if passed < expected {
-        return Err(format!(
-            "the client printed {passed} PASS lines, expected {expected}"
-        ));
-    }
-    Ok(())
+    procs::run_checks(name, program, &argv, CLIENT_DEADLINE, expected).map(drop)
 }
 
 /// A `reverse_server_example --test-tools` in each of the pools `alpha` and `beta`,
