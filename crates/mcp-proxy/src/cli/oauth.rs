@@ -194,6 +194,7 @@ impl Cli {
             code_lifetime: server::DEFAULT_CODE_LIFETIME,
             refresh_lifetime: args.oauth_refresh_lifetime.max(Duration::from_secs(60)),
             client_lifetime: args.oauth_client_lifetime.max(Duration::from_secs(60)),
+            unused_client_lifetime: server::DEFAULT_UNUSED_CLIENT_LIFETIME,
             max_clients: args.oauth_max_clients,
             key_rotation: args.oauth_key_rotation.max(Duration::from_secs(60)),
             cimd_test_ca,

@@ -345,6 +345,36 @@ async fn open_registration_is_capped() {
     proxy.stop().await;
 }
 
+#[tokio::test]
+async fn registrations_that_never_get_a_token_free_their_place() {
+    let proxy = authflow::start(None, |s| {
+        s.max_clients = 1;
+        s.unused_client_lifetime = std::time::Duration::from_millis(300);
+    })
+    .await;
+    register(&proxy, &[REDIRECT]).await;
+    let again = || async {
+        authflow::http()
+            .post(proxy.url("/oauth/register"))
+            .json(&json!({"redirect_uris": [REDIRECT]}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(again().await, 503, "the cap holds");
+    // Unused, the registration lapses and the place is free again.
+    let start = std::time::Instant::now();
+    while again().await != 201 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "never freed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    proxy.stop().await;
+}
+
 /// Serves `document` at `/client.json` over https on 127.0.0.1 with a fresh certificate;
 /// its port and the certificate (PEM).
 async fn serve_document(

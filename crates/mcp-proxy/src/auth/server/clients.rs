@@ -298,20 +298,19 @@ impl AuthServer {
     /// Writes a registered client, renewing its lifetime; `new` counts it against the cap
     /// (`Ok(false)`: the cap is reached).
     pub(crate) async fn save_client(&self, client: &Client, new: bool) -> Result<bool, Error> {
-        let mode = if new {
-            Put::Capped(self.settings.max_clients)
+        // A new registration is kept only briefly until its first token renews it (`issue`).
+        let (mode, lifetime) = if new {
+            let unused = self.settings.unused_client_lifetime;
+            (
+                Put::Capped(self.settings.max_clients),
+                unused.min(self.settings.client_lifetime),
+            )
         } else {
-            Put::Always
+            (Put::Always, self.settings.client_lifetime)
         };
         let value = serde_json::to_string(client).expect("serializes");
         self.store
-            .put(
-                Kind::Client,
-                &client.client_id,
-                value,
-                self.settings.client_lifetime,
-                mode,
-            )
+            .put(Kind::Client, &client.client_id, value, lifetime, mode)
             .await
     }
 

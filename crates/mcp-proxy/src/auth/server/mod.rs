@@ -61,6 +61,9 @@ pub const DEFAULT_ACCESS_LIFETIME: Duration = Duration::from_secs(10 * 60);
 pub const DEFAULT_REFRESH_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
 /// Default time a dynamically registered client is kept after its last token.
 pub const DEFAULT_CLIENT_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
+/// How long a dynamically registered client that has not got a token yet is kept: a flood of
+/// registrations holds `--oauth-max-clients` for this long at most, not a month.
+pub const DEFAULT_UNUSED_CLIENT_LIFETIME: Duration = Duration::from_secs(3_600);
 /// Default cap on dynamically registered clients kept at once.
 pub const DEFAULT_MAX_CLIENTS: usize = 1_000;
 /// Default lifetime of an authorization code.
@@ -83,6 +86,8 @@ pub struct AuthServerConfig {
     pub refresh_lifetime: Duration,
     /// How long a dynamically registered client is kept after its last token.
     pub client_lifetime: Duration,
+    /// How long a dynamically registered client is kept before its first token.
+    pub unused_client_lifetime: Duration,
     /// The most dynamically registered clients kept at once.
     pub max_clients: usize,
     /// How long one signing key signs.
@@ -101,6 +106,7 @@ impl AuthServerConfig {
             code_lifetime: DEFAULT_CODE_LIFETIME,
             refresh_lifetime: DEFAULT_REFRESH_LIFETIME,
             client_lifetime: DEFAULT_CLIENT_LIFETIME,
+            unused_client_lifetime: DEFAULT_UNUSED_CLIENT_LIFETIME,
             max_clients: DEFAULT_MAX_CLIENTS,
             key_rotation: keys::DEFAULT_ROTATION,
             cimd_test_ca: None,
