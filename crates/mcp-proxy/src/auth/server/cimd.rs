@@ -8,7 +8,7 @@
 //! reserved ranges), then the connection goes to exactly the address checked (a second DNS
 //! answer cannot point it elsewhere); no redirects; [`FETCH_TIMEOUT`]; at most
 //! [`MAX_DOCUMENT_BYTES`]. Documents are cached [`CACHE_FOR`] (failures
-//! [`FAILURE_CACHE_FOR`]), at most [`MAX_CACHED`] of them. Tests (only) may trust a test CA
+//! [`FAILURE_CACHE_FOR`]), at most [`MAX_CACHED`] of them; at most [`MAX_FETCHES`] at once. Tests (only) may trust a test CA
 //! and allow loopback addresses (`--oauth-cimd-test-ca`).
 
 use std::collections::HashMap;
@@ -32,8 +32,11 @@ pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 pub const CACHE_FOR: Duration = Duration::from_secs(10 * 60);
 /// How long a document that could not be used is not fetched again.
 pub const FAILURE_CACHE_FOR: Duration = Duration::from_secs(60);
-/// The most documents (and failures) cached; past it the cache starts over.
+/// The most documents (and failures) cached; past it failures and stale entries go first.
 pub const MAX_CACHED: usize = 1_000;
+/// The most documents fetched at once: past it a new client id is unusable for now (not
+/// cached), so strangers' ids cannot make the proxy hold unbounded outbound fetches.
+pub const MAX_FETCHES: usize = 16;
 
 /// The documents fetched, and how to fetch them.
 pub(crate) struct Documents {
@@ -41,6 +44,8 @@ pub(crate) struct Documents {
     test_ca: Option<reqwest::Certificate>,
     /// A sync lock: no `.await` under it.
     cache: Mutex<HashMap<String, (Instant, Option<Client>)>>,
+    /// Fetches under way, at most [`MAX_FETCHES`].
+    fetching: tokio::sync::Semaphore,
 }
 
 impl Documents {
@@ -56,6 +61,7 @@ impl Documents {
         Ok(Documents {
             test_ca,
             cache: Mutex::new(HashMap::new()),
+            fetching: tokio::sync::Semaphore::new(MAX_FETCHES),
         })
     }
 
@@ -75,6 +81,10 @@ impl Documents {
                 }
             }
         }
+        let Ok(_fetching) = self.fetching.try_acquire() else {
+            info!(client_id = %url, "client metadata document not fetched: too many fetches under way");
+            return None;
+        };
         let client = match self.fetch(url).await {
             Ok(client) => {
                 info!(client_id = %url, "client metadata document fetched");
@@ -87,7 +97,12 @@ impl Documents {
         };
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= MAX_CACHED {
-            cache.clear();
+            // Failures and stale entries go first: a caller spraying client ids cannot flush
+            // the documents of clients in use.
+            cache.retain(|_, (at, client)| client.is_some() && at.elapsed() < CACHE_FOR);
+            if cache.len() >= MAX_CACHED {
+                cache.clear();
+            }
         }
         cache.insert(url.to_owned(), (Instant::now(), client.clone()));
         client
